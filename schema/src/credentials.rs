@@ -1,0 +1,464 @@
+//! Company credentials: the settings screen's data. Secrets are opened and sealed here, inside the
+//! transaction that reads and writes them, so a save is all-or-nothing.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use secrecy::{ExposeSecret, SecretString};
+
+use crate::audit;
+use crate::company::CompanyId;
+use crate::error::StoreError;
+use crate::pool::{write_tx, AnyConnection};
+use crate::schema::credentials;
+use crate::seal::{KeyRing, Sealed};
+
+pub const APPLICATION_ID: &str = "application_id";
+pub const SHARED_SECRET: &str = "shared_secret";
+pub const REFRESH_TOKEN: &str = "refresh_token";
+pub const PROFILE_ID: &str = "profile_id";
+
+/// The connection state shown on the ERP screen (contract §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConnectionState {
+    NotConfigured,
+    Incomplete,
+    Untested,
+    Connected,
+    Failed,
+}
+
+impl ConnectionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionState::NotConfigured => "not_configured",
+            ConnectionState::Incomplete => "incomplete",
+            ConnectionState::Untested => "untested",
+            ConnectionState::Connected => "connected",
+            ConnectionState::Failed => "failed",
+        }
+    }
+
+    pub fn parse(s: &str) -> ConnectionState {
+        match s {
+            "incomplete" => ConnectionState::Incomplete,
+            "untested" => ConnectionState::Untested,
+            "connected" => ConnectionState::Connected,
+            "failed" => ConnectionState::Failed,
+            _ => ConnectionState::NotConfigured,
+        }
+    }
+}
+
+#[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone)]
+#[diesel(table_name = credentials, treat_none_as_null = true)]
+pub(crate) struct CredentialsRow {
+    pub company: String,
+    pub application_id: Option<String>,
+    pub shared_secret: Option<Vec<u8>>,
+    pub refresh_token: Option<Vec<u8>>,
+    pub key_id: Option<String>,
+    pub profile_id: Option<i64>,
+    pub version: i64,
+    pub state: String,
+    pub state_since: NaiveDateTime,
+    pub created_at: NaiveDateTime,
+    pub updated_at: NaiveDateTime,
+    pub updated_by: String,
+}
+
+/// A company's credentials with the secrets opened. `Debug` is redacted by `SecretString`.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    pub company: String,
+    pub application_id: Option<String>,
+    pub shared_secret: Option<SecretString>,
+    pub refresh_token: Option<SecretString>,
+    pub profile_id: Option<i64>,
+    pub version: i64,
+    pub state: ConnectionState,
+    pub state_since: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub updated_by: String,
+}
+
+impl Credentials {
+    /// The values a connection needs that are not set, in the order the screen shows them.
+    pub fn missing(&self) -> Vec<&'static str> {
+        missing_fields(
+            self.application_id.is_some(),
+            self.shared_secret.is_some(),
+            self.refresh_token.is_some(),
+        )
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.missing().is_empty()
+    }
+}
+
+fn missing_fields(app: bool, secret: bool, token: bool) -> Vec<&'static str> {
+    [
+        (app, APPLICATION_ID),
+        (secret, SHARED_SECRET),
+        (token, REFRESH_TOKEN),
+    ]
+    .into_iter()
+    .filter(|(set, _)| !set)
+    .map(|(_, name)| name)
+    .collect()
+}
+
+/// What a write does to one field: PUT sets or clears every field, PATCH may keep some.
+#[derive(Debug, Clone)]
+pub enum Change<T> {
+    Keep,
+    Set(T),
+    Clear,
+}
+
+#[derive(Debug, Clone)]
+pub struct CredentialsChange {
+    pub application_id: Change<String>,
+    pub shared_secret: Change<SecretString>,
+    pub refresh_token: Change<SecretString>,
+    pub profile_id: Change<i64>,
+}
+
+#[derive(Debug)]
+pub struct Saved {
+    pub credentials: Credentials,
+    pub created: bool,
+    /// Names of the fields whose value changed; empty when the write changed nothing.
+    pub changed: Vec<&'static str>,
+    pub previous_state: ConnectionState,
+}
+
+pub(crate) fn to_utc(t: NaiveDateTime) -> DateTime<Utc> {
+    DateTime::from_naive_utc_and_offset(t, Utc)
+}
+
+/// Reads the row, taking a row lock on PostgreSQL so concurrent writers queue instead of both
+/// building on the same version (SQLite's write transactions are already exclusive).
+pub(crate) fn load_row_for_update(
+    conn: &mut AnyConnection,
+    company: &str,
+) -> QueryResult<Option<CredentialsRow>> {
+    let query = credentials::table.find(company.to_string());
+    match conn {
+        AnyConnection::Postgresql(pg) => query
+            .select(CredentialsRow::as_select())
+            .for_update()
+            .first(pg)
+            .optional(),
+        other => query
+            .select(CredentialsRow::as_select())
+            .first(other)
+            .optional(),
+    }
+}
+
+fn open_field(
+    keys: &KeyRing,
+    row: &CredentialsRow,
+    field: &str,
+    bytes: &Option<Vec<u8>>,
+) -> Option<Result<SecretString, StoreError>> {
+    bytes.as_ref().map(|b| {
+        let key_id = row.key_id.as_deref().unwrap_or_default();
+        keys.open(&row.company, field, key_id, b)
+            .map_err(StoreError::from)
+    })
+}
+
+fn open_row(keys: &KeyRing, row: CredentialsRow) -> Result<Credentials, StoreError> {
+    let shared_secret = open_field(keys, &row, SHARED_SECRET, &row.shared_secret).transpose()?;
+    let refresh_token = open_field(keys, &row, REFRESH_TOKEN, &row.refresh_token).transpose()?;
+    Ok(Credentials {
+        company: row.company,
+        application_id: row.application_id,
+        shared_secret,
+        refresh_token,
+        profile_id: row.profile_id,
+        version: row.version,
+        state: ConnectionState::parse(&row.state),
+        state_since: to_utc(row.state_since),
+        updated_at: to_utc(row.updated_at),
+        updated_by: row.updated_by,
+    })
+}
+
+/// The stored credentials with secrets opened, or `None` when the company has none.
+pub fn load(
+    conn: &mut AnyConnection,
+    keys: &KeyRing,
+    company: &CompanyId,
+) -> Result<Option<Credentials>, StoreError> {
+    let row = credentials::table
+        .find(company.as_str())
+        .select(CredentialsRow::as_select())
+        .first(conn)
+        .optional()?;
+    row.map(|r| open_row(keys, r)).transpose()
+}
+
+/// Applies one field's change; `old` is the stored value (an `Err` when it does not open).
+fn apply_secret(
+    change: &Change<SecretString>,
+    old: Option<Result<SecretString, StoreError>>,
+) -> Result<(Option<SecretString>, bool), StoreError> {
+    Ok(match change {
+        Change::Keep => (old.transpose()?, false),
+        Change::Clear => (None, old.is_some()),
+        Change::Set(new) => {
+            let same = matches!(&old, Some(Ok(o)) if o.expose_secret() == new.expose_secret());
+            (Some(new.clone()), !same)
+        }
+    })
+}
+
+fn apply_plain<T: Clone + PartialEq>(change: &Change<T>, old: Option<T>) -> (Option<T>, bool) {
+    match change {
+        Change::Keep => (old, false),
+        Change::Clear => (None, old.is_some()),
+        Change::Set(new) => (Some(new.clone()), old.as_ref() != Some(new)),
+    }
+}
+
+/// Creates or changes a company's credentials in one transaction: re-seals every secret under the
+/// current key, bumps the version, resets the connection state, drops cached tokens and writes the
+/// audit entry. `if_match` is the version the caller last saw.
+pub fn save(
+    conn: &mut AnyConnection,
+    keys: &KeyRing,
+    company: &CompanyId,
+    change: &CredentialsChange,
+    if_match: Option<i64>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Saved, StoreError> {
+    write_tx(conn, |conn| {
+        let existing = load_row_for_update(conn, company.as_str())?;
+        check_version(existing.as_ref(), if_match)?;
+
+        let (old_secret, old_token) = match &existing {
+            Some(row) => (
+                open_field(keys, row, SHARED_SECRET, &row.shared_secret),
+                open_field(keys, row, REFRESH_TOKEN, &row.refresh_token),
+            ),
+            None => (None, None),
+        };
+        let (application_id, app_changed) = apply_plain(
+            &change.application_id,
+            existing.as_ref().and_then(|r| r.application_id.clone()),
+        );
+        let (profile_id, profile_changed) = apply_plain(
+            &change.profile_id,
+            existing.as_ref().and_then(|r| r.profile_id),
+        );
+        let (shared_secret, secret_changed) = apply_secret(&change.shared_secret, old_secret)?;
+        let (refresh_token, token_changed) = apply_secret(&change.refresh_token, old_token)?;
+
+        let changed: Vec<&'static str> = [
+            (app_changed, APPLICATION_ID),
+            (secret_changed, SHARED_SECRET),
+            (token_changed, REFRESH_TOKEN),
+            (profile_changed, PROFILE_ID),
+        ]
+        .into_iter()
+        .filter(|(c, _)| *c)
+        .map(|(_, n)| n)
+        .collect();
+
+        let previous_state = existing
+            .as_ref()
+            .map(|r| ConnectionState::parse(&r.state))
+            .unwrap_or(ConnectionState::NotConfigured);
+
+        if let (Some(row), true) = (&existing, changed.is_empty()) {
+            // Nothing changed: keep version, state and cached tokens as they are.
+            let credentials = open_row(keys, row.clone())?;
+            return Ok(Saved {
+                credentials,
+                created: false,
+                changed,
+                previous_state,
+            });
+        }
+
+        let complete = missing_fields(
+            application_id.is_some(),
+            shared_secret.is_some(),
+            refresh_token.is_some(),
+        )
+        .is_empty();
+        let state = if complete {
+            ConnectionState::Untested
+        } else {
+            ConnectionState::Incomplete
+        };
+        let now_naive = now.naive_utc();
+        let sealed_secret = shared_secret
+            .as_ref()
+            .map(|s| keys.seal(company.as_str(), SHARED_SECRET, s));
+        let sealed_token = refresh_token
+            .as_ref()
+            .map(|s| keys.seal(company.as_str(), REFRESH_TOKEN, s));
+        let row = CredentialsRow {
+            company: company.to_string(),
+            application_id: application_id.clone(),
+            key_id: sealed_secret
+                .as_ref()
+                .or(sealed_token.as_ref())
+                .map(|s: &Sealed| s.key_id.clone()),
+            shared_secret: sealed_secret.map(|s| s.bytes),
+            refresh_token: sealed_token.map(|s| s.bytes),
+            profile_id,
+            version: existing.as_ref().map_or(1, |r| r.version + 1),
+            state: state.as_str().to_string(),
+            state_since: match &existing {
+                Some(r) if r.state == state.as_str() => r.state_since,
+                _ => now_naive,
+            },
+            created_at: existing.as_ref().map_or(now_naive, |r| r.created_at),
+            updated_at: now_naive,
+            updated_by: actor.to_string(),
+        };
+        if existing.is_some() {
+            diesel::update(credentials::table.find(company.as_str()))
+                .set(&row)
+                .execute(conn)?;
+        } else {
+            diesel::insert_into(credentials::table)
+                .values(&row)
+                .execute(conn)?;
+        }
+        let action = if existing.is_some() {
+            "updated"
+        } else {
+            "created"
+        };
+        audit::record(
+            conn,
+            company,
+            actor,
+            action,
+            &changed,
+            Some(row.version),
+            now,
+        )?;
+
+        Ok(Saved {
+            credentials: Credentials {
+                company: company.to_string(),
+                application_id,
+                shared_secret,
+                refresh_token,
+                profile_id,
+                version: row.version,
+                state,
+                state_since: to_utc(row.state_since),
+                updated_at: now,
+                updated_by: actor.to_string(),
+            },
+            created: existing.is_none(),
+            changed,
+            previous_state,
+        })
+    })
+}
+
+fn check_version(
+    existing: Option<&CredentialsRow>,
+    if_match: Option<i64>,
+) -> Result<(), StoreError> {
+    match (if_match, existing) {
+        (None, _) => Ok(()),
+        (Some(v), Some(row)) if row.version == v => Ok(()),
+        (Some(_), row) => Err(StoreError::VersionConflict {
+            current: row.map(|r| r.version),
+        }),
+    }
+}
+
+/// What a delete removed, for the audit trail and the events.
+#[derive(Debug)]
+pub struct Deleted {
+    pub fields: Vec<&'static str>,
+    pub previous_state: ConnectionState,
+    pub version: i64,
+}
+
+/// Forgets a company's credentials (and, with them, its cached tokens). `NotFound` when none.
+pub fn delete(
+    conn: &mut AnyConnection,
+    company: &CompanyId,
+    if_match: Option<i64>,
+    actor: &str,
+    now: DateTime<Utc>,
+) -> Result<Deleted, StoreError> {
+    write_tx(conn, |conn| {
+        let row = load_row_for_update(conn, company.as_str())?.ok_or(StoreError::NotFound)?;
+        check_version(Some(&row), if_match)?;
+        let fields: Vec<&'static str> = [
+            (row.application_id.is_some(), APPLICATION_ID),
+            (row.shared_secret.is_some(), SHARED_SECRET),
+            (row.refresh_token.is_some(), REFRESH_TOKEN),
+            (row.profile_id.is_some(), PROFILE_ID),
+        ]
+        .into_iter()
+        .filter(|(set, _)| *set)
+        .map(|(_, n)| n)
+        .collect();
+        diesel::delete(credentials::table.find(company.as_str())).execute(conn)?;
+        audit::record(
+            conn,
+            company,
+            actor,
+            "deleted",
+            &fields,
+            Some(row.version),
+            now,
+        )?;
+        Ok(Deleted {
+            fields,
+            previous_state: ConnectionState::parse(&row.state),
+            version: row.version,
+        })
+    })
+}
+
+/// A company's state as the company list shows it.
+#[derive(Debug, Clone)]
+pub struct CompanyState {
+    pub company: String,
+    pub state: ConnectionState,
+    pub since: DateTime<Utc>,
+}
+
+/// Companies that have credentials, ordered by id; `only` restricts to the caller's companies.
+pub fn list_states(
+    conn: &mut AnyConnection,
+    only: Option<&[CompanyId]>,
+) -> Result<Vec<CompanyState>, StoreError> {
+    let mut query = credentials::table
+        .select((
+            credentials::company,
+            credentials::state,
+            credentials::state_since,
+        ))
+        .order(credentials::company.asc())
+        .into_boxed();
+    if let Some(ids) = only {
+        let ids: Vec<&str> = ids.iter().map(|c| c.as_str()).collect();
+        query = query.filter(credentials::company.eq_any(ids));
+    }
+    let rows: Vec<(String, String, NaiveDateTime)> = query.load(conn)?;
+    Ok(rows
+        .into_iter()
+        .map(|(company, state, since)| CompanyState {
+            company,
+            state: ConnectionState::parse(&state),
+            since: to_utc(since),
+        })
+        .collect())
+}

@@ -1,0 +1,44 @@
+use thiserror::Error;
+
+use crate::seal::SealError;
+
+/// Errors of the store layer. Messages never contain secret values: sealed data is described by
+/// company and field only.
+#[derive(Debug, Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Query(#[from] diesel::result::Error),
+    #[error("database connection error: {0}")]
+    Connection(#[from] diesel::ConnectionError),
+    #[error("database pool error: {0}")]
+    Pool(String),
+    #[error("database migration error: {0}")]
+    Migration(String),
+    #[error("unsupported database url: {0}")]
+    UnsupportedUrl(String),
+    #[error(transparent)]
+    Seal(#[from] SealError),
+    #[error("not found")]
+    NotFound,
+    #[error("version conflict: current version is {current:?}")]
+    VersionConflict { current: Option<i64> },
+    #[error("database worker failed: {0}")]
+    Worker(String),
+}
+
+impl StoreError {
+    /// Errors worth retrying the whole transaction for: lost races on insert (two first saves of
+    /// one company), PostgreSQL serialization failures and SQLite lock contention past the timeout.
+    pub fn is_retryable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            StoreError::Query(Error::DatabaseError(kind, info)) => {
+                matches!(
+                    kind,
+                    DatabaseErrorKind::UniqueViolation | DatabaseErrorKind::SerializationFailure
+                ) || info.message().contains("database is locked")
+            }
+            _ => false,
+        }
+    }
+}

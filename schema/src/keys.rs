@@ -1,0 +1,115 @@
+//! Which encryption keys the database uses, and re-sealing everything under the current key.
+
+use std::collections::BTreeSet;
+
+use diesel::prelude::*;
+
+use crate::credentials::{load_row_for_update, REFRESH_TOKEN, SHARED_SECRET};
+use crate::error::StoreError;
+use crate::pool::{write_tx, AnyConnection};
+use crate::schema::credentials;
+use crate::seal::{KeyRing, SealError};
+
+/// Every key id that sealed something in the database.
+pub fn key_ids_in_use(conn: &mut AnyConnection) -> Result<BTreeSet<String>, StoreError> {
+    let ids: Vec<Option<String>> = credentials::table
+        .select(credentials::key_id)
+        .distinct()
+        .load(conn)?;
+    Ok(ids.into_iter().flatten().collect())
+}
+
+/// Start-up check: a database holding a key id the ring does not have would fail later, one
+/// secret at a time; refuse to start instead, naming the id.
+pub fn check_key_ids(conn: &mut AnyConnection, keys: &KeyRing) -> Result<(), StoreError> {
+    match key_ids_in_use(conn)?
+        .into_iter()
+        .find(|id| !keys.has_key(id))
+    {
+        Some(id) => Err(StoreError::Seal(SealError::UnknownKey(id))),
+        None => Ok(()),
+    }
+}
+
+/// Rows still sealed under a key other than the first.
+pub fn count_to_rotate(conn: &mut AnyConnection, keys: &KeyRing) -> Result<i64, StoreError> {
+    Ok(credentials::table
+        .filter(credentials::key_id.is_not_null())
+        .filter(credentials::key_id.ne(keys.primary_id()))
+        .count()
+        .get_result(conn)?)
+}
+
+#[derive(Debug, Default)]
+pub struct RotationBatch {
+    /// The last company looked at; the next batch starts after it. `None` when nothing was left.
+    pub last: Option<String>,
+    pub rotated: u64,
+    /// Companies whose secrets do not open with any configured key (left as they are).
+    pub failed: Vec<(String, SealError)>,
+}
+
+/// Re-seals up to `size` companies after `after` (ordered by id) in one transaction. Each row is
+/// re-read under its lock, so a save by a running server either happens before (and is re-sealed
+/// here) or after (and is sealed by the server itself). Safe to interrupt: a rerun skips rows that
+/// already carry the first key.
+pub fn rotate_batch(
+    conn: &mut AnyConnection,
+    keys: &KeyRing,
+    after: Option<&str>,
+    size: i64,
+) -> Result<RotationBatch, StoreError> {
+    let primary = keys.primary_id().to_string();
+    write_tx(conn, |conn| {
+        let mut query = credentials::table
+            .select(credentials::company)
+            .filter(credentials::key_id.is_not_null())
+            .filter(credentials::key_id.ne(&primary))
+            .order(credentials::company.asc())
+            .limit(size)
+            .into_boxed();
+        if let Some(after) = after {
+            query = query.filter(credentials::company.gt(after.to_string()));
+        }
+        let companies: Vec<String> = query.load(conn)?;
+        let mut batch = RotationBatch {
+            last: companies.last().cloned(),
+            ..Default::default()
+        };
+        for company in companies {
+            let Some(row) = load_row_for_update(conn, &company)? else {
+                continue;
+            };
+            let Some(key_id) = row.key_id.clone().filter(|k| *k != primary) else {
+                continue;
+            };
+            let reseal =
+                |field: &str, bytes: &Option<Vec<u8>>| -> Result<Option<Vec<u8>>, SealError> {
+                    bytes
+                        .as_ref()
+                        .map(|b| {
+                            let plain = keys.open(&company, field, &key_id, b)?;
+                            Ok(keys.seal(&company, field, &plain).bytes)
+                        })
+                        .transpose()
+                };
+            match (
+                reseal(SHARED_SECRET, &row.shared_secret),
+                reseal(REFRESH_TOKEN, &row.refresh_token),
+            ) {
+                (Ok(secret), Ok(token)) => {
+                    diesel::update(credentials::table.find(&company))
+                        .set((
+                            credentials::shared_secret.eq(secret),
+                            credentials::refresh_token.eq(token),
+                            credentials::key_id.eq(&primary),
+                        ))
+                        .execute(conn)?;
+                    batch.rotated += 1;
+                }
+                (Err(e), _) | (_, Err(e)) => batch.failed.push((company.clone(), e)),
+            }
+        }
+        Ok(batch)
+    })
+}

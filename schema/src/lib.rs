@@ -1,0 +1,17 @@
+//! The store of ca-connector: diesel tables, the SQLite/PostgreSQL connection pool, embedded
+//! migrations, sealed secrets (AES-256-GCM key ring) and every query and transaction the service
+//! runs. Nothing here speaks HTTP; callers hand in parsed values and get typed records back.
+
+pub mod audit;
+pub mod company;
+pub mod credentials;
+pub mod error;
+pub mod keys;
+pub mod pool;
+pub mod schema;
+pub mod seal;
+
+pub use company::CompanyId;
+pub use error::StoreError;
+pub use pool::{AnyConnection, Backend, Database};
+pub use seal::{KeyRing, SealError};

@@ -1,0 +1,236 @@
+use std::time::Duration;
+
+use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
+use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
+use diesel::{Connection, PgConnection, SqliteConnection};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use crate::error::StoreError;
+
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
+const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
+
+/// One connection type for both backends; queries written once run on either.
+#[derive(diesel::MultiConnection)]
+pub enum AnyConnection {
+    Postgresql(PgConnection),
+    Sqlite(SqliteConnection),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// Opens connections of the backend chosen from the URL. We do not use the MultiConnection's own
+/// `establish`, which tries every backend in turn: with PostgreSQL down it would fall through to
+/// SQLite and create a stray file named after the URL.
+#[derive(Debug)]
+pub struct Manager {
+    backend: Backend,
+    target: String,
+}
+
+impl ManageConnection for Manager {
+    type Connection = AnyConnection;
+    type Error = StoreError;
+
+    fn connect(&self) -> Result<AnyConnection, StoreError> {
+        match self.backend {
+            Backend::Postgres => Ok(AnyConnection::Postgresql(PgConnection::establish(
+                &self.target,
+            )?)),
+            Backend::Sqlite => {
+                let mut conn = SqliteConnection::establish(&self.target)?;
+                // WAL lets readers run beside the one writer; the busy timeout makes writers wait
+                // for each other instead of failing; foreign keys are off by default in SQLite.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
+                     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                )
+                .map_err(StoreError::Query)?;
+                Ok(AnyConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        conn.ping().map_err(StoreError::Query)
+    }
+
+    fn has_broken(&self, conn: &mut AnyConnection) -> bool {
+        conn.is_broken()
+    }
+}
+
+pub type Conn = PooledConnection<Manager>;
+
+/// The connection pool plus what the service needs to know about the backend behind it.
+#[derive(Clone)]
+pub struct Database {
+    pool: Pool<Manager>,
+    backend: Backend,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database")
+            .field("backend", &self.backend)
+            .finish()
+    }
+}
+
+impl Database {
+    /// `sqlite://PATH` (or a bare path) or `postgres://…` / `postgresql://…`.
+    pub fn connect(url: &str, max_size: u32) -> Result<Self, StoreError> {
+        let (backend, target) =
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                (Backend::Postgres, url.to_string())
+            } else if let Some(path) = url.strip_prefix("sqlite://") {
+                (Backend::Sqlite, path.to_string())
+            } else if url.contains("://") {
+                return Err(StoreError::UnsupportedUrl(redact_url(url)));
+            } else {
+                (Backend::Sqlite, url.to_string())
+            };
+        let pool = Pool::builder()
+            .max_size(max_size)
+            .min_idle(Some(0))
+            .connection_timeout(Duration::from_secs(10))
+            .build_unchecked(Manager { backend, target });
+        Ok(Database { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub fn get(&self) -> Result<Conn, StoreError> {
+        self.pool.get().map_err(|e| StoreError::Pool(e.to_string()))
+    }
+
+    /// Runs store code on tokio's blocking pool: diesel is synchronous and must never stall the
+    /// async executor. The caller's tracing span goes along so log lines keep their request id.
+    pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let db = self.clone();
+        let span = tracing::Span::current();
+        tokio::task::spawn_blocking(move || {
+            span.in_scope(|| {
+                let mut conn = db.get()?;
+                f(&mut conn)
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    /// Readiness: a connection answers within `timeout` and no migration is pending.
+    pub async fn check_ready(&self, timeout: Duration) -> Result<(), StoreError> {
+        let db = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = db
+                .pool
+                .get_timeout(timeout)
+                .map_err(|e| StoreError::Pool(e.to_string()))?;
+            let pending = pending_migrations(&mut conn)?;
+            if pending > 0 {
+                return Err(StoreError::Migration(format!(
+                    "{pending} migrations not applied"
+                )));
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| StoreError::Worker(e.to_string()))?
+    }
+
+    /// Applies pending migrations; returns the names of the ones applied.
+    pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
+        let mut conn = self.get()?;
+        let applied = match &mut *conn {
+            AnyConnection::Sqlite(c) => c
+                .run_pending_migrations(SQLITE_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.to_string()).collect()),
+            AnyConnection::Postgresql(c) => c
+                .run_pending_migrations(POSTGRES_MIGRATIONS)
+                .map(|v| v.iter().map(|m| m.to_string()).collect()),
+        };
+        applied.map_err(|e| StoreError::Migration(e.to_string()))
+    }
+}
+
+fn pending_migrations(conn: &mut AnyConnection) -> Result<usize, StoreError> {
+    let pending = match conn {
+        AnyConnection::Sqlite(c) => c.pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+        AnyConnection::Postgresql(c) => c.pending_migrations(POSTGRES_MIGRATIONS).map(|v| v.len()),
+    };
+    pending.map_err(|e| StoreError::Migration(e.to_string()))
+}
+
+/// A write transaction. On SQLite it starts with `BEGIN IMMEDIATE` so the write lock is taken up
+/// front: a deferred transaction that reads first and writes later cannot wait for the lock and
+/// fails with "database is locked" under concurrent writers. PostgreSQL uses a plain transaction
+/// and the callers take row locks where they read-then-write.
+pub fn write_tx<T, F>(conn: &mut AnyConnection, f: F) -> Result<T, StoreError>
+where
+    F: FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+{
+    if let AnyConnection::Sqlite(c) = conn {
+        AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+        return match f(conn) {
+            Ok(value) => {
+                <AnyConnection as Connection>::TransactionManager::commit_transaction(conn)?;
+                Ok(value)
+            }
+            Err(e) => {
+                // The original error matters more than a failed rollback.
+                let _ =
+                    <AnyConnection as Connection>::TransactionManager::rollback_transaction(conn);
+                Err(e)
+            }
+        };
+    }
+    conn.transaction(f)
+}
+
+/// Retries a whole transaction a few times when it lost a race (see `StoreError::is_retryable`).
+pub fn with_retry<T>(mut attempt: impl FnMut() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    let mut tries = 0;
+    loop {
+        match attempt() {
+            Err(e) if e.is_retryable() && tries < 8 => {
+                tries += 1;
+                std::thread::sleep(Duration::from_millis(5 * tries));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// A database URL fit for logs and errors: the password is replaced.
+pub fn redact_url(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, rest)) => match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or("");
+                format!("{scheme}://{user}:***@{host}")
+            }
+            None => url.to_string(),
+        },
+        None => url.to_string(),
+    }
+}

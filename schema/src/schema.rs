@@ -1,0 +1,31 @@
+// The tables as diesel sees them. Only types both backends share: Text, BigInt, Binary, Bool and
+// Timestamp (always UTC). Keep in step with migrations/sqlite and migrations/postgres.
+
+diesel::table! {
+    credentials (company) {
+        company -> Text,
+        application_id -> Nullable<Text>,
+        shared_secret -> Nullable<Binary>,
+        refresh_token -> Nullable<Binary>,
+        key_id -> Nullable<Text>,
+        profile_id -> Nullable<BigInt>,
+        version -> BigInt,
+        state -> Text,
+        state_since -> Timestamp,
+        created_at -> Timestamp,
+        updated_at -> Timestamp,
+        updated_by -> Text,
+    }
+}
+
+diesel::table! {
+    audit_entries (id) {
+        id -> Text,
+        company -> Text,
+        at -> Timestamp,
+        actor -> Text,
+        action -> Text,
+        fields -> Text,
+        version -> Nullable<BigInt>,
+    }
+}

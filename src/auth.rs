@@ -1,0 +1,244 @@
+//! JWT authentication (contract §2): who is calling, on which companies, with which scopes.
+//! `Caller` is an extractor; every `/api/v1` handler takes one and asks it for permission.
+
+use std::collections::HashSet;
+use std::future::{ready, Ready};
+
+use actix_web::http::header::{self, WWW_AUTHENTICATE};
+use actix_web::http::StatusCode;
+use actix_web::{dev::Payload, web, FromRequest, HttpRequest};
+use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use schema::CompanyId;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+
+use crate::problem::ApiError;
+use crate::settings::{JwtKey, JwtSettings};
+use crate::startup::AppState;
+
+/// A permission named in the token's `scope` claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Scope {
+    CredentialsRead,
+    CredentialsWrite,
+    ConnectionRead,
+    ConnectionTest,
+    TokenIssue,
+    WebhooksManage,
+}
+
+impl Scope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::CredentialsRead => "credentials:read",
+            Scope::CredentialsWrite => "credentials:write",
+            Scope::ConnectionRead => "connection:read",
+            Scope::ConnectionTest => "connection:test",
+            Scope::TokenIssue => "token:issue",
+            Scope::WebhooksManage => "webhooks:manage",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Scope> {
+        [
+            Scope::CredentialsRead,
+            Scope::CredentialsWrite,
+            Scope::ConnectionRead,
+            Scope::ConnectionTest,
+            Scope::TokenIssue,
+            Scope::WebhooksManage,
+        ]
+        .into_iter()
+        .find(|scope| scope.as_str() == s)
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Claims {
+    pub sub: String,
+    pub exp: i64,
+    pub aud: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iss: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    pub iat: i64,
+    pub companies: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
+}
+
+/// The claims this service reads; `aud` may be a string or an array, so it is left to the validator.
+#[derive(Deserialize)]
+struct IncomingClaims {
+    sub: String,
+    companies: Vec<String>,
+    #[serde(default)]
+    scope: Option<String>,
+}
+
+/// The authenticated caller of one request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub sub: String,
+    all_companies: bool,
+    companies: Vec<String>,
+    scopes: HashSet<Scope>,
+}
+
+impl Caller {
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(&scope) {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "insufficient_scope",
+                format!("This token lacks the '{}' permission.", scope.as_str()),
+            )
+            .header(
+                WWW_AUTHENTICATE,
+                format!(
+                    "Bearer error=\"insufficient_scope\", scope=\"{}\"",
+                    scope.as_str()
+                ),
+            ))
+        }
+    }
+
+    pub fn may_access(&self, company: &str) -> bool {
+        self.all_companies || self.companies.iter().any(|c| c == company)
+    }
+
+    /// Checks, in order: the company id's form (400), the scope (403) and the company (403).
+    pub fn authorize(&self, scope: Scope, raw_company: &str) -> Result<CompanyId, ApiError> {
+        let company = CompanyId::parse(raw_company)
+            .map_err(|msg| ApiError::new(StatusCode::BAD_REQUEST, "invalid_company", msg))?;
+        self.require(scope)?;
+        if !self.may_access(company.as_str()) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "company_forbidden",
+                format!("This token does not cover company '{company}'."),
+            ));
+        }
+        Ok(company)
+    }
+
+    /// `None` for a caller covering every company; else the companies its token names.
+    pub fn company_list(&self) -> Option<Vec<CompanyId>> {
+        (!self.all_companies).then(|| {
+            self.companies
+                .iter()
+                .filter_map(|c| CompanyId::parse(c).ok())
+                .collect()
+        })
+    }
+
+    pub fn covers_all(&self) -> bool {
+        self.all_companies
+    }
+}
+
+/// Verifies tokens with the one configured algorithm.
+pub struct Authenticator {
+    key: DecodingKey,
+    validation: Validation,
+}
+
+impl Authenticator {
+    pub fn new(jwt: &JwtSettings) -> Result<Self, String> {
+        let (key, algorithm) = match &jwt.key {
+            JwtKey::Hs256(secret) => (
+                DecodingKey::from_secret(secret.expose_secret().as_bytes()),
+                Algorithm::HS256,
+            ),
+            JwtKey::PublicKey(pem) => {
+                if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+                    (key, Algorithm::RS256)
+                } else if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+                    (key, Algorithm::ES256)
+                } else {
+                    return Err("--jwt-public-key: not a PEM RSA or EC (P-256) public key".into());
+                }
+            }
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = 60;
+        validation.validate_nbf = true;
+        validation.set_audience(&[&jwt.audience]);
+        let mut required = vec!["sub", "exp", "aud"];
+        if let Some(iss) = &jwt.issuer {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        validation.set_required_spec_claims(&required);
+        Ok(Authenticator { key, validation })
+    }
+
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, ApiError> {
+        let token = authorization
+            .and_then(|h| {
+                h.strip_prefix("Bearer ")
+                    .or_else(|| h.strip_prefix("bearer "))
+            })
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| {
+                unauthorized("A bearer token is required (Authorization: Bearer <JWT>).")
+            })?;
+        let data = decode::<IncomingClaims>(token, &self.key, &self.validation).map_err(|e| {
+            tracing::info!(reason = %e, "token refused");
+            unauthorized("The bearer token is not valid (signature, algorithm, audience, issuer, expiry or claims).")
+        })?;
+        let claims = data.claims;
+        Ok(Caller {
+            sub: claims.sub,
+            all_companies: claims.companies.iter().any(|c| c == "*"),
+            companies: claims.companies,
+            scopes: claims
+                .scope
+                .unwrap_or_default()
+                .split_whitespace()
+                .filter_map(Scope::parse)
+                .collect(),
+        })
+    }
+}
+
+fn unauthorized(detail: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", detail)
+        .header(WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")
+}
+
+impl FromRequest for Caller {
+    type Error = ApiError;
+    type Future = Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
+        let result = match req.app_data::<web::Data<AppState>>() {
+            Some(state) => {
+                let header = req
+                    .headers()
+                    .get(header::AUTHORIZATION)
+                    .and_then(|v| v.to_str().ok());
+                state.auth.authenticate(header)
+            }
+            None => Err(ApiError::internal("application state missing")),
+        };
+        if let Ok(caller) = &result {
+            tracing::Span::current().record("sub", caller.sub.as_str());
+        }
+        ready(result)
+    }
+}
+
+/// Signs an HS256 token, as `ca-connector token` does for local use.
+pub fn mint_hs256(secret: &SecretString, claims: &Claims) -> Result<String, String> {
+    encode(
+        &Header::new(Algorithm::HS256),
+        claims,
+        &EncodingKey::from_secret(secret.expose_secret().as_bytes()),
+    )
+    .map_err(|e| e.to_string())
+}

@@ -1,0 +1,39 @@
+use schema::pool::redact_url;
+
+use crate::settings::Config;
+use crate::startup::open_database;
+
+/// Prints what the service would run with (no secret values) after opening the database,
+/// applying migrations and checking the key ids, as `serve` does at start.
+pub async fn run(config: &Config) -> anyhow::Result<()> {
+    let db = open_database(config).await?;
+    let keys: Vec<&str> = config.keys.key_ids().collect();
+    println!(
+        "database: {} ({})",
+        redact_url(&config.database_url),
+        db.backend().name()
+    );
+    println!("listen: {}", config.listen);
+    println!("channeladvisor: {}", config.channeladvisor_url);
+    println!(
+        "encryption keys: {} (seals with '{}')",
+        keys.join(", "),
+        config.keys.primary_id()
+    );
+    println!(
+        "jwt: {} audience '{}'{}",
+        match config.jwt.key {
+            crate::settings::JwtKey::Hs256(_) => "HS256",
+            crate::settings::JwtKey::PublicKey(_) => "RS256/ES256 public key",
+        },
+        config.jwt.audience,
+        config
+            .jwt
+            .issuer
+            .as_deref()
+            .map(|i| format!(", issuer '{i}'"))
+            .unwrap_or_default()
+    );
+    println!("configuration ok");
+    Ok(())
+}

@@ -1,0 +1,17 @@
+//! ca-connector: the HTTP service and CLI behind an ERP's ChannelAdvisor settings screen.
+
+pub mod auth;
+pub mod body;
+pub mod commands;
+pub mod dev_secrets;
+pub mod metrics;
+pub mod openapi;
+pub mod problem;
+pub mod request_context;
+pub mod routes;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;
+
+pub use settings::{Config, Settings};
+pub use startup::Application;

@@ -1,0 +1,111 @@
+//! Parses a credentials body into typed values: PUT replaces every field (absent = cleared),
+//! PATCH is an RFC 7396 merge patch (absent = unchanged, null = cleared). Pasted strings are
+//! trimmed and an empty string means null. Every bad field is reported, not just the first.
+
+use connector::{ApplicationId, ProfileId, RefreshToken, SharedSecret};
+use schema::credentials::{
+    Change, CredentialsChange, APPLICATION_ID, PROFILE_ID, REFRESH_TOKEN, SHARED_SECRET,
+};
+use serde_json::Value;
+
+use crate::problem::ApiError;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Replace,
+    Merge,
+}
+
+const FIELDS: [&str; 4] = [APPLICATION_ID, SHARED_SECRET, REFRESH_TOKEN, PROFILE_ID];
+
+type Errors = Vec<(String, String)>;
+
+fn text<T>(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    mode: Mode,
+    parse: impl Fn(&str) -> Result<Option<T>, connector::CredentialError>,
+    errors: &mut Errors,
+) -> Change<T> {
+    match obj.get(field) {
+        None if mode == Mode::Merge => Change::Keep,
+        None | Some(Value::Null) => Change::Clear,
+        Some(Value::String(s)) => match parse(s) {
+            Ok(Some(v)) => Change::Set(v),
+            Ok(None) => Change::Clear,
+            Err(e) => {
+                errors.push((field.to_string(), e.to_string()));
+                Change::Keep
+            }
+        },
+        Some(_) => {
+            errors.push((field.to_string(), "must be a string or null".into()));
+            Change::Keep
+        }
+    }
+}
+
+fn profile(obj: &serde_json::Map<String, Value>, mode: Mode, errors: &mut Errors) -> Change<i64> {
+    let parsed = match obj.get(PROFILE_ID) {
+        None if mode == Mode::Merge => return Change::Keep,
+        None | Some(Value::Null) => return Change::Clear,
+        Some(Value::String(s)) if s.trim().is_empty() => return Change::Clear,
+        // A pasted number may arrive as a string.
+        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        Some(Value::Number(n)) => n.as_i64(),
+        Some(_) => None,
+    };
+    match parsed.map(ProfileId::parse) {
+        Some(Ok(p)) => Change::Set(p.get()),
+        _ => {
+            errors.push((
+                PROFILE_ID.to_string(),
+                "must be a positive whole number or null".into(),
+            ));
+            Change::Keep
+        }
+    }
+}
+
+pub fn parse(body: Option<Value>, mode: Mode) -> Result<CredentialsChange, ApiError> {
+    let Some(Value::Object(obj)) = body else {
+        return Err(ApiError::validation(vec![(
+            "body".into(),
+            "must be a JSON object".into(),
+        )]));
+    };
+    let mut errors: Errors = obj
+        .keys()
+        .filter(|k| !FIELDS.contains(&k.as_str()))
+        .map(|k| (k.clone(), "unknown field".to_string()))
+        .collect();
+    let change = CredentialsChange {
+        application_id: match text(
+            &obj,
+            APPLICATION_ID,
+            mode,
+            ApplicationId::parse,
+            &mut errors,
+        ) {
+            Change::Set(v) => Change::Set(v.as_str().to_string()),
+            Change::Keep => Change::Keep,
+            Change::Clear => Change::Clear,
+        },
+        shared_secret: match text(&obj, SHARED_SECRET, mode, SharedSecret::parse, &mut errors) {
+            Change::Set(v) => Change::Set(v.secret().clone()),
+            Change::Keep => Change::Keep,
+            Change::Clear => Change::Clear,
+        },
+        refresh_token: match text(&obj, REFRESH_TOKEN, mode, RefreshToken::parse, &mut errors) {
+            Change::Set(v) => Change::Set(v.secret().clone()),
+            Change::Keep => Change::Keep,
+            Change::Clear => Change::Clear,
+        },
+        profile_id: profile(&obj, mode, &mut errors),
+    };
+    if errors.is_empty() {
+        Ok(change)
+    } else {
+        Err(ApiError::validation(errors))
+    }
+}

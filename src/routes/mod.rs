@@ -1,0 +1,72 @@
+//! The HTTP routes, one file per resource. Every `/api/v1` handler takes a `Caller` and asks it
+//! for the scope and company before touching the store.
+
+pub mod audit;
+pub mod companies;
+pub mod credentials;
+mod credentials_input;
+pub mod health;
+
+use actix_web::http::StatusCode;
+use actix_web::web;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use serde::Deserialize;
+
+use crate::problem::ApiError;
+
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
+        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
+        .service(web::resource("/metrics").route(web::get().to(health::metrics)))
+        .service(web::resource("/openapi.json").route(web::get().to(health::openapi)))
+        .service(
+            web::scope("/api/v1")
+                .service(web::resource("/companies").route(web::get().to(companies::list)))
+                .service(
+                    web::resource("/companies/{company}/credentials")
+                        .route(web::put().to(credentials::replace))
+                        .route(web::patch().to(credentials::merge))
+                        .route(web::get().to(credentials::read))
+                        .route(web::delete().to(credentials::delete)),
+                )
+                .service(
+                    web::resource("/companies/{company}/audit").route(web::get().to(audit::list)),
+                ),
+        );
+}
+
+pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {
+    Err(ApiError::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "There is no such resource.",
+    ))
+}
+
+/// `?limit=N` of the list endpoints: positive; above the maximum it is clamped.
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    limit: Option<String>,
+}
+
+impl ListQuery {
+    pub fn limit(&self, default: i64, max: i64) -> Result<i64, ApiError> {
+        match &self.limit {
+            None => Ok(default),
+            Some(raw) => match raw.trim().parse::<i64>() {
+                Ok(n) if n >= 1 => Ok(n.min(max)),
+                _ => Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_query", "limit must be a whole number of at least 1.")
+                    .with("errors", serde_json::json!([{"field": "limit", "message": "must be a whole number of at least 1"}]))),
+            },
+        }
+    }
+}
+
+/// Now, at the precision both databases keep (microseconds).
+pub fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}

@@ -1,0 +1,104 @@
+//! Builds the application: database, migrations, key check, shared state, and the HTTP server
+//! bound to its port (port 0 in tests, so many apps run side by side).
+
+use std::net::TcpListener;
+use std::sync::Arc;
+
+use actix_web::dev::Server;
+use actix_web::middleware::from_fn;
+use actix_web::{web, App, HttpServer};
+use anyhow::Context;
+use schema::{Backend, Database, KeyRing};
+
+use crate::auth::Authenticator;
+use crate::body::BODY_LIMIT;
+use crate::metrics::{record_http_metrics, Metrics};
+use crate::problem::{problem_for_every_error, ApiError};
+use crate::request_context::request_context;
+use crate::routes;
+use crate::settings::Config;
+
+/// What every handler shares.
+pub struct AppState {
+    pub db: Database,
+    pub keys: Arc<KeyRing>,
+    pub auth: Authenticator,
+    pub metrics: Metrics,
+    pub config: Config,
+}
+
+pub struct Application {
+    port: u16,
+    server: Server,
+}
+
+/// Opens the database, applies pending migrations and refuses a database that holds secrets
+/// sealed with a key id that is not configured.
+pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
+    let pool_size = match config.backend {
+        Backend::Sqlite => 8,
+        Backend::Postgres => 16,
+    };
+    let db = Database::connect(&config.database_url, pool_size)?;
+    let keys = config.keys.clone();
+    let check = db.clone();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let applied = check.migrate().context("database migrations")?;
+        for name in applied {
+            tracing::info!(migration = %name, "migration applied");
+        }
+        let mut conn = check.get()?;
+        schema::keys::check_key_ids(&mut conn, &keys)?;
+        Ok(())
+    })
+    .await??;
+    Ok(db)
+}
+
+impl Application {
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        let db = open_database(&config).await?;
+        let auth = Authenticator::new(&config.jwt).map_err(anyhow::Error::msg)?;
+        let listener = TcpListener::bind(&config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let port = listener.local_addr()?.port();
+        let state = web::Data::new(AppState {
+            db,
+            keys: Arc::new(config.keys.clone()),
+            auth,
+            metrics: Metrics::new()?,
+            config,
+        });
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(BODY_LIMIT))
+                .app_data(web::QueryConfig::default().error_handler(|err, _| {
+                    ApiError::new(
+                        actix_web::http::StatusCode::BAD_REQUEST,
+                        "invalid_query",
+                        format!("The query string is not valid: {err}."),
+                    )
+                    .into()
+                }))
+                .configure(routes::configure)
+                .default_service(web::to(routes::not_found))
+                .wrap(from_fn(problem_for_every_error))
+                .wrap(from_fn(record_http_metrics))
+                .wrap(from_fn(request_context))
+        })
+        .listen(listener)?
+        // In-flight requests get this long to finish after SIGTERM.
+        .shutdown_timeout(30)
+        .run();
+        Ok(Application { port, server })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        self.server.await
+    }
+}

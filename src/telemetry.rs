@@ -1,0 +1,36 @@
+//! Structured logs: text on a terminal, JSON otherwise. Every line of a request carries its
+//! `request_id` through the request span.
+
+use std::io::IsTerminal;
+
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::EnvFilter;
+
+use crate::settings::LogFormat;
+
+pub fn default_format() -> LogFormat {
+    if std::io::stderr().is_terminal() {
+        LogFormat::Text
+    } else {
+        LogFormat::Json
+    }
+}
+
+/// Installs the global subscriber; a second call (tests start many apps) is a no-op.
+pub fn init<W>(filter: &str, format: LogFormat, writer: W)
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let filter = EnvFilter::try_new(filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    let _ = match format {
+        LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
