@@ -68,3 +68,19 @@ pub fn jwt_secret(dir: &Path) -> Result<(SecretString, String), String> {
 pub fn encryption_keys(dir: &Path) -> Result<(SecretString, String), String> {
     read_or_create(dir, ENCRYPTION_KEYS_FILE, || KeyRing::generate_spec("dev1"))
 }
+
+/// Creates the SQLite file with mode 0600 before SQLite does (it would use the umask, usually
+/// 0644); SQLite gives its -wal and -shm files the same mode as the database file.
+pub fn ensure_private_file(path: &Path) -> Result<(), String> {
+    if path.exists() {
+        return Ok(());
+    }
+    OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .open(path)
+        .map(|_| ())
+        .map_err(|e| format!("cannot create {}: {e}", path.display()))
+}

@@ -217,15 +217,15 @@ impl Config {
         let embedded = backend == Backend::Sqlite;
         if embedded {
             dev_secrets::ensure_dir(&s.data_dir).map_err(ConfigError::DataDir)?;
-            if let Some(parent) = database_url
-                .strip_prefix("sqlite://")
-                .map(Path::new)
-                .and_then(Path::parent)
-            {
-                if !parent.as_os_str().is_empty() {
-                    dev_secrets::ensure_dir(parent).map_err(ConfigError::DataDir)?;
-                }
+            let file = Path::new(
+                database_url
+                    .strip_prefix("sqlite://")
+                    .unwrap_or(&database_url),
+            );
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                dev_secrets::ensure_dir(parent).map_err(ConfigError::DataDir)?;
             }
+            dev_secrets::ensure_private_file(file).map_err(ConfigError::DataDir)?;
         }
         let mut dev = Vec::new();
 

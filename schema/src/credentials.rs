@@ -133,6 +133,12 @@ pub struct Saved {
     pub previous_state: ConnectionState,
 }
 
+/// Now, at the precision both databases keep (microseconds).
+pub fn now() -> DateTime<Utc> {
+    use chrono::SubsecRound;
+    Utc::now().trunc_subsecs(6)
+}
+
 pub(crate) fn to_utc(t: NaiveDateTime) -> DateTime<Utc> {
     DateTime::from_naive_utc_and_offset(t, Utc)
 }
@@ -234,10 +240,11 @@ pub fn save(
     change: &CredentialsChange,
     if_match: Option<i64>,
     actor: &str,
-    now: DateTime<Utc>,
 ) -> Result<Saved, StoreError> {
     write_tx(conn, |conn| {
         let existing = load_row_for_update(conn, company.as_str())?;
+        // Stamped under the lock, so the audit trail's order is the order the writes landed in.
+        let now = now();
         check_version(existing.as_ref(), if_match)?;
 
         let (old_secret, old_token) = match &existing {
@@ -394,10 +401,10 @@ pub fn delete(
     company: &CompanyId,
     if_match: Option<i64>,
     actor: &str,
-    now: DateTime<Utc>,
 ) -> Result<Deleted, StoreError> {
     write_tx(conn, |conn| {
         let row = load_row_for_update(conn, company.as_str())?.ok_or(StoreError::NotFound)?;
+        let now = now();
         check_version(Some(&row), if_match)?;
         let fields: Vec<&'static str> = [
             (row.application_id.is_some(), APPLICATION_ID),

@@ -190,7 +190,11 @@ where
     F: FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
 {
     if let AnyConnection::Sqlite(c) = conn {
-        AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE")?;
+        match AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE") {
+            // Inside a caller's transaction the lock is the caller's business: use a savepoint.
+            Err(diesel::result::Error::AlreadyInTransaction) => return conn.transaction(f),
+            other => other?,
+        }
         return match f(conn) {
             Ok(value) => {
                 <AnyConnection as Connection>::TransactionManager::commit_transaction(conn)?;

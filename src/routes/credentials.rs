@@ -15,7 +15,7 @@ use crate::auth::{Caller, Scope};
 use crate::body::JsonBody;
 use crate::problem::ApiError;
 use crate::routes::credentials_input::{self, Mode};
-use crate::routes::{now, rfc3339};
+use crate::routes::rfc3339;
 use crate::startup::AppState;
 
 /// A secret as the screen may see it: whether it is set and its last four characters.
@@ -133,13 +133,10 @@ async fn save(
     let change: CredentialsChange = credentials_input::parse(body.0, mode)?;
     let keys = state.keys.clone();
     let actor = caller.sub.clone();
-    let at = now();
     let id = company.clone();
     let saved = state
         .db
-        .run(move |conn| {
-            with_retry(|| store::save(conn, &keys, &id, &change, if_match, &actor, at))
-        })
+        .run(move |conn| with_retry(|| store::save(conn, &keys, &id, &change, if_match, &actor)))
         .await
         .map_err(|e| map_store(e, company.as_str()))?;
     if !saved.changed.is_empty() {
@@ -216,11 +213,10 @@ pub async fn delete(
     let company = caller.authorize(Scope::CredentialsWrite, &path)?;
     let if_match = if_match(&req)?;
     let actor = caller.sub.clone();
-    let at = now();
     let id = company.clone();
     state
         .db
-        .run(move |conn| with_retry(|| store::delete(conn, &id, if_match, &actor, at)))
+        .run(move |conn| with_retry(|| store::delete(conn, &id, if_match, &actor)))
         .await
         .map_err(|e| map_store(e, company.as_str()))?;
     tracing::info!(company = %company, "credentials deleted");

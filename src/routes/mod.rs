@@ -9,7 +9,7 @@ pub mod health;
 
 use actix_web::http::StatusCode;
 use actix_web::web;
-use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 
 use crate::problem::ApiError;
@@ -60,11 +60,6 @@ impl ListQuery {
             },
         }
     }
-}
-
-/// Now, at the precision both databases keep (microseconds).
-pub fn now() -> DateTime<Utc> {
-    Utc::now().trunc_subsecs(6)
 }
 
 pub fn rfc3339(t: DateTime<Utc>) -> String {

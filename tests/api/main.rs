@@ -1,1 +1,13 @@
+//! Black-box tests of the whole service: the real app on a real port, a real SQLite file and,
+//! when TEST_DATABASE_URL points at PostgreSQL, a real PostgreSQL database of its own per test.
+//! Upstream is faked over real HTTP.
 
+mod helpers;
+
+mod auth;
+mod cli;
+mod credentials;
+mod foundation;
+mod rotate_keys;
+mod schema_equivalence;
+mod secrets;

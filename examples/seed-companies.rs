@@ -1,0 +1,34 @@
+//! Seeds N companies with complete credentials sealed under the given key, for benchmarks.
+//! Usage: seed-companies DATABASE_URL KEY_SPEC N
+
+use diesel::Connection;
+use schema::credentials::{self, Change, CredentialsChange};
+use schema::{CompanyId, Database, KeyRing};
+use secrecy::SecretString;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, url, spec, n] = args.as_slice() else {
+        return Err("usage: seed-companies DATABASE_URL KEY_SPEC N".into());
+    };
+    let keys = KeyRing::parse(&SecretString::from(spec.clone()))?;
+    let n: usize = n.parse()?;
+    let db = Database::connect(url, 1)?;
+    db.migrate()?;
+    let mut conn = db.get()?;
+    conn.transaction(|c| {
+        for i in 0..n {
+            let change = CredentialsChange {
+                application_id: Change::Set(format!("app-{i}")),
+                shared_secret: Change::Set(SecretString::from(format!("secret-{i:06}-abcdefgh"))),
+                refresh_token: Change::Set(SecretString::from(format!("refresh-{i:06}-abcdefgh"))),
+                profile_id: Change::Keep,
+            };
+            let company =
+                CompanyId::parse(&format!("c{i:06}")).map_err(schema::StoreError::Worker)?;
+            credentials::save(c, &keys, &company, &change, None, "seed")?;
+        }
+        Ok::<_, schema::StoreError>(())
+    })?;
+    Ok(())
+}

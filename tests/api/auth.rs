@@ -1,0 +1,280 @@
+//! Contract §2: every rejection of a bearer token, and the public-key algorithms.
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+
+use crate::helpers::{
+    assert_problem, spawn_app, spawn_app_with, token, AppOptions, Backend, JWT_SECRET,
+};
+
+fn sign(alg: Algorithm, key: &EncodingKey, claims: &Value) -> String {
+    encode(&Header::new(alg), claims, key).unwrap()
+}
+
+fn claims(overrides: Value) -> Value {
+    let now = chrono::Utc::now().timestamp();
+    let mut c = json!({
+        "sub": "admin@acme", "exp": now + 600, "aud": "ca-connector",
+        "companies": ["acme"], "scope": "connection:read credentials:read"
+    });
+    for (k, v) in overrides.as_object().unwrap() {
+        if v.is_null() {
+            c.as_object_mut().unwrap().remove(k);
+        } else {
+            c[k] = v.clone();
+        }
+    }
+    c
+}
+
+async fn status_of(app: &crate::helpers::TestApp, bearer: Option<&str>) -> reqwest::Response {
+    let mut req = app
+        .client
+        .get(app.url("/api/v1/companies/acme/credentials"));
+    if let Some(t) = bearer {
+        req = req.header("authorization", t);
+    }
+    req.send().await.unwrap()
+}
+
+async fn assert_unauthorized(res: reqwest::Response, why: &str) {
+    assert_eq!(res.status(), 401, "{why}");
+    assert_eq!(
+        res.headers()["www-authenticate"],
+        "Bearer error=\"invalid_token\"",
+        "{why}"
+    );
+    assert_problem(res, 401, "invalid_token").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hs256_token_rejections() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let hs = EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    let now = chrono::Utc::now().timestamp();
+
+    assert_unauthorized(status_of(&app, None).await, "no header").await;
+    assert_unauthorized(status_of(&app, Some("Basic YTpi")).await, "not bearer").await;
+    assert_unauthorized(status_of(&app, Some("Bearer not.a.jwt")).await, "garbage").await;
+    let cases: Vec<(&str, String)> = vec![
+        (
+            "wrong secret",
+            sign(
+                Algorithm::HS256,
+                &EncodingKey::from_secret(b"another-secret-another-secret-xx"),
+                &claims(json!({})),
+            ),
+        ),
+        (
+            "other algorithm",
+            sign(Algorithm::HS512, &hs, &claims(json!({}))),
+        ),
+        (
+            "expired past leeway",
+            sign(Algorithm::HS256, &hs, &claims(json!({"exp": now - 120}))),
+        ),
+        (
+            "not yet valid",
+            sign(Algorithm::HS256, &hs, &claims(json!({"nbf": now + 300}))),
+        ),
+        (
+            "wrong audience",
+            sign(
+                Algorithm::HS256,
+                &hs,
+                &claims(json!({"aud": "someone-else"})),
+            ),
+        ),
+        (
+            "no audience",
+            sign(Algorithm::HS256, &hs, &claims(json!({"aud": null}))),
+        ),
+        (
+            "no exp",
+            sign(Algorithm::HS256, &hs, &claims(json!({"exp": null}))),
+        ),
+        (
+            "no sub",
+            sign(Algorithm::HS256, &hs, &claims(json!({"sub": null}))),
+        ),
+        (
+            "no companies",
+            sign(Algorithm::HS256, &hs, &claims(json!({"companies": null}))),
+        ),
+    ];
+    for (why, jwt) in cases {
+        assert_unauthorized(status_of(&app, Some(&format!("Bearer {jwt}"))).await, why).await;
+    }
+
+    // Inside the 60 s leeway an expired token still works; nbf in the past is fine.
+    for ok in [
+        claims(json!({"exp": now - 30})),
+        claims(json!({"nbf": now - 5})),
+        claims(json!({"aud": ["x", "ca-connector"]})),
+    ] {
+        let res = status_of(
+            &app,
+            Some(&format!("Bearer {}", sign(Algorithm::HS256, &hs, &ok))),
+        )
+        .await;
+        assert_eq!(
+            res.status(),
+            404,
+            "accepted token reaches the handler (no credentials yet)"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scopes_companies_and_company_ids() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let path = "/api/v1/companies/acme/credentials";
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token(&["acme"], "connection:read"))
+        .send()
+        .await
+        .unwrap();
+    let res_www = res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(res_www.contains("insufficient_scope"));
+    let body = assert_problem(res, 403, "insufficient_scope").await;
+    assert!(body["detail"]
+        .as_str()
+        .unwrap()
+        .contains("credentials:read"));
+
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token(&["beta"], "credentials:read"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 403, "company_forbidden").await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/companies/Acme/credentials"))
+        .bearer_auth(token(&["acme"], "credentials:read"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 403, "company_forbidden").await;
+    let res = app
+        .client
+        .get(app.url("/api/v1/companies/a!b/credentials"))
+        .bearer_auth(token(&["*"], "credentials:read"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "invalid_company").await;
+    let res = app
+        .client
+        .get(app.url(path))
+        .bearer_auth(token(&["*"], "credentials:read"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404, "credentials_not_found").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn issuer_is_required_when_configured() {
+    let app = spawn_app_with(
+        &Backend::Sqlite,
+        AppOptions {
+            extra_args: vec!["--jwt-issuer".into(), "https://erp.example".into()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let hs = EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    for (why, c) in [
+        ("no iss", claims(json!({}))),
+        ("wrong iss", claims(json!({"iss": "https://evil.example"}))),
+    ] {
+        assert_unauthorized(
+            status_of(
+                &app,
+                Some(&format!("Bearer {}", sign(Algorithm::HS256, &hs, &c))),
+            )
+            .await,
+            why,
+        )
+        .await;
+    }
+    let good = sign(
+        Algorithm::HS256,
+        &hs,
+        &claims(json!({"iss": "https://erp.example"})),
+    );
+    assert_eq!(
+        status_of(&app, Some(&format!("Bearer {good}")))
+            .await
+            .status(),
+        404
+    );
+}
+
+async fn public_key_app(public_pem: &str) -> crate::helpers::TestApp {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(public_pem);
+    spawn_app_with(
+        &Backend::Sqlite,
+        AppOptions {
+            extra_args: vec!["--jwt-public-key".into(), dir.display().to_string()],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_and_es256_with_a_public_key() {
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let rsa = EncodingKey::from_rsa_pem(&std::fs::read(fixtures.join("rsa-private.pem")).unwrap())
+        .unwrap();
+    let ec =
+        EncodingKey::from_ec_pem(&std::fs::read(fixtures.join("ec-private.pem")).unwrap()).unwrap();
+    let hs = EncodingKey::from_secret(JWT_SECRET.as_bytes());
+
+    let app = public_key_app("rsa-public.pem").await;
+    let ok = sign(Algorithm::RS256, &rsa, &claims(json!({})));
+    assert_eq!(
+        status_of(&app, Some(&format!("Bearer {ok}")))
+            .await
+            .status(),
+        404
+    );
+    for (why, jwt) in [
+        (
+            "HS256 when RS256 is configured",
+            sign(Algorithm::HS256, &hs, &claims(json!({}))),
+        ),
+        (
+            "ES256 when RS256 is configured",
+            sign(Algorithm::ES256, &ec, &claims(json!({}))),
+        ),
+    ] {
+        assert_unauthorized(status_of(&app, Some(&format!("Bearer {jwt}"))).await, why).await;
+    }
+
+    let app = public_key_app("ec-public.pem").await;
+    let ok = sign(Algorithm::ES256, &ec, &claims(json!({})));
+    assert_eq!(
+        status_of(&app, Some(&format!("Bearer {ok}")))
+            .await
+            .status(),
+        404
+    );
+    let rs = sign(Algorithm::RS256, &rsa, &claims(json!({})));
+    assert_unauthorized(
+        status_of(&app, Some(&format!("Bearer {rs}"))).await,
+        "RS256 when ES256 is configured",
+    )
+    .await;
+}

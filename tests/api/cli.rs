@@ -1,0 +1,282 @@
+//! The binary itself: zero set-up start, settings, commands, graceful shutdown.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+const BIN: &str = env!("CARGO_BIN_EXE_ca-connector");
+
+/// A command with none of the caller's CA_CONNECTOR_* settings.
+fn bare(dir: &std::path::Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.current_dir(dir);
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CA_CONNECTOR_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Starts `serve` and returns it with its port, read from the "serving" log line.
+fn start(
+    mut cmd: Command,
+) -> (
+    Child,
+    u16,
+    BufReader<std::process::ChildStderr>,
+    Vec<String>,
+) {
+    cmd.env("CA_CONNECTOR_LISTEN", "127.0.0.1:0")
+        .env("CA_CONNECTOR_LOG_FORMAT", "json")
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null());
+    #[allow(clippy::zombie_processes)] // every test kills and waits for it
+    let mut child = cmd.spawn().unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        assert!(
+            reader.read_line(&mut line).unwrap() > 0,
+            "serve exited: {lines:?}"
+        );
+        let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        lines.push(line.clone());
+        if v["fields"]["message"] == "serving" {
+            return (
+                child,
+                v["fields"]["port"].as_u64().unwrap() as u16,
+                reader,
+                lines,
+            );
+        }
+    }
+}
+
+fn get(port: u16, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    (out[9..12].parse().unwrap(), out)
+}
+
+#[test]
+fn serve_in_an_empty_folder_needs_no_set_up() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (mut child, port, _reader, lines) = start({
+        let mut c = bare(dir.path());
+        c.arg("serve");
+        c
+    });
+    let data = dir.path().join("data");
+    assert!(data.join("ca-connector.db").exists());
+    for secret in [
+        "jwt-secret",
+        "encryption-keys",
+        "ca-connector.db",
+        "ca-connector.db-wal",
+    ] {
+        let mode = std::fs::metadata(data.join(secret))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o600, "{secret}");
+    }
+    let warnings: Vec<&String> = lines.iter().filter(|l| l.contains("\"WARN\"")).collect();
+    assert_eq!(
+        warnings.len(),
+        1,
+        "one warning about generated secrets: {lines:?}"
+    );
+    assert!(warnings[0].contains("generated"));
+    assert_eq!(get(port, "/readyz").0, 200);
+
+    // `ca-connector token` signs with the generated secret, so the API can be called at once.
+    let out = bare(dir.path())
+        .args(["token", "--company", "acme", "--scope", "connection:read"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let jwt = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(jwt.trim().split('.').count(), 3);
+    assert_eq!(jwt.lines().count(), 1, "the JWT alone on one line");
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /api/v1/companies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nConnection: close\r\n\r\n", jwt.trim()).unwrap();
+    let mut res = String::new();
+    s.read_to_string(&mut res).unwrap();
+    assert!(res.starts_with("HTTP/1.1 200"), "{res}");
+    assert!(res.contains("not_configured"));
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // A second start reuses the secrets instead of generating new ones.
+    let before = std::fs::read(data.join("jwt-secret")).unwrap();
+    let (mut again, _, _r, lines) = start(bare(dir.path()));
+    assert_eq!(std::fs::read(data.join("jwt-secret")).unwrap(), before);
+    assert!(lines.iter().any(|l| l.contains("read back")));
+    again.kill().unwrap();
+    again.wait().unwrap();
+}
+
+#[test]
+fn postgres_without_secrets_is_a_start_up_error_naming_the_setting() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let out = bare(dir.path())
+        .args([
+            "serve",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("CA_CONNECTOR_ENCRYPTION_KEYS"), "{err}");
+    assert!(
+        !dir.path().join("data").exists(),
+        "nothing generated for PostgreSQL"
+    );
+    let out = bare(dir.path())
+        .args([
+            "check-config",
+            "--database-url",
+            "postgres://nobody@127.0.0.1:1/none",
+        ])
+        .env("CA_CONNECTOR_ENCRYPTION_KEYS", schema_spec())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("CA_CONNECTOR_JWT_SECRET"),
+        "{err}"
+    );
+}
+
+fn schema_spec() -> String {
+    use secrecy::ExposeSecret;
+    schema::KeyRing::generate_spec("k1")
+        .expose_secret()
+        .to_string()
+}
+
+#[test]
+fn help_lists_every_setting_with_its_variable() {
+    for args in [vec!["--help"], vec!["serve", "--help"]] {
+        let out = Command::new(BIN).args(&args).output().unwrap();
+        let help = String::from_utf8(out.stdout).unwrap();
+        for name in [
+            "listen",
+            "data-dir",
+            "database-url",
+            "channeladvisor-url",
+            "encryption-keys",
+            "jwt-secret",
+            "jwt-public-key",
+            "jwt-audience",
+            "jwt-issuer",
+            "upstream-timeout-secs",
+            "upstream-concurrency",
+            "token-refresh-margin-secs",
+            "health-check-interval-secs",
+            "webhook-retry-schedule",
+            "webhook-allow-private",
+            "webhook-allow-http",
+            "log",
+            "log-format",
+        ] {
+            assert!(help.contains(&format!("--{name}")), "--{name} in {args:?}");
+            let var = format!("CA_CONNECTOR_{}", name.to_uppercase().replace('-', "_"));
+            assert!(help.contains(&var), "{var} in {args:?}");
+        }
+    }
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let help = String::from_utf8(out.stdout).unwrap();
+    for cmd in ["serve", "migrate", "rotate-keys", "token", "check-config"] {
+        assert!(help.contains(cmd), "{cmd}");
+    }
+}
+
+#[test]
+fn migrate_and_check_config() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let out = bare(dir.path()).arg("migrate").output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 migrations applied"));
+    let out = bare(dir.path()).arg("migrate").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 migrations applied"));
+    let out = bare(dir.path()).arg("check-config").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("configuration ok"),
+        "{stdout}"
+    );
+    let keys = std::fs::read_to_string(dir.path().join("data/encryption-keys")).unwrap();
+    let key_b64 = keys.trim().split(':').nth(1).unwrap();
+    assert!(!stdout.contains(key_b64), "no key material printed");
+    let out = bare(dir.path())
+        .args(["check-config", "--jwt-secret", "too-short"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--jwt-secret: must be at least 32 bytes")
+    );
+}
+
+/// SIGTERM lets a request in flight finish: its body is still arriving when the signal comes.
+#[test]
+fn sigterm_finishes_requests_in_flight() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (mut child, port, _reader, _) = start(bare(dir.path()));
+    let out = bare(dir.path())
+        .args(["token", "--company", "acme"])
+        .output()
+        .unwrap();
+    let jwt = String::from_utf8(out.stdout).unwrap();
+    let body = br#"{"application_id": "app-during-shutdown"}"#;
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "PUT /api/v1/companies/acme/credentials HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        jwt.trim(),
+        body.len()
+    )
+    .unwrap();
+    s.write_all(&body[..10]).unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    unsafe_kill(child.id(), "TERM");
+    std::thread::sleep(Duration::from_millis(500));
+    s.write_all(&body[10..]).unwrap();
+    let mut res = String::new();
+    s.read_to_string(&mut res).unwrap();
+    assert!(res.starts_with("HTTP/1.1 201"), "{res}");
+    let status = child.wait().unwrap();
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "no longer listening"
+    );
+}
+
+fn unsafe_kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([&format!("-{signal}"), &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}

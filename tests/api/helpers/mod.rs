@@ -1,0 +1,283 @@
+pub mod proxy;
+
+use std::io::Write;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use ca_connector::auth::{mint_hs256, Claims};
+use ca_connector::commands::Cli;
+use ca_connector::settings::LogFormat;
+use ca_connector::{telemetry, Application, Config};
+use clap::Parser;
+use diesel::{Connection, PgConnection, RunQueryDsl};
+use schema::KeyRing;
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::Value;
+use tempfile::TempDir;
+
+pub const JWT_SECRET: &str = "test-jwt-secret-0123456789-abcdefghijklmnopqrstuvwxyz";
+pub const ALL_SCOPES: &str =
+    "credentials:read credentials:write connection:read connection:test token:issue webhooks:manage";
+
+/// Which database a test runs on.
+#[derive(Clone, Debug)]
+pub enum Backend {
+    Sqlite,
+    /// The admin URL of a PostgreSQL server; each app gets a fresh database on it.
+    Postgres(String),
+}
+
+impl Backend {
+    /// PostgreSQL when TEST_DATABASE_URL is set; otherwise the test says it was skipped.
+    pub fn postgres(test: &str) -> Option<Backend> {
+        match std::env::var("TEST_DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
+            _ => {
+                eprintln!("skipped: {test} on PostgreSQL (TEST_DATABASE_URL is not set)");
+                None
+            }
+        }
+    }
+
+    /// A fresh, empty database URL for one app (a new file or a new PostgreSQL database).
+    pub fn fresh_database(&self, dir: &std::path::Path) -> String {
+        match self {
+            Backend::Sqlite => format!("sqlite://{}", dir.join("test.db").display()),
+            Backend::Postgres(admin) => {
+                let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+                let mut conn =
+                    PgConnection::establish(admin).expect("connect to TEST_DATABASE_URL");
+                diesel::sql_query(format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .expect("create test database");
+                let mut url = url::Url::parse(admin).expect("TEST_DATABASE_URL is a URL");
+                url.set_path(&format!("/{name}"));
+                url.to_string()
+            }
+        }
+    }
+}
+
+/// Generates `mod sqlite` and `mod postgres` with one test per scenario, so every storage
+/// scenario runs on both backends (PostgreSQL ones skip without TEST_DATABASE_URL).
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::helpers::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    if let Some(backend) = $crate::helpers::Backend::postgres(stringify!($name)) {
+                        super::$name(backend).await
+                    }
+                }
+            )*
+        }
+    };
+}
+
+/// Every log line written by any app in this test process, for the secret-leak checks.
+static LOGS: OnceLock<Arc<Mutex<Vec<u8>>>> = OnceLock::new();
+
+#[derive(Clone)]
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Capture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn init_logs() {
+    let buffer = LOGS
+        .get_or_init(|| Arc::new(Mutex::new(Vec::new())))
+        .clone();
+    let filter = "info,ca_connector=trace,schema=trace,connector=trace,web_hooks=trace";
+    telemetry::init(filter, LogFormat::Json, move || Capture(buffer.clone()));
+}
+
+pub fn captured_logs() -> String {
+    let buffer = LOGS.get().expect("logs initialised");
+    String::from_utf8_lossy(&buffer.lock().unwrap()).into_owned()
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub database_url: String,
+    pub data_dir: TempDir,
+    pub backend: Backend,
+}
+
+#[derive(Default)]
+pub struct AppOptions {
+    pub keys_spec: Option<SecretString>,
+    pub database_url: Option<String>,
+    pub extra_args: Vec<String>,
+}
+
+pub async fn spawn_app(backend: &Backend) -> TestApp {
+    spawn_app_with(backend, AppOptions::default()).await
+}
+
+pub fn settings_args(
+    data_dir: &std::path::Path,
+    database_url: &str,
+    keys: &SecretString,
+    extra: &[String],
+) -> Vec<String> {
+    let mut args: Vec<String> = vec![
+        "ca-connector".into(),
+        "--listen".into(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data_dir.display().to_string(),
+        "--database-url".into(),
+        database_url.into(),
+        "--jwt-secret".into(),
+        JWT_SECRET.into(),
+        "--encryption-keys".into(),
+        keys.expose_secret().to_string(),
+    ];
+    args.extend(extra.iter().cloned());
+    args
+}
+
+pub fn config_for(
+    data_dir: &std::path::Path,
+    database_url: &str,
+    keys: &SecretString,
+    extra: &[String],
+) -> Config {
+    let cli = Cli::try_parse_from(settings_args(data_dir, database_url, keys, extra))
+        .expect("valid test settings");
+    Config::resolve(&cli.settings).expect("config resolves")
+}
+
+pub async fn spawn_app_with(backend: &Backend, options: AppOptions) -> TestApp {
+    init_logs();
+    let data_dir = TempDir::new().unwrap();
+    let database_url = options
+        .database_url
+        .unwrap_or_else(|| backend.fresh_database(data_dir.path()));
+    let keys_spec = options
+        .keys_spec
+        .unwrap_or_else(|| KeyRing::generate_spec("test1"));
+    let config = config_for(
+        data_dir.path(),
+        &database_url,
+        &keys_spec,
+        &options.extra_args,
+    );
+    let app = Application::build(config).await.expect("app starts");
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    TestApp {
+        base,
+        client: reqwest::Client::new(),
+        database_url,
+        data_dir,
+        backend: backend.clone(),
+    }
+}
+
+pub fn token(companies: &[&str], scope: &str) -> String {
+    token_for("admin@test", companies, scope)
+}
+
+pub fn token_for(sub: &str, companies: &[&str], scope: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    mint_hs256(
+        &SecretString::from(JWT_SECRET.to_string()),
+        &Claims {
+            sub: sub.into(),
+            exp: now + 600,
+            aud: "ca-connector".into(),
+            iss: None,
+            nbf: None,
+            iat: now,
+            companies: companies.iter().map(|c| c.to_string()).collect(),
+            scope: Some(scope.into()),
+        },
+    )
+    .unwrap()
+}
+
+/// A token for every scope on the given companies.
+pub fn admin(companies: &[&str]) -> String {
+    token(companies, ALL_SCOPES)
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn put_credentials(&self, company: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .put(self.url(&format!("/api/v1/companies/{company}/credentials")))
+            .bearer_auth(admin(&[company]))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn patch_credentials(&self, company: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .patch(self.url(&format!("/api/v1/companies/{company}/credentials")))
+            .bearer_auth(admin(&[company]))
+            .header("content-type", "application/merge-patch+json")
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn get_json(&self, path: &str, token: &str) -> (u16, Value) {
+        let res = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub fn database(&self) -> schema::Database {
+        schema::Database::connect(&self.database_url, 4).unwrap()
+    }
+}
+
+/// Asserts a problem+json answer with the given status and code; returns the body.
+pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(res.status().as_u16(), status, "status for expected {code}");
+    let ct = res
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    assert!(
+        ct.starts_with("application/problem+json"),
+        "content-type {ct} for {code}"
+    );
+    assert!(res.headers().contains_key("x-request-id"));
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], code, "{body}");
+    assert_eq!(body["status"], status);
+    assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
+    body
+}

@@ -1,0 +1,188 @@
+//! `ca-connector rotate-keys` on 10,000 companies: interrupted, resumed, with the server writing
+//! at the same time, and every value read back under the new key alone.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use diesel::Connection;
+use schema::credentials::{self, Change, CredentialsChange};
+use schema::{CompanyId, Database, KeyRing};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::json;
+
+use crate::helpers::{spawn_app_with, AppOptions, Backend};
+use crate::on_both_backends;
+
+on_both_backends!(rotate_keys_reseals_ten_thousand_companies);
+
+const COMPANIES: usize = 10_000;
+
+fn company(i: usize) -> String {
+    format!("c{i:05}")
+}
+
+fn seed(url: &str, keys: &KeyRing) {
+    let db = Database::connect(url, 1).unwrap();
+    db.migrate().unwrap();
+    let mut conn = db.get().unwrap();
+    conn.transaction(|c| {
+        for i in 0..COMPANIES {
+            let change = CredentialsChange {
+                application_id: Change::Set(format!("app-{i}")),
+                shared_secret: Change::Set(SecretString::from(format!("secret-{i:05}-abcdefgh"))),
+                refresh_token: Change::Set(SecretString::from(format!("refresh-{i:05}-abcdefgh"))),
+                profile_id: Change::Keep,
+            };
+            credentials::save(
+                c,
+                keys,
+                &CompanyId::parse(&company(i)).unwrap(),
+                &change,
+                None,
+                "seed",
+            )?;
+        }
+        Ok::<_, schema::StoreError>(())
+    })
+    .unwrap();
+}
+
+fn count_under(url: &str, key: &str) -> i64 {
+    use diesel::prelude::*;
+    use schema::schema::credentials::dsl;
+    let db = Database::connect(url, 1).unwrap();
+    let mut conn = db.get().unwrap();
+    dsl::credentials
+        .filter(dsl::key_id.eq(key))
+        .count()
+        .get_result(&mut *conn)
+        .unwrap()
+}
+
+fn rotate(url: &str, spec: &SecretString, dir: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_ca-connector"))
+        .args([
+            "rotate-keys",
+            "--batch-size",
+            "25",
+            "--log-format",
+            "json",
+            "--database-url",
+            url,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("CA_CONNECTOR_ENCRYPTION_KEYS", spec.expose_secret())
+        .env("CA_CONNECTOR_JWT_SECRET", crate::helpers::JWT_SECRET)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+async fn rotate_keys_reseals_ten_thousand_companies(backend: Backend) {
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = backend.fresh_database(dir.path());
+    let old = KeyRing::generate_spec("old");
+    let new = KeyRing::generate_spec("new");
+    let both = SecretString::from(format!("{},{}", new.expose_secret(), old.expose_secret()));
+    let seed_url = url.clone();
+    let old_ring = KeyRing::parse(&old).unwrap();
+    tokio::task::spawn_blocking(move || seed(&seed_url, &old_ring))
+        .await
+        .unwrap();
+    assert_eq!(count_under(&url, "old"), COMPANIES as i64);
+
+    // The server runs with the new key first, as the operations guide says, during the rotation.
+    let app = spawn_app_with(
+        &backend,
+        AppOptions {
+            database_url: Some(url.clone()),
+            keys_spec: Some(both.clone()),
+            ..Default::default()
+        },
+    )
+    .await;
+
+    // First run: interrupted with SIGKILL part-way.
+    let mut first = rotate(&url, &both, dir.path());
+    let started = Instant::now();
+    loop {
+        let done = count_under(&url, "new");
+        if done > 0 {
+            break;
+        }
+        assert!(
+            first.try_wait().unwrap().is_none(),
+            "rotation ended before it could be interrupted"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "rotation never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let after_kill = count_under(&url, "new");
+    assert!(
+        after_kill > 0 && after_kill < COMPANIES as i64,
+        "interrupted part-way: {after_kill}"
+    );
+
+    // Second run resumes while the server saves new values for some companies.
+    let second = rotate(&url, &both, dir.path());
+    for i in (0..COMPANIES).step_by(500) {
+        let res = app
+            .put_credentials(&company(i), &json!({"application_id": format!("app-{i}"), "shared_secret": format!("changed-{i:05}-abcdefgh"), "refresh_token": format!("refresh-{i:05}-abcdefgh")}))
+            .await;
+        assert_eq!(res.status(), 200);
+    }
+    let out = tokio::task::spawn_blocking(move || second.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("re-sealed") && stderr.contains("companies/s"),
+        "{stderr}"
+    );
+
+    // Every value opens with the new key alone and is the latest one saved.
+    let new_only = KeyRing::parse(&new).unwrap();
+    let check_url = url.clone();
+    tokio::task::spawn_blocking(move || {
+        let db = Database::connect(&check_url, 1).unwrap();
+        let mut conn = db.get().unwrap();
+        assert_eq!(
+            schema::keys::count_to_rotate(&mut conn, &new_only).unwrap(),
+            0
+        );
+        for i in 0..COMPANIES {
+            let c = credentials::load(
+                &mut conn,
+                &new_only,
+                &CompanyId::parse(&company(i)).unwrap(),
+            )
+            .unwrap()
+            .unwrap();
+            let expected = if i % 500 == 0 {
+                format!("changed-{i:05}-abcdefgh")
+            } else {
+                format!("secret-{i:05}-abcdefgh")
+            };
+            assert_eq!(c.shared_secret.unwrap().expose_secret(), expected);
+            assert_eq!(
+                c.refresh_token.unwrap().expose_secret(),
+                format!("refresh-{i:05}-abcdefgh")
+            );
+        }
+    })
+    .await
+    .unwrap();
+    assert!(
+        !stderr.contains("secret-0"),
+        "no secret in the command's output"
+    );
+}
