@@ -3,6 +3,7 @@
 pub mod auth;
 pub mod body;
 pub mod commands;
+pub mod connection_test;
 pub mod dev_secrets;
 pub mod metrics;
 pub mod openapi;

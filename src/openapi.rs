@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, companies, credentials, health};
+use crate::routes::{audit, companies, connection, credentials, health};
 
 struct BearerAuth;
 
@@ -30,6 +30,7 @@ impl Modify for BearerAuth {
         companies::list,
         credentials::replace, credentials::merge, credentials::read, credentials::delete,
         audit::list,
+        connection::test, connection::status, connection::history,
     ),
     modifiers(&BearerAuth)
 )]

@@ -12,11 +12,13 @@ use schema::{Backend, Database, KeyRing};
 
 use crate::auth::Authenticator;
 use crate::body::BODY_LIMIT;
+use crate::connection_test::TestRunner;
 use crate::metrics::{record_http_metrics, Metrics};
 use crate::problem::{problem_for_every_error, ApiError};
 use crate::request_context::request_context;
 use crate::routes;
 use crate::settings::Config;
+use connector::ChannelAdvisorClient;
 
 /// What every handler shares.
 pub struct AppState {
@@ -24,6 +26,8 @@ pub struct AppState {
     pub keys: Arc<KeyRing>,
     pub auth: Authenticator,
     pub metrics: Metrics,
+    pub upstream: ChannelAdvisorClient,
+    pub tests: TestRunner,
     pub config: Config,
 }
 
@@ -67,6 +71,13 @@ impl Application {
             keys: Arc::new(config.keys.clone()),
             auth,
             metrics: Metrics::new()?,
+            upstream: ChannelAdvisorClient::new(
+                config.channeladvisor_url.clone(),
+                config.upstream_timeout,
+                config.upstream_concurrency,
+            )
+            .map_err(anyhow::Error::msg)?,
+            tests: TestRunner::default(),
             config,
         });
         let server = HttpServer::new(move || {

@@ -1,8 +1,17 @@
 //! Everything that speaks ChannelAdvisor: the credential value types an admin pastes from the
-//! Developer Console, the OAuth 2.0 token grant, the profiles probe, the error taxonomy of
-//! Test Connection, and a ChannelAdvisor simulator (`ca-sim`) for demos, tests and benchmarks.
-//! Nothing here touches the database.
+//! Developer Console, the OAuth 2.0 refresh-token grant and the profiles probe (`client`), the
+//! classified failures of Test Connection (`taxonomy`), the checks themselves (`check`), and,
+//! with the `simulator` feature, a ChannelAdvisor simulator (`sim`, binary `ca-sim`) for demos,
+//! tests and benchmarks. Nothing here touches the database; only the simulator uses actix-web.
 
+pub mod check;
+pub mod client;
 pub mod credentials;
+#[cfg(feature = "simulator")]
+pub mod sim;
+pub mod taxonomy;
 
+pub use check::{run_checks, CheckStatus, TestInput, TestOutcome};
+pub use client::{ChannelAdvisorClient, Profile, TokenGrant};
 pub use credentials::{ApplicationId, CredentialError, ProfileId, RefreshToken, SharedSecret};
+pub use taxonomy::{ErrorCode, TestError};

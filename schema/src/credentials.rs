@@ -64,6 +64,8 @@ pub(crate) struct CredentialsRow {
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
     pub updated_by: String,
+    pub last_test_id: Option<String>,
+    pub last_success_at: Option<NaiveDateTime>,
 }
 
 /// A company's credentials with the secrets opened. `Debug` is redacted by `SecretString`.
@@ -163,7 +165,7 @@ pub(crate) fn load_row_for_update(
     }
 }
 
-fn open_field(
+pub(crate) fn open_field(
     keys: &KeyRing,
     row: &CredentialsRow,
     field: &str,
@@ -329,6 +331,8 @@ pub fn save(
             created_at: existing.as_ref().map_or(now_naive, |r| r.created_at),
             updated_at: now_naive,
             updated_by: actor.to_string(),
+            last_test_id: existing.as_ref().and_then(|r| r.last_test_id.clone()),
+            last_success_at: existing.as_ref().and_then(|r| r.last_success_at),
         };
         if existing.is_some() {
             diesel::update(credentials::table.find(company.as_str()))
@@ -417,6 +421,7 @@ pub fn delete(
         .map(|(_, n)| n)
         .collect();
         diesel::delete(credentials::table.find(company.as_str())).execute(conn)?;
+        crate::connection::drop_cached_token(conn, company.as_str())?;
         audit::record(
             conn,
             company,

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use crate::credentials::{load_row_for_update, REFRESH_TOKEN, SHARED_SECRET};
 use crate::error::StoreError;
 use crate::pool::{write_tx, AnyConnection};
-use crate::schema::credentials;
+use crate::schema::{access_tokens, credentials};
 use crate::seal::{KeyRing, SealError};
 
 /// Every key id that sealed something in the database.
@@ -16,7 +16,11 @@ pub fn key_ids_in_use(conn: &mut AnyConnection) -> Result<BTreeSet<String>, Stor
         .select(credentials::key_id)
         .distinct()
         .load(conn)?;
-    Ok(ids.into_iter().flatten().collect())
+    let token_ids: Vec<String> = access_tokens::table
+        .select(access_tokens::key_id)
+        .distinct()
+        .load(conn)?;
+    Ok(ids.into_iter().flatten().chain(token_ids).collect())
 }
 
 /// Start-up check: a database holding a key id the ring does not have would fail later, one
@@ -29,6 +33,18 @@ pub fn check_key_ids(conn: &mut AnyConnection, keys: &KeyRing) -> Result<(), Sto
         Some(id) => Err(StoreError::Seal(SealError::UnknownKey(id))),
         None => Ok(()),
     }
+}
+
+/// Cached access tokens under an old key are dropped rather than re-sealed: they are a cache
+/// that lives an hour at most and is refilled on the next request.
+pub fn drop_tokens_under_old_keys(
+    conn: &mut AnyConnection,
+    keys: &KeyRing,
+) -> Result<usize, StoreError> {
+    Ok(
+        diesel::delete(access_tokens::table.filter(access_tokens::key_id.ne(keys.primary_id())))
+            .execute(conn)?,
+    )
 }
 
 /// Rows still sealed under a key other than the first.

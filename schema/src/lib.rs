@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod company;
+pub mod connection;
 pub mod credentials;
 pub mod error;
 pub mod keys;

@@ -15,6 +15,8 @@ diesel::table! {
         created_at -> Timestamp,
         updated_at -> Timestamp,
         updated_by -> Text,
+        last_test_id -> Nullable<Text>,
+        last_success_at -> Nullable<Timestamp>,
     }
 }
 
@@ -27,5 +29,29 @@ diesel::table! {
         action -> Text,
         fields -> Text,
         version -> Nullable<BigInt>,
+    }
+}
+
+diesel::table! {
+    connection_tests (id) {
+        id -> Text,
+        company -> Text,
+        candidate -> Bool,
+        outcome -> Text,
+        error_code -> Nullable<Text>,
+        result -> Text,
+        started_at -> Timestamp,
+        triggered_by -> Text,
+    }
+}
+
+diesel::table! {
+    access_tokens (company) {
+        company -> Text,
+        key_id -> Text,
+        token -> Binary,
+        expires_at -> Timestamp,
+        credentials_version -> BigInt,
+        obtained_at -> Timestamp,
     }
 }

@@ -21,6 +21,10 @@ pub async fn run(config: &Config, args: &RotateArgs) -> anyhow::Result<()> {
     let batch_size = args.batch_size.max(1);
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut conn = db.get()?;
+        let dropped = schema::keys::drop_tokens_under_old_keys(&mut conn, &keys)?;
+        if dropped > 0 {
+            eprintln!("dropped {dropped} cached access tokens sealed under old keys (they are refreshed on demand)");
+        }
         let total = schema::keys::count_to_rotate(&mut conn, &keys)?;
         let bar = ProgressBar::new(total as u64);
         bar.set_style(

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod companies;
+pub mod connection;
 pub mod credentials;
 mod credentials_input;
 pub mod health;
@@ -31,6 +32,18 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 )
                 .service(
                     web::resource("/companies/{company}/audit").route(web::get().to(audit::list)),
+                )
+                .service(
+                    web::resource("/companies/{company}/connection/test")
+                        .route(web::post().to(connection::test)),
+                )
+                .service(
+                    web::resource("/companies/{company}/connection")
+                        .route(web::get().to(connection::status)),
+                )
+                .service(
+                    web::resource("/companies/{company}/connection/history")
+                        .route(web::get().to(connection::history)),
                 ),
         );
 }

@@ -216,7 +216,7 @@ fn migrate_and_check_config() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("1 migrations applied"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("2 migrations applied"));
     let out = bare(dir.path()).arg("migrate").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 migrations applied"));
     let out = bare(dir.path()).arg("check-config").output().unwrap();

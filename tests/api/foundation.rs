@@ -220,6 +220,9 @@ async fn openapi_describes_every_endpoint(backend: Backend) {
         ("/api/v1/companies/{company}/credentials", "get"),
         ("/api/v1/companies/{company}/credentials", "delete"),
         ("/api/v1/companies/{company}/audit", "get"),
+        ("/api/v1/companies/{company}/connection/test", "post"),
+        ("/api/v1/companies/{company}/connection", "get"),
+        ("/api/v1/companies/{company}/connection/history", "get"),
     ];
     for (path, method) in expected {
         assert!(

@@ -6,6 +6,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod connection;
 mod credentials;
 mod foundation;
 mod rotate_keys;

@@ -1,1 +1,60 @@
-fn main() {}
+//! `ca-sim`: a ChannelAdvisor simulator for local demos and benchmarks (see `connector::sim`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use clap::Parser;
+use connector::sim::{SimConfig, Simulator};
+
+#[derive(Parser)]
+#[command(
+    name = "ca-sim",
+    about = "ChannelAdvisor simulator: /oauth2/token and /v1/Profiles"
+)]
+struct Args {
+    /// Address to serve on
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    listen: String,
+    /// An application as APPLICATION_ID:SHARED_SECRET (repeatable)
+    #[arg(long = "app", default_values = ["demo-app:demo-shared-secret-0001"])]
+    apps: Vec<String>,
+    /// A valid refresh token as TOKEN=PROFILE_ID[,PROFILE_ID…] (repeatable)
+    #[arg(long = "refresh-token", default_values = ["demo-refresh-token-0001=12345678"])]
+    refresh_tokens: Vec<String>,
+    /// Added to every answer, in milliseconds
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+}
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args = Args::parse();
+    let mut config = SimConfig {
+        apps: HashMap::new(),
+        refresh_tokens: HashMap::new(),
+        latency: Duration::from_millis(args.latency_ms),
+    };
+    for app in &args.apps {
+        let (id, secret) = app.split_once(':').ok_or("--app takes ID:SECRET")?;
+        config.apps.insert(id.to_string(), secret.to_string());
+    }
+    for token in &args.refresh_tokens {
+        let (t, profiles) = token
+            .split_once('=')
+            .ok_or("--refresh-token takes TOKEN=PROFILE[,PROFILE]")?;
+        let ids = profiles
+            .split(',')
+            .map(|p| p.trim().parse::<i64>())
+            .collect::<Result<Vec<_>, _>>()?;
+        config.refresh_tokens.insert(t.to_string(), ids);
+    }
+    let sim = Simulator::start(config, &args.listen)?;
+    eprintln!(
+        "ca-sim listening on {} (stats: {}/_sim/stats)",
+        sim.url(),
+        sim.url()
+    );
+    tokio::signal::ctrl_c().await?;
+    sim.stop().await;
+    Ok(())
+}

@@ -1,0 +1,144 @@
+//! Test Connection's checks, in order, stopping at the first failure:
+//! `credentials_complete` → `token_exchange` → `api_probe`.
+
+use std::time::Instant;
+
+use serde::Serialize;
+
+use crate::client::{ChannelAdvisorClient, Profile, TokenGrant};
+use crate::credentials::{ApplicationId, RefreshToken, SharedSecret};
+use crate::taxonomy::TestError;
+
+/// The effective values of one test (stored ones, possibly overlaid by candidate values).
+#[derive(Debug, Clone)]
+pub struct TestInput {
+    pub application_id: Option<ApplicationId>,
+    pub shared_secret: Option<SharedSecret>,
+    pub refresh_token: Option<RefreshToken>,
+    pub profile_id: Option<i64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    pub name: &'static str,
+    pub status: CheckStatus,
+    pub duration_ms: u64,
+}
+
+/// What the checks found. `grant` is kept for the caller to cache (never serialized).
+#[derive(Debug, Clone)]
+pub struct TestOutcome {
+    pub checks: Vec<Check>,
+    pub error: Option<TestError>,
+    pub profiles: Vec<Profile>,
+    pub grant: Option<TokenGrant>,
+}
+
+const CHECKS: [&str; 3] = ["credentials_complete", "token_exchange", "api_probe"];
+
+struct Recorder {
+    checks: Vec<Check>,
+}
+
+impl Recorder {
+    fn record(&mut self, status: CheckStatus, started: Instant) {
+        let name = CHECKS[self.checks.len()];
+        self.checks.push(Check {
+            name,
+            status,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
+    }
+
+    fn fail(
+        mut self,
+        started: Instant,
+        error: TestError,
+        profiles: Vec<Profile>,
+        grant: Option<TokenGrant>,
+    ) -> TestOutcome {
+        self.record(CheckStatus::Failed, started);
+        while self.checks.len() < CHECKS.len() {
+            let name = CHECKS[self.checks.len()];
+            self.checks.push(Check {
+                name,
+                status: CheckStatus::Skipped,
+                duration_ms: 0,
+            });
+        }
+        TestOutcome {
+            checks: self.checks,
+            error: Some(error),
+            profiles,
+            grant,
+        }
+    }
+}
+
+pub async fn run_checks(client: &ChannelAdvisorClient, input: &TestInput) -> TestOutcome {
+    let mut rec = Recorder {
+        checks: Vec::with_capacity(3),
+    };
+
+    let started = Instant::now();
+    let (app, secret, token) = match (
+        &input.application_id,
+        &input.shared_secret,
+        &input.refresh_token,
+    ) {
+        (Some(a), Some(s), Some(t)) => (a, s, t),
+        _ => {
+            let missing = [
+                (input.application_id.is_none(), "application_id"),
+                (input.shared_secret.is_none(), "shared_secret"),
+                (input.refresh_token.is_none(), "refresh_token"),
+            ]
+            .into_iter()
+            .filter(|(m, _)| *m)
+            .map(|(_, f)| f)
+            .collect();
+            return rec.fail(started, TestError::incomplete(missing), vec![], None);
+        }
+    };
+    rec.record(CheckStatus::Passed, started);
+
+    let started = Instant::now();
+    let grant = match client.refresh_grant(app, secret, token).await {
+        Ok(g) => g,
+        Err(e) => return rec.fail(started, e, vec![], None),
+    };
+    rec.record(CheckStatus::Passed, started);
+
+    let started = Instant::now();
+    let profiles = match client.profiles(app, &grant.access_token).await {
+        Ok(p) => p,
+        // The grant is kept: the refresh token may have been rotated even though the probe failed.
+        Err(e) => return rec.fail(started, e, vec![], Some(grant)),
+    };
+    if let Some(wanted) = input.profile_id {
+        if !profiles.iter().any(|p| p.id == wanted) {
+            let ids: Vec<i64> = profiles.iter().map(|p| p.id).collect();
+            return rec.fail(
+                started,
+                TestError::profile_not_authorized(wanted, &ids),
+                profiles,
+                Some(grant),
+            );
+        }
+    }
+    rec.record(CheckStatus::Passed, started);
+    TestOutcome {
+        checks: rec.checks,
+        error: None,
+        profiles,
+        grant: Some(grant),
+    }
+}

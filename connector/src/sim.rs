@@ -1,0 +1,344 @@
+//! A ChannelAdvisor simulator: the token endpoint and `/v1/Profiles`, with configurable
+//! applications, refresh tokens, profiles and latency, every fault of the taxonomy on demand, and
+//! counters of the calls it received. Faults are chosen by the refresh token's value:
+//!
+//! | refresh token | token endpoint answers |
+//! |---|---|
+//! | a configured one | 200 with an access token (unknown app/secret → 401 `invalid_client`) |
+//! | any other | 400 `invalid_grant` |
+//! | `sim-fault-hang` | never |
+//! | `sim-fault-reset` | starts a 200 and breaks the connection |
+//! | `sim-fault-html500` / `sim-fault-html200` | an HTML page with 500 / 200 |
+//! | `sim-fault-no-token` | 200 JSON without `access_token` |
+//! | `sim-fault-429` / `sim-fault-429-retry-N` | 429 without / with `Retry-After: N` |
+//! | `sim-fault-400-bare` / `sim-fault-401-bare` | 400 / 401 without an OAuth `error` |
+//! | `sim-fault-rotate` | 200 with a new refresh token (which then works too) |
+//! | `sim-probe-401`, `-403`, `-500`, `-html`, `-429`, `-hang` | 200; the probe then answers so |
+//!
+//! `GET /_sim/stats` gives the counters; `POST /_sim/reset` zeroes them.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use serde_json::json;
+
+#[derive(Clone, Debug)]
+pub struct SimConfig {
+    /// Application ID → Shared Secret.
+    pub apps: HashMap<String, String>,
+    /// Refresh token → the profiles it grants.
+    pub refresh_tokens: HashMap<String, Vec<i64>>,
+    pub latency: Duration,
+}
+
+impl Default for SimConfig {
+    fn default() -> Self {
+        SimConfig {
+            apps: HashMap::from([(
+                "demo-app".to_string(),
+                "demo-shared-secret-0001".to_string(),
+            )]),
+            refresh_tokens: HashMap::from([(
+                "demo-refresh-token-0001".to_string(),
+                vec![12345678],
+            )]),
+            latency: Duration::ZERO,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Stats {
+    pub token_calls: AtomicU64,
+    pub profile_calls: AtomicU64,
+    in_flight: Mutex<HashMap<String, Arc<AtomicI64>>>,
+    pub max_in_flight_per_app: AtomicI64,
+}
+
+struct Issued {
+    app: String,
+    profiles: Vec<i64>,
+    probe_fault: Option<String>,
+}
+
+struct SimState {
+    config: Mutex<SimConfig>,
+    stats: Arc<Stats>,
+    issued: Mutex<HashMap<String, Issued>>,
+    counter: AtomicU64,
+}
+
+/// Counts an application's calls in flight for as long as it lives.
+struct InFlight(Arc<AtomicI64>);
+
+impl InFlight {
+    fn enter(stats: &Stats, app: &str) -> InFlight {
+        let counter = stats
+            .in_flight
+            .lock()
+            .unwrap()
+            .entry(app.to_string())
+            .or_default()
+            .clone();
+        let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_in_flight_per_app.fetch_max(now, Ordering::SeqCst);
+        InFlight(counter)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+pub struct Simulator {
+    port: u16,
+    handle: ServerHandle,
+    stats: Arc<Stats>,
+}
+
+impl Simulator {
+    /// Binds and starts serving on the current tokio runtime.
+    pub fn start(config: SimConfig, listen: &str) -> std::io::Result<Simulator> {
+        let stats = Arc::new(Stats::default());
+        let state = web::Data::new(SimState {
+            config: Mutex::new(config),
+            stats: stats.clone(),
+            issued: Mutex::default(),
+            counter: AtomicU64::new(0),
+        });
+        let listener = std::net::TcpListener::bind(listen)?;
+        let port = listener.local_addr()?.port();
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(state.clone())
+                .route("/oauth2/token", web::post().to(token))
+                .route("/v1/Profiles", web::get().to(profiles))
+                .route("/_sim/stats", web::get().to(stats_view))
+                .route("/_sim/reset", web::post().to(reset))
+        })
+        .workers(2)
+        .backlog(4096)
+        .listen(listener)?
+        .disable_signals()
+        .run();
+        let handle = server.handle();
+        tokio::spawn(server);
+        Ok(Simulator {
+            port,
+            handle,
+            stats,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    pub fn token_calls(&self) -> u64 {
+        self.stats.token_calls.load(Ordering::SeqCst)
+    }
+
+    pub fn profile_calls(&self) -> u64 {
+        self.stats.profile_calls.load(Ordering::SeqCst)
+    }
+
+    pub async fn stop(self) {
+        self.handle.stop(false).await;
+    }
+}
+
+fn basic_credentials(req: &HttpRequest) -> Option<(String, String)> {
+    let header = req.headers().get("authorization")?.to_str().ok()?;
+    let decoded = STANDARD.decode(header.strip_prefix("Basic ")?).ok()?;
+    let pair = String::from_utf8(decoded).ok()?;
+    let (id, secret) = pair.split_once(':')?;
+    let dec = |s: &str| {
+        url::form_urlencoded::parse(format!("x={s}").as_bytes())
+            .next()
+            .map(|(_, v)| v.into_owned())
+    };
+    Some((dec(id)?, dec(secret)?))
+}
+
+fn oauth_error(status: u16, error: &str) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+        .json(json!({"error": error, "error_description": format!("simulated {error}")}))
+}
+
+fn html(status: u16) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(status).unwrap())
+        .content_type("text/html")
+        .body("<html><body><h1>Service error</h1></body></html>")
+}
+
+async fn hang() -> HttpResponse {
+    tokio::time::sleep(Duration::from_secs(3600)).await;
+    HttpResponse::Ok().finish()
+}
+
+/// A 200 whose body breaks off: the connection is dropped mid-answer.
+fn broken_answer() -> HttpResponse {
+    let chunks = futures_util::stream::iter(vec![
+        Ok::<_, std::io::Error>(web::Bytes::from_static(b"{\"access_tok")),
+        Err(std::io::Error::new(
+            std::io::ErrorKind::ConnectionReset,
+            "simulated reset",
+        )),
+    ]);
+    HttpResponse::Ok()
+        .content_type("application/json")
+        .streaming(chunks)
+}
+
+async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -> HttpResponse {
+    state.stats.token_calls.fetch_add(1, Ordering::SeqCst);
+    let Some((app, secret)) = basic_credentials(&req) else {
+        return oauth_error(401, "invalid_client");
+    };
+    let _in_flight = InFlight::enter(&state.stats, &app);
+    let (latency, app_ok) = {
+        let config = state.config.lock().unwrap();
+        (config.latency, config.apps.get(&app) == Some(&secret))
+    };
+    tokio::time::sleep(latency).await;
+    let fields: HashMap<String, String> = url::form_urlencoded::parse(&form).into_owned().collect();
+    if fields.get("grant_type").map(String::as_str) != Some("refresh_token") {
+        return oauth_error(400, "unsupported_grant_type");
+    }
+    let refresh = fields.get("refresh_token").cloned().unwrap_or_default();
+    if !app_ok {
+        return oauth_error(401, "invalid_client");
+    }
+    match refresh.as_str() {
+        "sim-fault-hang" => return hang().await,
+        "sim-fault-reset" => return broken_answer(),
+        "sim-fault-html500" => return html(500),
+        "sim-fault-html200" => return html(200),
+        "sim-fault-no-token" => {
+            return HttpResponse::Ok().json(json!({"token_type": "bearer", "expires_in": 3600}))
+        }
+        "sim-fault-429" => return HttpResponse::TooManyRequests().finish(),
+        "sim-fault-400-bare" => return HttpResponse::BadRequest().body("Bad Request"),
+        "sim-fault-401-bare" => return HttpResponse::Unauthorized().finish(),
+        r if r.starts_with("sim-fault-429-retry-") => {
+            return HttpResponse::TooManyRequests()
+                .insert_header(("Retry-After", r.trim_start_matches("sim-fault-429-retry-")))
+                .finish()
+        }
+        _ => {}
+    }
+    let n = state.counter.fetch_add(1, Ordering::SeqCst);
+    let mut rotated = None;
+    let profiles = {
+        let mut config = state.config.lock().unwrap();
+        match config.refresh_tokens.get(&refresh).cloned() {
+            Some(p) => p,
+            None if refresh == "sim-fault-rotate" || refresh.starts_with("sim-probe-") => {
+                vec![12345678]
+            }
+            None => return oauth_error(400, "invalid_grant"),
+        }
+        .tap(|p| {
+            if refresh == "sim-fault-rotate" {
+                let new = format!("sim-rotated-{n:08}");
+                config.refresh_tokens.insert(new.clone(), p.clone());
+                rotated = Some(new);
+            }
+        })
+    };
+    let access = format!("sim-access-{n:08}-{}", uuid_like(n));
+    state.issued.lock().unwrap().insert(
+        access.clone(),
+        Issued {
+            app,
+            profiles,
+            probe_fault: refresh.strip_prefix("sim-probe-").map(str::to_string),
+        },
+    );
+    let mut body = json!({"access_token": access, "token_type": "bearer", "expires_in": 3600});
+    if let Some(r) = rotated {
+        body["refresh_token"] = json!(r);
+    }
+    HttpResponse::Ok().json(body)
+}
+
+trait Tap: Sized {
+    fn tap(self, f: impl FnOnce(&Self)) -> Self {
+        f(&self);
+        self
+    }
+}
+impl<T> Tap for T {}
+
+fn uuid_like(n: u64) -> String {
+    format!("{:016x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+async fn profiles(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse {
+    state.stats.profile_calls.fetch_add(1, Ordering::SeqCst);
+    let bearer = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("")
+        .to_string();
+    let found = state
+        .issued
+        .lock()
+        .unwrap()
+        .get(&bearer)
+        .map(|i| (i.app.clone(), i.profiles.clone(), i.probe_fault.clone()));
+    let Some((app, ids, fault)) = found else {
+        return HttpResponse::Unauthorized().json(json!({"error": "invalid_token"}));
+    };
+    let _in_flight = InFlight::enter(&state.stats, &app);
+    let latency = state.config.lock().unwrap().latency;
+    tokio::time::sleep(latency).await;
+    match fault.as_deref() {
+        Some("401") => return HttpResponse::Unauthorized().finish(),
+        Some("403") => return HttpResponse::Forbidden().finish(),
+        Some("500") => return html(500),
+        Some("html") => return html(200),
+        Some("429") => return HttpResponse::TooManyRequests().finish(),
+        Some("hang") => return hang().await,
+        _ => {}
+    }
+    let value: Vec<_> = ids
+        .iter()
+        .map(|id| json!({"ID": id, "AccountName": format!("Account {id}"), "CompanyName": format!("Company {id}")}))
+        .collect();
+    HttpResponse::Ok().json(json!({"value": value}))
+}
+
+async fn stats_view(state: web::Data<SimState>) -> HttpResponse {
+    let s = &state.stats;
+    HttpResponse::Ok().json(json!({
+        "token_calls": s.token_calls.load(Ordering::SeqCst),
+        "profile_calls": s.profile_calls.load(Ordering::SeqCst),
+        "max_in_flight_per_app": s.max_in_flight_per_app.load(Ordering::SeqCst),
+    }))
+}
+
+async fn reset(state: web::Data<SimState>) -> HttpResponse {
+    state.stats.token_calls.store(0, Ordering::SeqCst);
+    state.stats.profile_calls.store(0, Ordering::SeqCst);
+    state.stats.max_in_flight_per_app.store(0, Ordering::SeqCst);
+    HttpResponse::NoContent().finish()
+}

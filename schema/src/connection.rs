@@ -1,0 +1,254 @@
+//! Test Connection results, the connection status they drive, and the cached access token.
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+use diesel::prelude::*;
+use secrecy::SecretString;
+
+use crate::audit;
+use crate::company::CompanyId;
+use crate::credentials::{
+    load_row_for_update, now, open_field, to_utc, ConnectionState, CredentialsRow, REFRESH_TOKEN,
+    SHARED_SECRET,
+};
+use crate::error::StoreError;
+use crate::pool::{write_tx, AnyConnection};
+use crate::schema::{access_tokens, connection_tests, credentials};
+use crate::seal::KeyRing;
+
+pub const ACCESS_TOKEN: &str = "access_token";
+const INCOMPLETE: &str = "incomplete_credentials";
+
+#[derive(Insertable, Queryable, Selectable, Debug, Clone)]
+#[diesel(table_name = connection_tests)]
+pub struct TestRecord {
+    pub id: String,
+    pub company: String,
+    pub candidate: bool,
+    /// `connected` or `failed`
+    pub outcome: String,
+    pub error_code: Option<String>,
+    /// The whole result as the API shows it (JSON); it never holds a secret.
+    pub result: String,
+    pub started_at: NaiveDateTime,
+    pub triggered_by: String,
+}
+
+#[derive(Insertable)]
+#[diesel(table_name = access_tokens)]
+struct TokenRow {
+    company: String,
+    key_id: String,
+    token: Vec<u8>,
+    expires_at: NaiveDateTime,
+    credentials_version: i64,
+    obtained_at: NaiveDateTime,
+}
+
+/// What a successful exchange leaves to store with the test.
+pub struct ObtainedToken {
+    pub access_token: SecretString,
+    pub expires_at: DateTime<Utc>,
+    /// A new refresh token from upstream; it replaces the stored one.
+    pub rotated_refresh_token: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateChange {
+    pub previous: ConnectionState,
+    pub current: ConnectionState,
+}
+
+pub(crate) fn drop_cached_token(conn: &mut AnyConnection, company: &str) -> Result<(), StoreError> {
+    diesel::delete(access_tokens::table.find(company)).execute(conn)?;
+    Ok(())
+}
+
+fn store_token(
+    conn: &mut AnyConnection,
+    keys: &KeyRing,
+    company: &str,
+    version: i64,
+    token: &ObtainedToken,
+) -> Result<(), StoreError> {
+    let sealed = keys.seal(company, ACCESS_TOKEN, &token.access_token);
+    drop_cached_token(conn, company)?;
+    diesel::insert_into(access_tokens::table)
+        .values(&TokenRow {
+            company: company.to_string(),
+            key_id: sealed.key_id,
+            token: sealed.bytes,
+            expires_at: token.expires_at.naive_utc(),
+            credentials_version: version,
+            obtained_at: now().naive_utc(),
+        })
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Replaces the stored refresh token with the one upstream returned, re-sealing the row under
+/// the current key. Not a change by a person: the version stays, the audit names the upstream.
+fn store_rotated_refresh_token(
+    conn: &mut AnyConnection,
+    keys: &KeyRing,
+    row: &CredentialsRow,
+    new_token: &SecretString,
+) -> Result<(), StoreError> {
+    let secret = open_field(keys, row, SHARED_SECRET, &row.shared_secret).transpose()?;
+    let sealed_secret = secret
+        .as_ref()
+        .map(|s| keys.seal(&row.company, SHARED_SECRET, s));
+    let sealed_token = keys.seal(&row.company, REFRESH_TOKEN, new_token);
+    diesel::update(credentials::table.find(&row.company))
+        .set((
+            credentials::shared_secret.eq(sealed_secret.map(|s| s.bytes)),
+            credentials::refresh_token.eq(Some(sealed_token.bytes)),
+            credentials::key_id.eq(Some(sealed_token.key_id)),
+        ))
+        .execute(conn)?;
+    let company = CompanyId::parse(&row.company).map_err(StoreError::Worker)?;
+    audit::record(
+        conn,
+        &company,
+        "channeladvisor",
+        "rotated",
+        &[REFRESH_TOKEN],
+        Some(row.version),
+        now(),
+    )
+}
+
+/// Records a test in the history. A non-candidate test run against `version` of the stored
+/// credentials also sets the state, and caches the token it obtained, in the same transaction;
+/// if the credentials changed meanwhile it is history only (its result is about old values).
+pub fn record_test(
+    conn: &mut AnyConnection,
+    keys: &KeyRing,
+    record: &TestRecord,
+    version: Option<i64>,
+    obtained: Option<&ObtainedToken>,
+) -> Result<Option<StateChange>, StoreError> {
+    write_tx(conn, |conn| {
+        diesel::insert_into(connection_tests::table)
+            .values(record)
+            .execute(conn)?;
+        if record.candidate {
+            return Ok(None);
+        }
+        let Some(row) = load_row_for_update(conn, &record.company)? else {
+            return Ok(None);
+        };
+        if version != Some(row.version) {
+            return Ok(None);
+        }
+        let previous = ConnectionState::parse(&row.state);
+        // A test that found values missing learned nothing new: the state stays `incomplete`.
+        let current = match (record.outcome.as_str(), record.error_code.as_deref()) {
+            (_, Some(INCOMPLETE)) => previous,
+            ("connected", _) => ConnectionState::Connected,
+            _ => ConnectionState::Failed,
+        };
+        let at = now().naive_utc();
+        diesel::update(credentials::table.find(&record.company))
+            .set((
+                credentials::state.eq(current.as_str()),
+                credentials::state_since.eq(if current == previous {
+                    row.state_since
+                } else {
+                    at
+                }),
+                credentials::last_test_id.eq(Some(&record.id)),
+                credentials::last_success_at.eq(if current == ConnectionState::Connected {
+                    Some(at)
+                } else {
+                    row.last_success_at
+                }),
+            ))
+            .execute(conn)?;
+        if let Some(token) = obtained {
+            if let Some(rotated) = &token.rotated_refresh_token {
+                store_rotated_refresh_token(conn, keys, &row, rotated)?;
+            }
+            if record.outcome == "connected" {
+                store_token(conn, keys, &record.company, row.version, token)?;
+            }
+        }
+        Ok(Some(StateChange { previous, current }))
+    })
+}
+
+/// The connection status of contract §4, without the `last_test` body (see `last_test_result`).
+#[derive(Debug, Clone)]
+pub struct Status {
+    pub state: ConnectionState,
+    pub since: Option<DateTime<Utc>>,
+    pub missing: Vec<&'static str>,
+    pub last_test_id: Option<String>,
+    pub last_success_at: Option<DateTime<Utc>>,
+    pub access_token_expires_at: Option<DateTime<Utc>>,
+}
+
+pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, StoreError> {
+    let row = credentials::table
+        .find(company.as_str())
+        .select(CredentialsRow::as_select())
+        .first(conn)
+        .optional()?;
+    let Some(row) = row else {
+        return Ok(Status {
+            state: ConnectionState::NotConfigured,
+            since: None,
+            missing: vec!["application_id", "shared_secret", "refresh_token"],
+            last_test_id: None,
+            last_success_at: None,
+            access_token_expires_at: None,
+        });
+    };
+    let expires: Option<NaiveDateTime> = access_tokens::table
+        .find(company.as_str())
+        .filter(access_tokens::credentials_version.eq(row.version))
+        .select(access_tokens::expires_at)
+        .first(conn)
+        .optional()?;
+    let missing = [
+        (row.application_id.is_none(), "application_id"),
+        (row.shared_secret.is_none(), "shared_secret"),
+        (row.refresh_token.is_none(), "refresh_token"),
+    ]
+    .into_iter()
+    .filter(|(m, _)| *m)
+    .map(|(_, f)| f)
+    .collect();
+    Ok(Status {
+        state: ConnectionState::parse(&row.state),
+        since: Some(to_utc(row.state_since)),
+        missing,
+        last_test_id: row.last_test_id,
+        last_success_at: row.last_success_at.map(to_utc),
+        access_token_expires_at: expires.map(to_utc),
+    })
+}
+
+pub fn test_result(conn: &mut AnyConnection, id: &str) -> Result<Option<String>, StoreError> {
+    Ok(connection_tests::table
+        .find(id)
+        .select(connection_tests::result)
+        .first(conn)
+        .optional()?)
+}
+
+/// Results, newest first, as stored JSON.
+pub fn history(
+    conn: &mut AnyConnection,
+    company: &CompanyId,
+    limit: i64,
+) -> Result<Vec<String>, StoreError> {
+    Ok(connection_tests::table
+        .filter(connection_tests::company.eq(company.as_str()))
+        .order((
+            connection_tests::started_at.desc(),
+            connection_tests::id.desc(),
+        ))
+        .limit(limit)
+        .select(connection_tests::result)
+        .load(conn)?)
+}

@@ -1,0 +1,206 @@
+//! Runs Test Connection for a company: effective values (stored, overlaid by candidate values),
+//! the upstream checks, and the record in history and status. Concurrent tests of one company
+//! with the same effective values share one run (one upstream exchange, one result).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use chrono::Utc;
+use connector::{
+    run_checks, ApplicationId, ChannelAdvisorClient, RefreshToken, SharedSecret, TestInput,
+};
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use schema::connection::{ObtainedToken, TestRecord};
+use schema::credentials::{Change, Credentials, CredentialsChange};
+use schema::{CompanyId, Database, KeyRing};
+use secrecy::{ExposeSecret, SecretString};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+
+use crate::problem::ApiError;
+use crate::routes::rfc3339;
+
+type Running = Shared<BoxFuture<'static, Result<Value, ApiError>>>;
+
+/// Tests in flight, keyed by a digest of company and effective values (never the values).
+#[derive(Default)]
+pub struct TestRunner {
+    running: Mutex<HashMap<String, Running>>,
+}
+
+pub struct TestRequest {
+    pub company: CompanyId,
+    /// Values laid over the stored ones for this test only; `None` for a test of the stored values.
+    pub candidate: Option<CredentialsChange>,
+    pub triggered_by: String,
+}
+
+fn overlay<T: Clone>(stored: Option<T>, change: Option<&Change<T>>) -> Option<T> {
+    match change {
+        None | Some(Change::Keep) => stored,
+        Some(Change::Set(v)) => Some(v.clone()),
+        Some(Change::Clear) => None,
+    }
+}
+
+struct Effective {
+    application_id: Option<String>,
+    shared_secret: Option<SecretString>,
+    refresh_token: Option<SecretString>,
+    profile_id: Option<i64>,
+}
+
+fn effective(stored: Option<&Credentials>, candidate: Option<&CredentialsChange>) -> Effective {
+    Effective {
+        application_id: overlay(
+            stored.and_then(|c| c.application_id.clone()),
+            candidate.map(|c| &c.application_id),
+        ),
+        shared_secret: overlay(
+            stored.and_then(|c| c.shared_secret.clone()),
+            candidate.map(|c| &c.shared_secret),
+        ),
+        refresh_token: overlay(
+            stored.and_then(|c| c.refresh_token.clone()),
+            candidate.map(|c| &c.refresh_token),
+        ),
+        profile_id: overlay(
+            stored.and_then(|c| c.profile_id),
+            candidate.map(|c| &c.profile_id),
+        ),
+    }
+}
+
+fn digest(company: &CompanyId, candidate: bool, version: Option<i64>, e: &Effective) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        company.as_str(),
+        if candidate { "candidate" } else { "stored" },
+        &version.map(|v| v.to_string()).unwrap_or_default(),
+        e.application_id.as_deref().unwrap_or("\u{0}"),
+        e.shared_secret
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .unwrap_or("\u{0}"),
+        e.refresh_token
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .unwrap_or("\u{0}"),
+        &e.profile_id.map(|p| p.to_string()).unwrap_or_default(),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0x1f]);
+    }
+    format!("{:x}", h.finalize())
+}
+
+impl TestRunner {
+    pub async fn run(
+        &self,
+        db: Database,
+        keys: Arc<KeyRing>,
+        client: ChannelAdvisorClient,
+        request: TestRequest,
+    ) -> Result<Value, ApiError> {
+        let (load_keys, id) = (keys.clone(), request.company.clone());
+        let stored = db
+            .run(move |conn| schema::credentials::load(conn, &load_keys, &id))
+            .await?;
+        let candidate = request.candidate.is_some();
+        let values = effective(stored.as_ref(), request.candidate.as_ref());
+        // A candidate test changes nothing stored, so it is tied to no version.
+        let version = if candidate {
+            None
+        } else {
+            stored.as_ref().map(|c| c.version)
+        };
+        let key = digest(&request.company, candidate, version, &values);
+
+        let running = {
+            let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            match map.get(&key) {
+                Some(shared) => shared.clone(),
+                None => {
+                    // Spawned, so the test completes and is recorded even if the caller goes away.
+                    let task = tokio::spawn(execute(db, keys, client, request, values, version));
+                    let shared =
+                        async move { task.await.unwrap_or_else(|e| Err(ApiError::internal(e))) }
+                            .boxed()
+                            .shared();
+                    map.insert(key.clone(), shared.clone());
+                    shared
+                }
+            }
+        };
+        let result = running.await;
+        self.running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&key);
+        result
+    }
+}
+
+async fn execute(
+    db: Database,
+    keys: Arc<KeyRing>,
+    client: ChannelAdvisorClient,
+    request: TestRequest,
+    values: Effective,
+    version: Option<i64>,
+) -> Result<Value, ApiError> {
+    let started_at = Utc::now();
+    let started = Instant::now();
+    let input = TestInput {
+        application_id: values
+            .application_id
+            .as_deref()
+            .and_then(|a| ApplicationId::parse(a).ok().flatten()),
+        shared_secret: values.shared_secret.map(SharedSecret::from_secret),
+        refresh_token: values.refresh_token.map(RefreshToken::from_secret),
+        profile_id: values.profile_id,
+    };
+    let outcome = run_checks(&client, &input).await;
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let connected = outcome.error.is_none();
+    let id = uuid::Uuid::now_v7().to_string();
+    let result = json!({
+        "id": id,
+        "company": request.company.as_str(),
+        "outcome": if connected { "connected" } else { "failed" },
+        "candidate": request.candidate.is_some(),
+        "error": outcome.error,
+        "checks": outcome.checks,
+        "profiles": outcome.profiles,
+        "started_at": rfc3339(started_at),
+        "duration_ms": duration_ms,
+        "triggered_by": request.triggered_by,
+    });
+    match &outcome.error {
+        None => tracing::info!(company = %request.company, duration_ms, "connection test passed"),
+        Some(e) => {
+            tracing::info!(company = %request.company, code = e.code.as_str(), upstream_status = e.upstream_status, duration_ms, "connection test failed")
+        }
+    }
+    let record = TestRecord {
+        id,
+        company: request.company.to_string(),
+        candidate: request.candidate.is_some(),
+        outcome: result["outcome"].as_str().unwrap_or("failed").to_string(),
+        error_code: outcome.error.as_ref().map(|e| e.code.as_str().to_string()),
+        result: result.to_string(),
+        started_at: started_at.naive_utc(),
+        triggered_by: request.triggered_by.clone(),
+    };
+    let obtained = outcome.grant.map(|g| ObtainedToken {
+        expires_at: started_at + chrono::Duration::seconds(g.expires_in as i64),
+        access_token: g.access_token,
+        rotated_refresh_token: g.refresh_token,
+    });
+    db.run(move |conn| {
+        schema::connection::record_test(conn, &keys, &record, version, obtained.as_ref())
+    })
+    .await?;
+    Ok(result)
+}

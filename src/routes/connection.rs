@@ -1,0 +1,124 @@
+//! Test Connection, the connection status and its history (contract §4).
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+use serde_json::Value;
+use utoipa::ToSchema;
+
+use crate::auth::{Caller, Scope};
+use crate::body::JsonBody;
+use crate::connection_test::TestRequest;
+use crate::problem::ApiError;
+use crate::routes::credentials_input::{self, Mode};
+use crate::routes::{rfc3339, ListQuery};
+use crate::startup::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct ConnectionStatus {
+    company: String,
+    /// not_configured, incomplete, untested, connected or failed
+    state: String,
+    since: Option<String>,
+    missing: Vec<&'static str>,
+    #[schema(value_type = Object)]
+    last_test: Value,
+    last_success_at: Option<String>,
+    access_token_expires_at: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct TestHistory {
+    #[schema(value_type = Vec<Object>)]
+    tests: Vec<Value>,
+}
+
+/// The body may carry credential fields: they are laid over the stored ones for this test only
+/// (a candidate test, recorded in history, changing neither status nor token cache).
+#[utoipa::path(post, path = "/api/v1/companies/{company}/connection/test", tag = "connection", security(("bearer" = [])),
+    params(("company" = String, Path)),
+    request_body(content = Option<crate::routes::credentials::CredentialsInput>, description = "optional candidate values"),
+    responses((status = 200, description = "The test ran; see outcome and error", body = Object)))]
+pub async fn test(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    let company = caller.authorize(Scope::ConnectionTest, &path)?;
+    let candidate = match body.0 {
+        None => None,
+        Some(Value::Object(map)) if map.is_empty() => None,
+        Some(value) => Some(credentials_input::parse(Some(value), Mode::Merge)?),
+    };
+    let result = state
+        .tests
+        .run(
+            state.db.clone(),
+            state.keys.clone(),
+            state.upstream.clone(),
+            TestRequest {
+                company,
+                candidate,
+                triggered_by: caller.sub.clone(),
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(result))
+}
+
+#[utoipa::path(get, path = "/api/v1/companies/{company}/connection", tag = "connection", security(("bearer" = [])),
+    params(("company" = String, Path)), responses((status = 200, body = ConnectionStatus)))]
+pub async fn status(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    let company = caller.authorize(Scope::ConnectionRead, &path)?;
+    let id = company.clone();
+    let (status, last_test) = state
+        .db
+        .run(move |conn| {
+            let status = schema::connection::status(conn, &id)?;
+            let last = match &status.last_test_id {
+                Some(test_id) => schema::connection::test_result(conn, test_id)?,
+                None => None,
+            };
+            Ok((status, last))
+        })
+        .await?;
+    Ok(HttpResponse::Ok().json(ConnectionStatus {
+        company: company.to_string(),
+        state: status.state.as_str().to_string(),
+        since: status.since.map(rfc3339),
+        missing: status.missing,
+        last_test: last_test
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(Value::Null),
+        last_success_at: status.last_success_at.map(rfc3339),
+        access_token_expires_at: status.access_token_expires_at.map(rfc3339),
+    }))
+}
+
+#[utoipa::path(get, path = "/api/v1/companies/{company}/connection/history", tag = "connection", security(("bearer" = [])),
+    params(("company" = String, Path), ("limit" = Option<i64>, Query, description = "default 20, max 200")),
+    responses((status = 200, body = TestHistory)))]
+pub async fn history(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    let company = caller.authorize(Scope::ConnectionRead, &path)?;
+    let limit = query.limit(20, 200)?;
+    let rows = state
+        .db
+        .run(move |conn| schema::connection::history(conn, &company, limit))
+        .await?;
+    let tests = rows
+        .iter()
+        .filter_map(|r| serde_json::from_str(r).ok())
+        .collect();
+    Ok(HttpResponse::Ok().json(TestHistory { tests }))
+}
