@@ -17,6 +17,7 @@ use schema::{CompanyId, Database, KeyRing};
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
+use tracing::Instrument;
 
 use crate::problem::ApiError;
 use crate::routes::rfc3339;
@@ -123,7 +124,9 @@ impl TestRunner {
                 Some(shared) => shared.clone(),
                 None => {
                     // Spawned, so the test completes and is recorded even if the caller goes away.
-                    let task = tokio::spawn(execute(db, keys, client, request, values, version));
+                    let task = tokio::spawn(
+                        execute(db, keys, client, request, values, version).instrument(tracing::Span::current()),
+                    );
                     let shared =
                         async move { task.await.unwrap_or_else(|e| Err(ApiError::internal(e))) }
                             .boxed()

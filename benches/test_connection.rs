@@ -1,0 +1,162 @@
+//! Test Connection benchmarks (figures in docs/performance.md). Run: `cargo bench --bench test_connection`.
+//!
+//! 1. Overhead: the median time `POST …/connection/test` takes minus the median time of the two
+//!    upstream round trips themselves (the same client calling the simulator directly), measured
+//!    interleaved in one run against a simulator with no added latency.
+//! 2. Fan-out: 1,000 companies (one Application ID) tested at once with upstream concurrency 4 and
+//!    a simulator adding L ms per call; ideal wall time = 1,000 × (2 × L) ÷ 4. Resident memory is
+//!    sampled before, during and after two rounds.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ca_connector::auth::{mint_hs256, Claims};
+use ca_connector::commands::Cli;
+use ca_connector::{Application, Config};
+use clap::Parser;
+use connector::sim::{SimConfig, Simulator};
+use connector::{ApplicationId, ChannelAdvisorClient, RefreshToken, SharedSecret};
+use secrecy::SecretString;
+use serde_json::json;
+
+const JWT: &str = "bench-jwt-secret-bench-jwt-secret-0123456789";
+
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    v[v.len() / 2]
+}
+
+async fn start_app(upstream: &str, concurrency: usize, dir: &std::path::Path) -> String {
+    let keys = schema::KeyRing::generate_spec("bench");
+    use secrecy::ExposeSecret;
+    let cli = Cli::try_parse_from([
+        "ca-connector", "--listen", "127.0.0.1:0", "--data-dir", &dir.display().to_string(),
+        "--jwt-secret", JWT, "--encryption-keys", keys.expose_secret(), "--channeladvisor-url", upstream,
+        "--upstream-concurrency", &concurrency.to_string(),
+    ])
+    .unwrap();
+    let app = Application::build(Config::resolve(&cli.settings).unwrap()).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    base
+}
+
+fn token() -> String {
+    let now = chrono::Utc::now().timestamp();
+    mint_hs256(
+        &SecretString::from(JWT.to_string()),
+        &Claims { sub: "bench".into(), exp: now + 36000, aud: "ca-connector".into(), iss: None, nbf: None, iat: now, companies: vec!["*".into()], scope: Some("credentials:write connection:test".into()) },
+    )
+    .unwrap()
+}
+
+async fn seed(http: &reqwest::Client, base: &str, bearer: &str, n: usize) {
+    for i in 0..n {
+        let res = http
+            .put(format!("{base}/api/v1/companies/c{i:04}/credentials"))
+            .bearer_auth(bearer)
+            .json(&json!({"application_id": "demo-app", "shared_secret": "demo-shared-secret-0001", "refresh_token": "demo-refresh-token-0001"}))
+            .send()
+            .await
+            .unwrap();
+        assert!(res.status().is_success());
+    }
+}
+
+async fn test_once(http: &reqwest::Client, base: &str, bearer: &str, company: &str) -> Duration {
+    let started = Instant::now();
+    let res = http.post(format!("{base}/api/v1/companies/{company}/connection/test")).bearer_auth(bearer).send().await.unwrap();
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["outcome"], "connected", "{body}");
+    started.elapsed()
+}
+
+async fn overhead() {
+    let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let base = start_app(&sim.url(), 4, dir.path()).await;
+    let http = reqwest::Client::new();
+    let bearer = token();
+    seed(&http, &base, &bearer, 1).await;
+    let direct = ChannelAdvisorClient::new(url::Url::parse(&sim.url()).unwrap(), Duration::from_secs(15), 4).unwrap();
+    let app = ApplicationId::parse("demo-app").unwrap().unwrap();
+    let secret = SharedSecret::parse("demo-shared-secret-0001").unwrap().unwrap();
+    let refresh = RefreshToken::parse("demo-refresh-token-0001").unwrap().unwrap();
+    let (mut api, mut upstream) = (Vec::new(), Vec::new());
+    for i in 0..2200 {
+        let started = Instant::now();
+        let grant = direct.refresh_grant(&app, &secret, &refresh).await.unwrap();
+        direct.profiles(&app, &grant.access_token).await.unwrap();
+        let up = started.elapsed();
+        let through = test_once(&http, &base, &bearer, "c0000").await;
+        if i >= 200 {
+            // the first 200 warm up connections and caches
+            upstream.push(up.as_secs_f64() * 1000.0);
+            api.push(through.as_secs_f64() * 1000.0);
+        }
+    }
+    let (m_api, m_up) = (median(api), median(upstream));
+    println!("overhead: median Test Connection {m_api:.3} ms, median two upstream round trips {m_up:.3} ms, added {:.3} ms (target < 2 ms), n=2000", m_api - m_up);
+}
+
+async fn fan_out(latency_ms: u64) {
+    let sim = Simulator::start(SimConfig { latency: Duration::from_millis(latency_ms), ..Default::default() }, "127.0.0.1:0").unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let base = start_app(&sim.url(), 4, dir.path()).await;
+    let http = reqwest::Client::builder().pool_max_idle_per_host(1100).timeout(Duration::from_secs(600)).build().unwrap();
+    let bearer = Arc::new(token());
+    seed(&http, &base, &bearer, 1000).await;
+    let ideal = 1000.0 * (2.0 * latency_ms as f64) / 4.0 / 1000.0;
+    for round in 1..=2 {
+        let before = rss_kib();
+        let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+        let sampler = {
+            let peak = peak.clone();
+            tokio::spawn(async move {
+                loop {
+                    peak.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            })
+        };
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..1000)
+            .map(|i| {
+                let (http, base, bearer) = (http.clone(), base.clone(), bearer.clone());
+                tokio::spawn(async move { test_once(&http, &base, &bearer, &format!("c{i:04}")).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let wall = started.elapsed().as_secs_f64();
+        sampler.abort();
+        println!(
+            "fan-out round {round}: 1000 companies, latency {latency_ms} ms/call, concurrency 4: wall {wall:.2} s, ideal {ideal:.2} s ({:+.1}%), upstream calls {}, RSS before {} MiB, peak {} MiB, after {} MiB",
+            (wall / ideal - 1.0) * 100.0,
+            sim.token_calls() + sim.profile_calls(),
+            before / 1024,
+            peak.load(std::sync::atomic::Ordering::Relaxed) / 1024,
+            rss_kib() / 1024
+        );
+    }
+    println!("max upstream calls in flight per application: {}", sim.stats().max_in_flight_per_app.load(std::sync::atomic::Ordering::SeqCst));
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    overhead().await;
+    fan_out(25).await;
+}
