@@ -39,12 +39,24 @@ async fn start_app(upstream: &str, concurrency: usize, dir: &std::path::Path) ->
     let keys = schema::KeyRing::generate_spec("bench");
     use secrecy::ExposeSecret;
     let cli = Cli::try_parse_from([
-        "ca-connector", "--listen", "127.0.0.1:0", "--data-dir", &dir.display().to_string(),
-        "--jwt-secret", JWT, "--encryption-keys", keys.expose_secret(), "--channeladvisor-url", upstream,
-        "--upstream-concurrency", &concurrency.to_string(),
+        "ca-connector",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &dir.display().to_string(),
+        "--jwt-secret",
+        JWT,
+        "--encryption-keys",
+        keys.expose_secret(),
+        "--channeladvisor-url",
+        upstream,
+        "--upstream-concurrency",
+        &concurrency.to_string(),
     ])
     .unwrap();
-    let app = Application::build(Config::resolve(&cli.settings).unwrap()).await.unwrap();
+    let app = Application::build(Config::resolve(&cli.settings).unwrap())
+        .await
+        .unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     tokio::spawn(app.run_until_stopped());
     base
@@ -54,7 +66,16 @@ fn token() -> String {
     let now = chrono::Utc::now().timestamp();
     mint_hs256(
         &SecretString::from(JWT.to_string()),
-        &Claims { sub: "bench".into(), exp: now + 36000, aud: "ca-connector".into(), iss: None, nbf: None, iat: now, companies: vec!["*".into()], scope: Some("credentials:write connection:test".into()) },
+        &Claims {
+            sub: "bench".into(),
+            exp: now + 36000,
+            aud: "ca-connector".into(),
+            iss: None,
+            nbf: None,
+            iat: now,
+            companies: vec!["*".into()],
+            scope: Some("credentials:write connection:test".into()),
+        },
     )
     .unwrap()
 }
@@ -74,7 +95,12 @@ async fn seed(http: &reqwest::Client, base: &str, bearer: &str, n: usize) {
 
 async fn test_once(http: &reqwest::Client, base: &str, bearer: &str, company: &str) -> Duration {
     let started = Instant::now();
-    let res = http.post(format!("{base}/api/v1/companies/{company}/connection/test")).bearer_auth(bearer).send().await.unwrap();
+    let res = http
+        .post(format!("{base}/api/v1/companies/{company}/connection/test"))
+        .bearer_auth(bearer)
+        .send()
+        .await
+        .unwrap();
     let body: serde_json::Value = res.json().await.unwrap();
     assert_eq!(body["outcome"], "connected", "{body}");
     started.elapsed()
@@ -87,10 +113,19 @@ async fn overhead() {
     let http = reqwest::Client::new();
     let bearer = token();
     seed(&http, &base, &bearer, 1).await;
-    let direct = ChannelAdvisorClient::new(url::Url::parse(&sim.url()).unwrap(), Duration::from_secs(15), 4).unwrap();
+    let direct = ChannelAdvisorClient::new(
+        url::Url::parse(&sim.url()).unwrap(),
+        Duration::from_secs(15),
+        4,
+    )
+    .unwrap();
     let app = ApplicationId::parse("demo-app").unwrap().unwrap();
-    let secret = SharedSecret::parse("demo-shared-secret-0001").unwrap().unwrap();
-    let refresh = RefreshToken::parse("demo-refresh-token-0001").unwrap().unwrap();
+    let secret = SharedSecret::parse("demo-shared-secret-0001")
+        .unwrap()
+        .unwrap();
+    let refresh = RefreshToken::parse("demo-refresh-token-0001")
+        .unwrap()
+        .unwrap();
     let (mut api, mut upstream) = (Vec::new(), Vec::new());
     for i in 0..2200 {
         let started = Instant::now();
@@ -109,10 +144,21 @@ async fn overhead() {
 }
 
 async fn fan_out(latency_ms: u64) {
-    let sim = Simulator::start(SimConfig { latency: Duration::from_millis(latency_ms), ..Default::default() }, "127.0.0.1:0").unwrap();
+    let sim = Simulator::start(
+        SimConfig {
+            latency: Duration::from_millis(latency_ms),
+            ..Default::default()
+        },
+        "127.0.0.1:0",
+    )
+    .unwrap();
     let dir = tempfile::TempDir::new().unwrap();
     let base = start_app(&sim.url(), 4, dir.path()).await;
-    let http = reqwest::Client::builder().pool_max_idle_per_host(1100).timeout(Duration::from_secs(600)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(1100)
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
     let bearer = Arc::new(token());
     seed(&http, &base, &bearer, 1000).await;
     let ideal = 1000.0 * (2.0 * latency_ms as f64) / 4.0 / 1000.0;
@@ -132,7 +178,9 @@ async fn fan_out(latency_ms: u64) {
         let tasks: Vec<_> = (0..1000)
             .map(|i| {
                 let (http, base, bearer) = (http.clone(), base.clone(), bearer.clone());
-                tokio::spawn(async move { test_once(&http, &base, &bearer, &format!("c{i:04}")).await })
+                tokio::spawn(
+                    async move { test_once(&http, &base, &bearer, &format!("c{i:04}")).await },
+                )
             })
             .collect();
         for t in tasks {
@@ -149,7 +197,12 @@ async fn fan_out(latency_ms: u64) {
             rss_kib() / 1024
         );
     }
-    println!("max upstream calls in flight per application: {}", sim.stats().max_in_flight_per_app.load(std::sync::atomic::Ordering::SeqCst));
+    println!(
+        "max upstream calls in flight per application: {}",
+        sim.stats()
+            .max_in_flight_per_app
+            .load(std::sync::atomic::Ordering::SeqCst)
+    );
 }
 
 #[tokio::main]

@@ -125,7 +125,8 @@ impl TestRunner {
                 None => {
                     // Spawned, so the test completes and is recorded even if the caller goes away.
                     let task = tokio::spawn(
-                        execute(db, keys, client, request, values, version).instrument(tracing::Span::current()),
+                        execute(db, keys, client, request, values, version)
+                            .instrument(tracing::Span::current()),
                     );
                     let shared =
                         async move { task.await.unwrap_or_else(|e| Err(ApiError::internal(e))) }

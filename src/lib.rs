@@ -5,6 +5,7 @@ pub mod body;
 pub mod commands;
 pub mod connection_test;
 pub mod dev_secrets;
+pub mod health_checks;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
@@ -13,6 +14,7 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
+pub mod token_broker;
 
 pub use settings::{Config, Settings};
 pub use startup::Application;

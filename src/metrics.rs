@@ -6,7 +6,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::web;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
 use crate::startup::AppState;
@@ -15,6 +15,12 @@ pub struct Metrics {
     registry: Registry,
     http_requests: IntCounterVec,
     http_duration: HistogramVec,
+    /// Access-token requests by outcome: cache_hit, refreshed, failed.
+    pub token_requests: IntCounterVec,
+    /// Time of one upstream refresh-token grant for a job token.
+    pub token_refresh_seconds: Histogram,
+    /// Scheduled health checks by outcome: connected, failed.
+    pub health_checks: IntCounterVec,
 }
 
 impl Metrics {
@@ -38,12 +44,39 @@ impl Metrics {
             ]),
             &["route", "method", "status"],
         )?;
+        let token_requests = IntCounterVec::new(
+            Opts::new(
+                "token_requests_total",
+                "Access-token requests by outcome (cache_hit, refreshed, failed)",
+            ),
+            &["outcome"],
+        )?;
+        let token_refresh_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "token_refresh_seconds",
+                "Latency of one upstream token refresh",
+            )
+            .buckets(vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 15.0]),
+        )?;
+        let health_checks = IntCounterVec::new(
+            Opts::new(
+                "health_checks_total",
+                "Scheduled health checks by outcome (connected, failed)",
+            ),
+            &["outcome"],
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
+        registry.register(Box::new(token_requests.clone()))?;
+        registry.register(Box::new(token_refresh_seconds.clone()))?;
+        registry.register(Box::new(health_checks.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
             http_duration,
+            token_requests,
+            token_refresh_seconds,
+            health_checks,
         })
     }
 

@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{audit, companies, connection, credentials, health};
+use crate::routes::{access_token, audit, companies, connection, credentials, health};
 
 struct BearerAuth;
 
@@ -31,6 +31,7 @@ impl Modify for BearerAuth {
         credentials::replace, credentials::merge, credentials::read, credentials::delete,
         audit::list,
         connection::test, connection::status, connection::history,
+        access_token::issue,
     ),
     modifiers(&BearerAuth)
 )]

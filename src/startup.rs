@@ -18,6 +18,7 @@ use crate::problem::{problem_for_every_error, ApiError};
 use crate::request_context::request_context;
 use crate::routes;
 use crate::settings::Config;
+use crate::token_broker::{BrokerDeps, TokenBroker};
 use connector::ChannelAdvisorClient;
 
 /// What every handler shares.
@@ -25,10 +26,22 @@ pub struct AppState {
     pub db: Database,
     pub keys: Arc<KeyRing>,
     pub auth: Authenticator,
-    pub metrics: Metrics,
+    pub metrics: Arc<Metrics>,
     pub upstream: ChannelAdvisorClient,
     pub tests: TestRunner,
+    pub tokens: TokenBroker,
     pub config: Config,
+}
+
+impl AppState {
+    pub fn broker_deps(&self) -> BrokerDeps {
+        BrokerDeps {
+            db: self.db.clone(),
+            keys: self.keys.clone(),
+            client: self.upstream.clone(),
+            metrics: self.metrics.clone(),
+        }
+    }
 }
 
 pub struct Application {
@@ -70,7 +83,7 @@ impl Application {
             db,
             keys: Arc::new(config.keys.clone()),
             auth,
-            metrics: Metrics::new()?,
+            metrics: Arc::new(Metrics::new()?),
             upstream: ChannelAdvisorClient::new(
                 config.channeladvisor_url.clone(),
                 config.upstream_timeout,
@@ -78,8 +91,12 @@ impl Application {
             )
             .map_err(anyhow::Error::msg)?,
             tests: TestRunner::default(),
+            tokens: TokenBroker::default(),
             config,
         });
+        if let Some(interval) = state.config.health_check_interval {
+            crate::health_checks::spawn(state.clone().into_inner(), interval);
+        }
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(state.clone())

@@ -1,9 +1,9 @@
 //! The classified failures of Test Connection (contract §4): a stable code, a message an ERP admin
 //! understands, a hint in the Developer Console's words, and the fields to highlight.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     IncompleteCredentials,
@@ -50,12 +50,12 @@ impl ErrorCode {
 }
 
 /// A classified failure, as the result's `error` object shows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestError {
     pub code: ErrorCode,
     pub message: String,
     pub hint: String,
-    pub fields: Vec<&'static str>,
+    pub fields: Vec<String>,
     pub retry_after_seconds: Option<u64>,
     pub upstream_status: Option<u16>,
 }
@@ -68,7 +68,7 @@ impl TestError {
             code,
             message,
             hint: hint.to_string(),
-            fields,
+            fields: fields.into_iter().map(String::from).collect(),
             retry_after_seconds: None,
             upstream_status: None,
         }

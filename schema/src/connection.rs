@@ -63,7 +63,7 @@ pub(crate) fn drop_cached_token(conn: &mut AnyConnection, company: &str) -> Resu
     Ok(())
 }
 
-fn store_token(
+pub(crate) fn store_token(
     conn: &mut AnyConnection,
     keys: &KeyRing,
     company: &str,
@@ -87,7 +87,7 @@ fn store_token(
 
 /// Replaces the stored refresh token with the one upstream returned, re-sealing the row under
 /// the current key. Not a change by a person: the version stays, the audit names the upstream.
-fn store_rotated_refresh_token(
+pub(crate) fn store_rotated_refresh_token(
     conn: &mut AnyConnection,
     keys: &KeyRing,
     row: &CredentialsRow,

@@ -66,6 +66,12 @@ pub(crate) struct CredentialsRow {
     pub updated_by: String,
     pub last_test_id: Option<String>,
     pub last_success_at: Option<NaiveDateTime>,
+    pub token_lease_until: Option<NaiveDateTime>,
+    pub token_lease_owner: Option<String>,
+    pub token_error: Option<String>,
+    pub token_error_at: Option<NaiveDateTime>,
+    pub token_error_version: Option<i64>,
+    pub next_check_at: Option<NaiveDateTime>,
 }
 
 /// A company's credentials with the secrets opened. `Debug` is redacted by `SecretString`.
@@ -178,7 +184,7 @@ pub(crate) fn open_field(
     })
 }
 
-fn open_row(keys: &KeyRing, row: CredentialsRow) -> Result<Credentials, StoreError> {
+pub(crate) fn open_row(keys: &KeyRing, row: CredentialsRow) -> Result<Credentials, StoreError> {
     let shared_secret = open_field(keys, &row, SHARED_SECRET, &row.shared_secret).transpose()?;
     let refresh_token = open_field(keys, &row, REFRESH_TOKEN, &row.refresh_token).transpose()?;
     Ok(Credentials {
@@ -333,6 +339,14 @@ pub fn save(
             updated_by: actor.to_string(),
             last_test_id: existing.as_ref().and_then(|r| r.last_test_id.clone()),
             last_success_at: existing.as_ref().and_then(|r| r.last_success_at),
+            // New values: any refresh in flight or remembered error is about the old ones, and the
+            // health check is scheduled afresh by the scheduler.
+            token_lease_until: None,
+            token_lease_owner: None,
+            token_error: None,
+            token_error_at: None,
+            token_error_version: None,
+            next_check_at: None,
         };
         if existing.is_some() {
             diesel::update(credentials::table.find(company.as_str()))

@@ -9,8 +9,10 @@ pub mod credentials;
 pub mod error;
 pub mod keys;
 pub mod pool;
+pub mod schedule;
 pub mod schema;
 pub mod seal;
+pub mod tokens;
 
 pub use company::CompanyId;
 pub use error::StoreError;

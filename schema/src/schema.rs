@@ -17,6 +17,12 @@ diesel::table! {
         updated_by -> Text,
         last_test_id -> Nullable<Text>,
         last_success_at -> Nullable<Timestamp>,
+        token_lease_until -> Nullable<Timestamp>,
+        token_lease_owner -> Nullable<Text>,
+        token_error -> Nullable<Text>,
+        token_error_at -> Nullable<Timestamp>,
+        token_error_version -> Nullable<BigInt>,
+        next_check_at -> Nullable<Timestamp>,
     }
 }
 
@@ -55,3 +61,5 @@ diesel::table! {
         obtained_at -> Timestamp,
     }
 }
+
+diesel::allow_tables_to_appear_in_same_query!(access_tokens, credentials);

@@ -1,6 +1,7 @@
 //! The HTTP routes, one file per resource. Every `/api/v1` handler takes a `Caller` and asks it
 //! for the scope and company before touching the store.
 
+pub mod access_token;
 pub mod audit;
 pub mod companies;
 pub mod connection;
@@ -44,6 +45,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/companies/{company}/connection/history")
                         .route(web::get().to(connection::history)),
+                )
+                .service(
+                    web::resource("/companies/{company}/access-token")
+                        .route(web::post().to(access_token::issue)),
                 ),
         );
 }

@@ -26,7 +26,10 @@ pub const SECRET: &str = "demo-shared-secret-0001";
 pub const REFRESH: &str = "demo-refresh-token-0001";
 
 pub fn sim(latency_ms: u64) -> Simulator {
-    let mut config = SimConfig { latency: Duration::from_millis(latency_ms), ..Default::default() };
+    let mut config = SimConfig {
+        latency: Duration::from_millis(latency_ms),
+        ..Default::default()
+    };
     config
         .refresh_tokens
         .insert("two-profiles-token-0001".into(), vec![111, 222]);

@@ -223,6 +223,7 @@ async fn openapi_describes_every_endpoint(backend: Backend) {
         ("/api/v1/companies/{company}/connection/test", "post"),
         ("/api/v1/companies/{company}/connection", "get"),
         ("/api/v1/companies/{company}/connection/history", "get"),
+        ("/api/v1/companies/{company}/access-token", "post"),
     ];
     for (path, method) in expected {
         assert!(

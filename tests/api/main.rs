@@ -12,3 +12,4 @@ mod foundation;
 mod rotate_keys;
 mod schema_equivalence;
 mod secrets;
+mod tokens;

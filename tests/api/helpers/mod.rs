@@ -116,6 +116,7 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub database_url: String,
+    pub keys_spec: SecretString,
     pub data_dir: TempDir,
     pub backend: Backend,
 }
@@ -187,6 +188,7 @@ pub async fn spawn_app_with(backend: &Backend, options: AppOptions) -> TestApp {
         base,
         client: reqwest::Client::new(),
         database_url,
+        keys_spec,
         data_dir,
         backend: backend.clone(),
     }

@@ -1,0 +1,62 @@
+//! Scheduled health checks: which complete connections are due for a re-test. Claiming moves a
+//! company's next check one interval ahead in the same transaction, so with several instances
+//! each company is checked once per interval.
+
+use chrono::Duration;
+use diesel::prelude::*;
+use rand::Rng;
+
+use crate::company::CompanyId;
+use crate::credentials::now;
+use crate::error::StoreError;
+use crate::pool::{write_tx, AnyConnection};
+use crate::schema::credentials;
+
+/// Schedules newly complete connections at a random moment within one interval (so checks spread
+/// over the interval), then claims up to `limit` that are due.
+pub fn claim_due(
+    conn: &mut AnyConnection,
+    interval: Duration,
+    limit: i64,
+) -> Result<Vec<CompanyId>, StoreError> {
+    write_tx(conn, |conn| {
+        let at = now();
+        let complete = credentials::application_id
+            .is_not_null()
+            .and(credentials::shared_secret.is_not_null())
+            .and(credentials::refresh_token.is_not_null());
+        let unscheduled: Vec<String> = credentials::table
+            .filter(complete)
+            .filter(credentials::next_check_at.is_null())
+            .select(credentials::company)
+            .load(conn)?;
+        let span = interval.num_milliseconds().max(1);
+        for company in unscheduled {
+            let offset = Duration::milliseconds(rand::thread_rng().gen_range(0..span));
+            diesel::update(credentials::table.find(&company))
+                .set(credentials::next_check_at.eq(Some((at + offset).naive_utc())))
+                .execute(conn)?;
+        }
+        let due = credentials::table
+            .filter(complete)
+            .filter(credentials::next_check_at.le(at.naive_utc()))
+            .order(credentials::next_check_at.asc())
+            .limit(limit)
+            .select(credentials::company);
+        let claimed: Vec<String> = match &mut *conn {
+            // Rows another instance is claiming right now are skipped, not waited for.
+            AnyConnection::Postgresql(pg) => due.for_update().skip_locked().load(pg)?,
+            other => due.load(other)?,
+        };
+        let next = (at + interval).naive_utc();
+        for company in &claimed {
+            diesel::update(credentials::table.find(company))
+                .set(credentials::next_check_at.eq(Some(next)))
+                .execute(conn)?;
+        }
+        Ok(claimed
+            .into_iter()
+            .filter_map(|c| CompanyId::parse(&c).ok())
+            .collect())
+    })
+}

@@ -1,0 +1,77 @@
+//! Scheduled health checks: every complete connection is re-tested once per interval (which also
+//! keeps refresh tokens from expiring unused). Checks are spread over the interval by the store's
+//! scheduling, claimed through the database so several instances never check a company twice,
+//! and run a few at a time; upstream calls stay within the per-application limit of the client.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+
+use crate::connection_test::TestRequest;
+use crate::startup::AppState;
+
+/// Checks of one instance running at once.
+const PARALLEL_CHECKS: usize = 8;
+
+pub fn spawn(state: Arc<AppState>, interval: Duration) {
+    // Look for due checks often enough that none is late by more than a small part of the interval.
+    let tick = (interval / 20).clamp(Duration::from_millis(100), Duration::from_secs(30));
+    let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::hours(6));
+    let running = Arc::new(Semaphore::new(PARALLEL_CHECKS));
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(tick).await;
+            let free = running.available_permits() as i64;
+            if free == 0 {
+                continue;
+            }
+            let due = match state
+                .db
+                .run(move |conn| schema::schedule::claim_due(conn, interval, free))
+                .await
+            {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::warn!(error = %e, "health-check scheduling failed; retrying next tick");
+                    continue;
+                }
+            };
+            for company in due {
+                let Ok(permit) = running.clone().acquire_owned().await else {
+                    return;
+                };
+                let state = state.clone();
+                tokio::spawn(async move {
+                    let request = TestRequest {
+                        company: company.clone(),
+                        candidate: None,
+                        triggered_by: "scheduler".into(),
+                    };
+                    let result = state
+                        .tests
+                        .run(
+                            state.db.clone(),
+                            state.keys.clone(),
+                            state.upstream.clone(),
+                            request,
+                        )
+                        .await;
+                    let outcome = match &result {
+                        Ok(r) => r["outcome"].as_str().unwrap_or("failed").to_string(),
+                        Err(e) => {
+                            tracing::warn!(company = %company, error = %e, "scheduled health check could not run");
+                            "error".to_string()
+                        }
+                    };
+                    state
+                        .metrics
+                        .health_checks
+                        .with_label_values(&[&outcome])
+                        .inc();
+                    drop(permit);
+                });
+            }
+        }
+    });
+}

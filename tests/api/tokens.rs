@@ -1,0 +1,415 @@
+//! Contract §6 (access tokens for connector jobs) and the scheduled health checks.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+use crate::connection::{app_against, sim, APP, REFRESH, SECRET};
+use crate::helpers::{
+    admin, assert_problem, captured_logs, spawn_app_with, AppOptions, Backend, TestApp,
+};
+use crate::on_both_backends;
+
+on_both_backends!(
+    cached_token_is_reused_until_the_margin,
+    min_ttl_forces_a_refresh,
+    not_ready_permanent_and_transient_failures,
+    concurrent_callers_share_one_refresh_and_its_error,
+    two_instances_refresh_each_company_once,
+    saving_invalidates_tokens_on_every_instance,
+    rotated_refresh_token_is_stored_with_the_new_token,
+    scheduled_health_checks_run_once_per_interval,
+);
+
+fn valid() -> Value {
+    json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH})
+}
+
+async fn issue(app: &TestApp, company: &str, query: &str) -> reqwest::Response {
+    app.client
+        .post(app.url(&format!("/api/v1/companies/{company}/access-token{query}")))
+        .bearer_auth(admin(&[company]))
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn token_of(app: &TestApp, company: &str) -> String {
+    let res = issue(app, company, "").await;
+    assert_eq!(res.status(), 200);
+    res.json::<Value>().await.unwrap()["access_token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// A second instance on the same database and keys.
+async fn second_instance(first: &TestApp, upstream: &str) -> TestApp {
+    spawn_app_with(
+        &first.backend,
+        AppOptions {
+            database_url: Some(first.database_url.clone()),
+            keys_spec: Some(first.keys_spec.clone()),
+            extra_args: vec!["--channeladvisor-url".into(), upstream.into()],
+        },
+    )
+    .await
+}
+
+async fn cached_token_is_reused_until_the_margin(backend: Backend) {
+    let sim = sim(0);
+    let app = app_against(&backend, &sim.url(), &[]).await;
+    app.put_credentials("acme", &valid()).await;
+    let res = issue(&app, "acme", "").await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["cache-control"], "no-store");
+    let first: Value = res.json().await.unwrap();
+    assert_eq!(first["token_type"], "Bearer");
+    let expires_in = first["expires_in"].as_i64().unwrap();
+    assert!((3590..=3600).contains(&expires_in), "{first}");
+    assert!(first["expires_at"].as_str().unwrap().ends_with('Z'));
+    for _ in 0..5 {
+        assert_eq!(
+            token_of(&app, "acme").await,
+            first["access_token"].as_str().unwrap()
+        );
+    }
+    assert_eq!(sim.token_calls(), 1, "one refresh, then the cache");
+    assert_eq!(sim.profile_calls(), 0, "a job token needs no probe");
+    let status = app
+        .get_json("/api/v1/companies/acme/connection", &admin(&["acme"]))
+        .await
+        .1;
+    assert!(status["access_token_expires_at"].is_string());
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"ca_connector_token_requests_total{outcome="cache_hit"} 5"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"ca_connector_token_requests_total{outcome="refreshed"} 1"#));
+    assert!(metrics.contains("ca_connector_token_refresh_seconds_count 1"));
+    assert!(
+        !captured_logs().contains(first["access_token"].as_str().unwrap()),
+        "the token is never logged"
+    );
+    let res = app
+        .client
+        .post(app.url("/api/v1/companies/acme/access-token"))
+        .bearer_auth(crate::helpers::token(&["acme"], "connection:read"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 403, "insufficient_scope").await;
+}
+
+async fn min_ttl_forces_a_refresh(backend: Backend) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth2/token"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_body_json(json!({"access_token": "short-lived-token", "expires_in": 600})),
+        )
+        .expect(2)
+        .mount(&server)
+        .await;
+    let app = app_against(&backend, &server.uri(), &[]).await;
+    app.put_credentials("acme", &valid()).await;
+    assert_eq!(issue(&app, "acme", "").await.status(), 200);
+    assert_eq!(
+        issue(&app, "acme", "").await.status(),
+        200,
+        "600 s left > 300 s margin: cached"
+    );
+    assert_eq!(
+        issue(&app, "acme", "?min_ttl=500").await.status(),
+        200,
+        "still cached"
+    );
+    assert_eq!(
+        issue(&app, "acme", "?min_ttl=700").await.status(),
+        200,
+        "refreshed"
+    );
+    for bad in ["?min_ttl=-1", "?min_ttl=abc", "?min_ttl=3301"] {
+        let body = assert_problem(issue(&app, "acme", bad).await, 400, "invalid_query").await;
+        assert_eq!(body["errors"][0]["field"], "min_ttl");
+    }
+}
+
+async fn not_ready_permanent_and_transient_failures(backend: Backend) {
+    let sim = sim(0);
+    let app = app_against(&backend, &sim.url(), &["--upstream-timeout-secs", "1"]).await;
+    let body = assert_problem(issue(&app, "nobody", "").await, 409, "connection_not_ready").await;
+    assert_eq!(body["state"], "not_configured");
+    app.put_credentials("acme", &json!({"application_id": APP}))
+        .await;
+    let body = assert_problem(issue(&app, "acme", "").await, 409, "connection_not_ready").await;
+    assert_eq!(body["missing"], json!(["shared_secret", "refresh_token"]));
+    assert_eq!(sim.token_calls(), 0);
+
+    app.put_credentials("acme", &json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": "revoked-token-0000"})).await;
+    let body = assert_problem(issue(&app, "acme", "").await, 409, "invalid_refresh_token").await;
+    assert_eq!(body["fields"], json!(["refresh_token"]));
+    assert!(body["hint"].as_str().unwrap().contains("Request Tokens"));
+    let status = app
+        .get_json("/api/v1/companies/acme/connection", &admin(&["acme"]))
+        .await
+        .1;
+    assert_eq!(
+        status["state"], "failed",
+        "a permanent rejection sets failed"
+    );
+    let calls = sim.token_calls();
+    assert_problem(issue(&app, "acme", "").await, 409, "invalid_refresh_token").await;
+    assert_eq!(
+        sim.token_calls(),
+        calls,
+        "a permanent rejection is not asked again at once"
+    );
+
+    for (token, code, retry) in [
+        ("sim-fault-429-retry-7", "rate_limited", "7"),
+        ("sim-fault-html500", "upstream_unavailable", "5"),
+        ("sim-fault-hang", "upstream_timeout", "5"),
+    ] {
+        app.patch_credentials("acme", &json!({"refresh_token": token}))
+            .await;
+        let res = issue(&app, "acme", "").await;
+        assert_eq!(res.headers()["retry-after"], retry, "{code}");
+        assert_problem(res, 503, code).await;
+        let status = app
+            .get_json("/api/v1/companies/acme/connection", &admin(&["acme"]))
+            .await
+            .1;
+        assert_eq!(
+            status["state"], "untested",
+            "a transient failure leaves the state as it was"
+        );
+    }
+}
+
+async fn concurrent_callers_share_one_refresh_and_its_error(backend: Backend) {
+    let sim = sim(200);
+    let app = Arc::new(app_against(&backend, &sim.url(), &[]).await);
+    app.put_credentials("acme", &valid()).await;
+    let calls: Vec<_> = (0..50)
+        .map(|_| {
+            let app = app.clone();
+            tokio::spawn(async move { token_of(&app, "acme").await })
+        })
+        .collect();
+    let mut tokens = HashSet::new();
+    for c in calls {
+        tokens.insert(c.await.unwrap());
+    }
+    assert_eq!(tokens.len(), 1, "every caller got the one refreshed token");
+    assert_eq!(sim.token_calls(), 1);
+
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth2/token"))
+        .respond_with(
+            ResponseTemplate::new(400)
+                .set_delay(Duration::from_millis(300))
+                .set_body_json(json!({"error": "invalid_grant"})),
+        )
+        .expect(1)
+        .mount(&server)
+        .await;
+    let failing = Arc::new(app_against(&backend, &server.uri(), &[]).await);
+    failing.put_credentials("beta", &valid()).await;
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let app = failing.clone();
+            tokio::spawn(async move { issue(&app, "beta", "").await.status().as_u16() })
+        })
+        .collect();
+    for c in calls {
+        assert_eq!(c.await.unwrap(), 409, "waiters get the refresh's error too");
+    }
+}
+
+/// Callers spread over two instances sharing one database: one upstream refresh per company.
+async fn two_instances_refresh_each_company_once(backend: Backend) {
+    let sim = sim(200);
+    let a = Arc::new(app_against(&backend, &sim.url(), &[]).await);
+    let b = Arc::new(second_instance(&a, &sim.url()).await);
+    let companies: Vec<String> = (0..5).map(|i| format!("co{i}")).collect();
+    for c in &companies {
+        a.put_credentials(c, &valid()).await;
+    }
+    let mut calls = Vec::new();
+    for i in 0..60 {
+        let app = if i % 2 == 0 { a.clone() } else { b.clone() };
+        let company = companies[i % companies.len()].clone();
+        calls.push(tokio::spawn(async move {
+            (company.clone(), token_of(&app, &company).await)
+        }));
+    }
+    let mut per_company: std::collections::HashMap<String, HashSet<String>> = Default::default();
+    for c in calls {
+        let (company, token) = c.await.unwrap();
+        per_company.entry(company).or_default().insert(token);
+    }
+    assert!(
+        per_company.values().all(|t| t.len() == 1),
+        "one token per company across instances: {per_company:?}"
+    );
+    assert_eq!(
+        sim.token_calls(),
+        companies.len() as u64,
+        "exactly one upstream call per company"
+    );
+}
+
+async fn saving_invalidates_tokens_on_every_instance(backend: Backend) {
+    let sim = sim(0);
+    let a = app_against(&backend, &sim.url(), &[]).await;
+    let b = second_instance(&a, &sim.url()).await;
+    a.put_credentials("acme", &valid()).await;
+    let old = token_of(&a, "acme").await;
+    assert_eq!(
+        token_of(&b, "acme").await,
+        old,
+        "a token one instance obtained serves the other"
+    );
+    b.patch_credentials("acme", &json!({"profile_id": 42}))
+        .await;
+    let new = token_of(&a, "acme").await;
+    assert_ne!(
+        new, old,
+        "no token of the old credentials after the save answered"
+    );
+    assert_eq!(sim.token_calls(), 2);
+    let res = b
+        .client
+        .delete(b.url("/api/v1/companies/acme/credentials"))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_problem(issue(&a, "acme", "").await, 409, "connection_not_ready").await;
+}
+
+async fn rotated_refresh_token_is_stored_with_the_new_token(backend: Backend) {
+    let sim = sim(0);
+    let app = app_against(&backend, &sim.url(), &[]).await;
+    app.put_credentials("acme", &json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": "sim-fault-rotate"})).await;
+    token_of(&app, "acme").await;
+    let creds = app
+        .get_json("/api/v1/companies/acme/credentials", &admin(&["acme"]))
+        .await
+        .1;
+    assert_ne!(creds["refresh_token"]["last4"], "tate", "{creds}");
+    // The stored rotated token works for the next refresh.
+    app.patch_credentials("acme", &json!({"profile_id": 1}))
+        .await;
+    assert_eq!(issue(&app, "acme", "").await.status(), 200);
+}
+
+async fn scheduled_health_checks_run_once_per_interval(backend: Backend) {
+    let sim = sim(0);
+    let a = app_against(&backend, &sim.url(), &["--health-check-interval-secs", "2"]).await;
+    let b = spawn_app_with(
+        &a.backend,
+        AppOptions {
+            database_url: Some(a.database_url.clone()),
+            keys_spec: Some(a.keys_spec.clone()),
+            extra_args: vec![
+                "--channeladvisor-url".into(),
+                sim.url(),
+                "--health-check-interval-secs".into(),
+                "2".into(),
+            ],
+        },
+    )
+    .await;
+    let companies: Vec<String> = (0..6).map(|i| format!("hc{i}")).collect();
+    for c in &companies {
+        a.put_credentials(c, &valid()).await;
+    }
+    a.put_credentials("partial", &json!({"application_id": APP}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(4600)).await;
+    for c in &companies {
+        let history = a
+            .get_json(
+                &format!("/api/v1/companies/{c}/connection/history"),
+                &admin(&[c]),
+            )
+            .await
+            .1;
+        let runs: Vec<chrono::DateTime<chrono::Utc>> = history["tests"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["triggered_by"] == "scheduler")
+            .map(|t| t["started_at"].as_str().unwrap().parse().unwrap())
+            .collect();
+        assert!(
+            (2..=3).contains(&runs.len()),
+            "{c}: checked {} times in 4.6 s at a 2 s interval",
+            runs.len()
+        );
+        for pair in runs.windows(2) {
+            let gap = (pair[0] - pair[1]).num_milliseconds();
+            assert!(
+                gap >= 1800,
+                "{c}: two checks {gap} ms apart — checked twice in one interval"
+            );
+        }
+        let status = a
+            .get_json(&format!("/api/v1/companies/{c}/connection"), &admin(&[c]))
+            .await
+            .1;
+        assert_eq!(status["state"], "connected");
+    }
+    let partial = a
+        .get_json(
+            "/api/v1/companies/partial/connection/history",
+            &admin(&["partial"]),
+        )
+        .await
+        .1;
+    assert_eq!(
+        partial["tests"],
+        json!([]),
+        "incomplete connections are not checked"
+    );
+    let metrics_a = a
+        .client
+        .get(a.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let metrics_b = b
+        .client
+        .get(b.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics_a.contains("ca_connector_health_checks_total{outcome=\"connected\"}")
+            || metrics_b.contains("ca_connector_health_checks_total{outcome=\"connected\"}")
+    );
+}
