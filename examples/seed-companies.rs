@@ -1,5 +1,7 @@
 //! Seeds N companies with complete credentials sealed under the given key, for benchmarks.
-//! Usage: seed-companies DATABASE_URL KEY_SPEC N
+//! Usage: seed-companies DATABASE_URL KEY_SPEC N [APPS]
+//! With APPS, company i gets Application ID `bench-app-{i % APPS}` with the Shared Secret and
+//! refresh token that `ca-sim --any-app` accepts; without, unique values per company.
 
 use diesel::Connection;
 use schema::credentials::{self, Change, CredentialsChange};
@@ -8,8 +10,10 @@ use secrecy::SecretString;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let [_, url, spec, n] = args.as_slice() else {
-        return Err("usage: seed-companies DATABASE_URL KEY_SPEC N".into());
+    let (url, spec, n, apps) = match args.as_slice() {
+        [_, url, spec, n] => (url, spec, n, None),
+        [_, url, spec, n, apps] => (url, spec, n, Some(apps.parse::<usize>()?)),
+        _ => return Err("usage: seed-companies DATABASE_URL KEY_SPEC N [APPS]".into()),
     };
     let keys = KeyRing::parse(&SecretString::from(spec.clone()))?;
     let n: usize = n.parse()?;
@@ -18,11 +22,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut conn = db.get()?;
     conn.transaction(|c| {
         for i in 0..n {
-            let change = CredentialsChange {
-                application_id: Change::Set(format!("app-{i}")),
-                shared_secret: Change::Set(SecretString::from(format!("secret-{i:06}-abcdefgh"))),
-                refresh_token: Change::Set(SecretString::from(format!("refresh-{i:06}-abcdefgh"))),
-                profile_id: Change::Keep,
+            let change = match apps {
+                None => CredentialsChange {
+                    application_id: Change::Set(format!("app-{i}")),
+                    shared_secret: Change::Set(SecretString::from(format!(
+                        "secret-{i:06}-abcdefgh"
+                    ))),
+                    refresh_token: Change::Set(SecretString::from(format!(
+                        "refresh-{i:06}-abcdefgh"
+                    ))),
+                    profile_id: Change::Keep,
+                },
+                Some(apps) => CredentialsChange {
+                    application_id: Change::Set(format!("bench-app-{}", i % apps)),
+                    shared_secret: Change::Set(SecretString::from(format!(
+                        "bench-app-{}-secret",
+                        i % apps
+                    ))),
+                    refresh_token: Change::Set(SecretString::from(
+                        "demo-refresh-token-0001".to_string(),
+                    )),
+                    profile_id: Change::Keep,
+                },
             };
             let company =
                 CompanyId::parse(&format!("c{i:06}")).map_err(schema::StoreError::Worker)?;

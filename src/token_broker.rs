@@ -91,6 +91,16 @@ impl TokenBroker {
         deadline: Duration,
     ) -> Result<(CachedToken, Served), ApiError> {
         let need = chrono::Duration::from_std(need).unwrap_or(chrono::Duration::zero());
+        // A refresh already running here answers sooner than a database read would.
+        let running = self
+            .running
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(company.as_str())
+            .cloned();
+        if let Some(refresh) = running {
+            return refresh.await.map(|t| (t, Served::Refreshed));
+        }
         let (keys, id) = (deps.keys.clone(), company.clone());
         if let Some(token) = deps
             .db

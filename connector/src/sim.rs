@@ -35,6 +35,9 @@ pub struct SimConfig {
     /// Refresh token → the profiles it grants.
     pub refresh_tokens: HashMap<String, Vec<i64>>,
     pub latency: Duration,
+    /// Also accept any application whose Shared Secret is `<Application ID>-secret` (benchmarks
+    /// with many applications).
+    pub any_app: bool,
 }
 
 impl Default for SimConfig {
@@ -49,6 +52,7 @@ impl Default for SimConfig {
                 vec![12345678],
             )]),
             latency: Duration::ZERO,
+            any_app: false,
         }
     }
 }
@@ -214,7 +218,11 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
     let _in_flight = InFlight::enter(&state.stats, &app);
     let (latency, app_ok) = {
         let config = state.config.lock().unwrap();
-        (config.latency, config.apps.get(&app) == Some(&secret))
+        let known = config.apps.get(&app) == Some(&secret);
+        (
+            config.latency,
+            known || (config.any_app && secret == format!("{app}-secret")),
+        )
     };
     tokio::time::sleep(latency).await;
     let fields: HashMap<String, String> = url::form_urlencoded::parse(&form).into_owned().collect();

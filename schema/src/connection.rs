@@ -191,8 +191,9 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
     let row = credentials::table
         .find(company.as_str())
         .select(CredentialsRow::as_select())
-        .first(conn)
-        .optional()?;
+        .load(conn)?
+        .into_iter()
+        .next();
     let Some(row) = row else {
         return Ok(Status {
             state: ConnectionState::NotConfigured,
@@ -207,8 +208,9 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
         .find(company.as_str())
         .filter(access_tokens::credentials_version.eq(row.version))
         .select(access_tokens::expires_at)
-        .first(conn)
-        .optional()?;
+        .load(conn)?
+        .into_iter()
+        .next();
     let missing = [
         (row.application_id.is_none(), "application_id"),
         (row.shared_secret.is_none(), "shared_secret"),
@@ -232,8 +234,9 @@ pub fn test_result(conn: &mut AnyConnection, id: &str) -> Result<Option<String>,
     Ok(connection_tests::table
         .find(id)
         .select(connection_tests::result)
-        .first(conn)
-        .optional()?)
+        .load(conn)?
+        .into_iter()
+        .next())
 }
 
 /// Results, newest first, as stored JSON.

@@ -162,12 +162,12 @@ pub(crate) fn load_row_for_update(
         AnyConnection::Postgresql(pg) => query
             .select(CredentialsRow::as_select())
             .for_update()
-            .first(pg)
-            .optional(),
+            .load(pg)
+            .map(|rows| rows.into_iter().next()),
         other => query
             .select(CredentialsRow::as_select())
-            .first(other)
-            .optional(),
+            .load(other)
+            .map(|rows| rows.into_iter().next()),
     }
 }
 
@@ -210,8 +210,9 @@ pub fn load(
     let row = credentials::table
         .find(company.as_str())
         .select(CredentialsRow::as_select())
-        .first(conn)
-        .optional()?;
+        .load(conn)?
+        .into_iter()
+        .next();
     row.map(|r| open_row(keys, r)).transpose()
 }
 

@@ -1,9 +1,11 @@
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
 use diesel::{Connection, PgConnection, SqliteConnection};
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use tokio::sync::Semaphore;
 
 use crate::error::StoreError;
 
@@ -80,6 +82,9 @@ pub type Conn = PooledConnection<Manager>;
 pub struct Database {
     pool: Pool<Manager>,
     backend: Backend,
+    /// One permit per pooled connection: callers wait here, asynchronously, instead of parking a
+    /// blocking thread on the pool's condition variable (which cost a thread switch per wait).
+    permits: Arc<Semaphore>,
 }
 
 impl std::fmt::Debug for Database {
@@ -107,8 +112,15 @@ impl Database {
             .max_size(max_size)
             .min_idle(Some(0))
             .connection_timeout(Duration::from_secs(10))
+            // No ping query on every checkout: it doubled the statements of a cached-token read.
+            // A broken connection is detected by its failing query (`has_broken`) and replaced.
+            .test_on_check_out(false)
             .build_unchecked(Manager { backend, target });
-        Ok(Database { pool, backend })
+        Ok(Database {
+            pool,
+            backend,
+            permits: Arc::new(Semaphore::new(max_size as usize)),
+        })
     }
 
     pub fn backend(&self) -> Backend {
@@ -128,7 +140,14 @@ impl Database {
     {
         let db = self.clone();
         let span = tracing::Span::current();
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Worker(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             span.in_scope(|| {
                 let mut conn = db.get()?;
                 f(&mut conn)
@@ -238,3 +257,9 @@ pub fn redact_url(url: &str) -> String {
         None => url.to_string(),
     }
 }
+
+// Why the store reads single rows with `.load(…)` and `.into_iter().next()` rather than `.first()`:
+// `.first()` binds `LIMIT ?`, and the bundled SQLite (built with STAT4) marks a statement whose
+// planner looked at a bound LIMIT as expired whenever that variable is re-bound, so every call
+// re-parsed and re-planned the query (a quarter of a cached-token request's time). Primary-key
+// lookups return at most one row anyway.

@@ -37,8 +37,9 @@ pub fn cached(
             access_tokens::token,
             access_tokens::expires_at,
         ))
-        .first(conn)
-        .optional()?;
+        .load(conn)?
+        .into_iter()
+        .next();
     row.map(|(key_id, bytes, expires_at)| {
         Ok(CachedToken {
             access_token: keys.open(company.as_str(), ACCESS_TOKEN, &key_id, &bytes)?,

@@ -24,6 +24,9 @@ struct Args {
     /// Added to every answer, in milliseconds
     #[arg(long, default_value_t = 0)]
     latency_ms: u64,
+    /// Also accept any Application ID whose Shared Secret is "<id>-secret"
+    #[arg(long)]
+    any_app: bool,
 }
 
 #[tokio::main]
@@ -33,6 +36,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         apps: HashMap::new(),
         refresh_tokens: HashMap::new(),
         latency: Duration::from_millis(args.latency_ms),
+        any_app: args.any_app,
     };
     for app in &args.apps {
         let (id, secret) = app.split_once(':').ok_or("--app takes ID:SECRET")?;

@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# Issue-5 benchmarks against the release build, each throughput as a ratio to a minimal actix-web
+# handler measured in the same run with the same wrk settings:
+#   cached token issuance (target >= 0.4), connection status reads (target >= 0.5),
+#   refresh fan-in (1,000 requests over 100 companies, no cached token: exactly 100 upstream calls,
+#   p99 < upstream latency + 50 ms), and peak resident memory with 10,000 companies (target < 64 MiB).
+# Usage: benches/tokens.sh [DATABASE_URL]   (default: a fresh SQLite file)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
+cargo build --release -q --bin ca-connector --example seed-companies --example minimal-actix --example token-fan-in
+cargo build --release -q -p connector --features simulator --bin ca-sim
+rel=target/release
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+latency_ms=100
+db="${1:-sqlite://$work/bench.db}"
+keys="bench:$(head -c32 /dev/urandom | base64)"
+export CA_CONNECTOR_JWT_SECRET="bench-jwt-secret-bench-jwt-secret-0123456789"
+export CA_CONNECTOR_ENCRYPTION_KEYS="$keys"
+
+"$rel/ca-sim" --listen 127.0.0.1:19090 --any-app --latency-ms "$latency_ms" 2>/dev/null & pids+=($!)
+"$rel/examples/minimal-actix" 127.0.0.1:19091 & pids+=($!)
+"$rel/examples/seed-companies" "$db" "$keys" 10000 100
+"$rel/ca-connector" serve --listen 127.0.0.1:19092 --database-url "$db" --data-dir "$work" \
+  --channeladvisor-url http://127.0.0.1:19090 --log-format json 2>"$work/serve.log" & server=$!; pids+=($server)
+for _ in $(seq 50); do curl -sf http://127.0.0.1:19092/readyz >/dev/null && break; sleep 0.1; done
+jwt=$("$rel/ca-connector" token --company '*' --data-dir "$work")
+
+echo "== refresh fan-in (upstream latency $latency_ms ms)"
+"$rel/examples/token-fan-in" http://127.0.0.1:19092 "$jwt" 100 1000 http://127.0.0.1:19090
+
+cat > "$work/post.lua" <<'LUA'
+wrk.method = "POST"
+LUA
+rps() { # wrk args… → requests/s
+  wrk -t2 -c64 -d10s --latency "$@" | tee -a "$work/wrk.log" | awk '/Requests\/sec/ {print $2}'
+}
+echo "== throughput (wrk -t2 -c64 -d10s)"
+base=$(rps http://127.0.0.1:19091/)
+cached=$(rps -s "$work/post.lua" -H "Authorization: Bearer $jwt" http://127.0.0.1:19092/api/v1/companies/c000001/access-token)
+status=$(rps -H "Authorization: Bearer $jwt" http://127.0.0.1:19092/api/v1/companies/c000001/connection)
+python3 - "$base" "$cached" "$status" <<'PY'
+import sys
+base, cached, status = map(float, sys.argv[1:])
+print(f"minimal actix-web handler: {base:,.0f} req/s")
+print(f"cached token issuance:     {cached:,.0f} req/s  ratio {cached/base:.2f} (target >= 0.4)")
+print(f"connection status reads:   {status:,.0f} req/s  ratio {status/base:.2f} (target >= 0.5)")
+PY
+grep -E "^(VmHWM|VmRSS)" "/proc/$server/status" | awk '{printf "server %s %.1f MiB\n", $1, $2/1024}'
+grep -c '"request finished"' "$work/serve.log" | awk '{print "requests logged:", $1}'
