@@ -21,6 +21,7 @@ pub struct Metrics {
     pub token_refresh_seconds: Histogram,
     /// Scheduled health checks by outcome: connected, failed.
     pub health_checks: IntCounterVec,
+    pub webhooks: web_hooks::worker::WorkerMetrics,
 }
 
 impl Metrics {
@@ -70,6 +71,26 @@ impl Metrics {
         registry.register(Box::new(token_requests.clone()))?;
         registry.register(Box::new(token_refresh_seconds.clone()))?;
         registry.register(Box::new(health_checks.clone()))?;
+        let webhooks = web_hooks::worker::WorkerMetrics {
+            deliveries: IntCounterVec::new(
+                Opts::new(
+                    "webhook_deliveries_total",
+                    "Web-hook delivery attempts by result (delivered, retry, failed)",
+                ),
+                &["result"],
+            )?,
+            outbox_depth: prometheus::IntGauge::new(
+                "webhook_outbox_depth",
+                "Web-hook deliveries not yet delivered or failed",
+            )?,
+            oldest_undelivered_seconds: prometheus::Gauge::new(
+                "webhook_oldest_undelivered_seconds",
+                "Age of the oldest undelivered web-hook event, in seconds",
+            )?,
+        };
+        registry.register(Box::new(webhooks.deliveries.clone()))?;
+        registry.register(Box::new(webhooks.outbox_depth.clone()))?;
+        registry.register(Box::new(webhooks.oldest_undelivered_seconds.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -77,6 +98,7 @@ impl Metrics {
             token_requests,
             token_refresh_seconds,
             health_checks,
+            webhooks,
         })
     }
 

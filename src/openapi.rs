@@ -3,7 +3,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{access_token, audit, companies, connection, credentials, health};
+use crate::routes::{access_token, audit, companies, connection, credentials, health, webhooks};
 
 struct BearerAuth;
 
@@ -32,6 +32,7 @@ impl Modify for BearerAuth {
         audit::list,
         connection::test, connection::status, connection::history,
         access_token::issue,
+        webhooks::create, webhooks::list, webhooks::read, webhooks::delete, webhooks::rotate_secret, webhooks::ping, webhooks::deliveries,
     ),
     modifiers(&BearerAuth)
 )]

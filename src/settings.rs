@@ -177,6 +177,15 @@ pub struct WebhookSettings {
     pub allow_http: bool,
 }
 
+impl Config {
+    pub fn webhook_policy(&self) -> web_hooks::target::TargetPolicy {
+        web_hooks::target::TargetPolicy {
+            allow_http: self.webhooks.allow_http,
+            allow_private: self.webhooks.allow_private,
+        }
+    }
+}
+
 /// The resolved configuration the service runs with.
 #[derive(Clone)]
 pub struct Config {

@@ -30,6 +30,8 @@ pub struct AppState {
     pub upstream: ChannelAdvisorClient,
     pub tests: TestRunner,
     pub tokens: TokenBroker,
+    /// Wakes this instance's delivery worker after a change wrote events.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
     pub config: Config,
 }
 
@@ -92,8 +94,24 @@ impl Application {
             .map_err(anyhow::Error::msg)?,
             tests: TestRunner::default(),
             tokens: TokenBroker::default(),
+            webhook_wake: Arc::default(),
             config,
         });
+        web_hooks::worker::Worker::new(
+            state.db.clone(),
+            state.keys.clone(),
+            web_hooks::worker::WorkerConfig {
+                schedule: state.config.webhooks.retry_schedule.clone(),
+                policy: state.config.webhook_policy(),
+                owner: uuid::Uuid::new_v4().to_string(),
+                batch: 32,
+                poll: std::time::Duration::from_millis(50),
+            },
+            state.metrics.webhooks.clone(),
+            state.webhook_wake.clone(),
+        )
+        .map_err(anyhow::Error::msg)?
+        .spawn();
         if let Some(interval) = state.config.health_check_interval {
             crate::health_checks::spawn(state.clone().into_inner(), interval);
         }

@@ -11,6 +11,7 @@ use crate::credentials::{
     SHARED_SECRET,
 };
 use crate::error::StoreError;
+use crate::outbox;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::{access_tokens, connection_tests, credentials};
 use crate::seal::KeyRing;
@@ -131,6 +132,14 @@ pub fn record_test(
         diesel::insert_into(connection_tests::table)
             .values(record)
             .execute(conn)?;
+        let error = serde_json::from_str::<serde_json::Value>(&record.result)
+            .map(|r| r["error"].clone())
+            .unwrap_or_default();
+        let tested = serde_json::json!({
+            "company": record.company, "test_id": record.id, "outcome": record.outcome, "candidate": record.candidate,
+            "error": error, "triggered_by": record.triggered_by,
+        });
+        outbox::emit(conn, outbox::TESTED, Some(&record.company), tested, None)?;
         if record.candidate {
             return Ok(None);
         }
@@ -164,6 +173,19 @@ pub fn record_test(
                 }),
             ))
             .execute(conn)?;
+        if current != previous {
+            let data = serde_json::json!({
+                "company": record.company, "previous_state": previous.as_str(), "state": current.as_str(),
+                "error": error, "test_id": record.id,
+            });
+            outbox::emit(
+                conn,
+                outbox::STATUS_CHANGED,
+                Some(&record.company),
+                data,
+                None,
+            )?;
+        }
         if let Some(token) = obtained {
             if let Some(rotated) = &token.rotated_refresh_token {
                 store_rotated_refresh_token(conn, keys, &row, rotated)?;

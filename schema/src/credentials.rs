@@ -8,6 +8,7 @@ use secrecy::{ExposeSecret, SecretString};
 use crate::audit;
 use crate::company::CompanyId;
 use crate::error::StoreError;
+use crate::outbox;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::credentials;
 use crate::seal::{KeyRing, Sealed};
@@ -145,6 +146,15 @@ pub struct Saved {
 pub fn now() -> DateTime<Utc> {
     use chrono::SubsecRound;
     Utc::now().trunc_subsecs(6)
+}
+
+/// `connection.status_changed` data for a change no test caused (a save or a delete).
+fn status_data(
+    company: &str,
+    previous: ConnectionState,
+    state: ConnectionState,
+) -> serde_json::Value {
+    serde_json::json!({"company": company, "previous_state": previous.as_str(), "state": state.as_str(), "error": null, "test_id": null})
 }
 
 pub(crate) fn to_utc(t: NaiveDateTime) -> DateTime<Utc> {
@@ -372,6 +382,24 @@ pub fn save(
             Some(row.version),
             now,
         )?;
+        let data = serde_json::json!({"company": company.as_str(), "version": row.version, "changed": changed, "actor": actor});
+        outbox::emit(
+            conn,
+            outbox::CREDENTIALS_UPDATED,
+            Some(company.as_str()),
+            data,
+            None,
+        )?;
+        if previous_state != state {
+            let data = status_data(company.as_str(), previous_state, state);
+            outbox::emit(
+                conn,
+                outbox::STATUS_CHANGED,
+                Some(company.as_str()),
+                data,
+                None,
+            )?;
+        }
 
         Ok(Saved {
             credentials: Credentials {
@@ -445,6 +473,23 @@ pub fn delete(
             &fields,
             Some(row.version),
             now,
+        )?;
+        let data = serde_json::json!({"company": company.as_str(), "version": row.version, "fields": fields, "actor": actor});
+        outbox::emit(
+            conn,
+            outbox::CREDENTIALS_DELETED,
+            Some(company.as_str()),
+            data,
+            None,
+        )?;
+        let previous = ConnectionState::parse(&row.state);
+        let data = status_data(company.as_str(), previous, ConnectionState::NotConfigured);
+        outbox::emit(
+            conn,
+            outbox::STATUS_CHANGED,
+            Some(company.as_str()),
+            data,
+            None,
         )?;
         Ok(Deleted {
             fields,

@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use crate::credentials::{load_row_for_update, REFRESH_TOKEN, SHARED_SECRET};
 use crate::error::StoreError;
 use crate::pool::{write_tx, AnyConnection};
-use crate::schema::{access_tokens, credentials};
+use crate::schema::{access_tokens, credentials, webhooks};
 use crate::seal::{KeyRing, SealError};
 
 /// Every key id that sealed something in the database.
@@ -20,7 +20,16 @@ pub fn key_ids_in_use(conn: &mut AnyConnection) -> Result<BTreeSet<String>, Stor
         .select(access_tokens::key_id)
         .distinct()
         .load(conn)?;
-    Ok(ids.into_iter().flatten().chain(token_ids).collect())
+    let webhook_ids: Vec<String> = webhooks::table
+        .select(webhooks::key_id)
+        .distinct()
+        .load(conn)?;
+    Ok(ids
+        .into_iter()
+        .flatten()
+        .chain(token_ids)
+        .chain(webhook_ids)
+        .collect())
 }
 
 /// Start-up check: a database holding a key id the ring does not have would fail later, one

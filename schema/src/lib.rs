@@ -8,11 +8,13 @@ pub mod connection;
 pub mod credentials;
 pub mod error;
 pub mod keys;
+pub mod outbox;
 pub mod pool;
 pub mod schedule;
 pub mod schema;
 pub mod seal;
 pub mod tokens;
+pub mod webhooks;
 
 pub use company::CompanyId;
 pub use error::StoreError;

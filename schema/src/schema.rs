@@ -63,3 +63,62 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(access_tokens, credentials);
+
+diesel::table! {
+    webhooks (id) {
+        id -> Text,
+        url -> Text,
+        events -> Text,
+        companies -> Text,
+        description -> Nullable<Text>,
+        enabled -> Bool,
+        key_id -> Text,
+        secret -> Binary,
+        created_at -> Timestamp,
+        created_by -> Text,
+    }
+}
+
+diesel::table! {
+    outbox_events (id) {
+        id -> Text,
+        event_type -> Text,
+        company -> Nullable<Text>,
+        body -> Text,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    webhook_deliveries (id) {
+        id -> Text,
+        webhook_id -> Text,
+        event_id -> Text,
+        company -> Text,
+        status -> Text,
+        attempts -> BigInt,
+        next_attempt_at -> Timestamp,
+        created_at -> Timestamp,
+        delivered_at -> Nullable<Timestamp>,
+        locked_until -> Nullable<Timestamp>,
+        locked_by -> Nullable<Text>,
+    }
+}
+
+diesel::table! {
+    webhook_attempts (id) {
+        id -> Text,
+        delivery_id -> Text,
+        webhook_id -> Text,
+        event_id -> Text,
+        event_type -> Text,
+        attempt -> BigInt,
+        at -> Timestamp,
+        status_code -> Nullable<BigInt>,
+        duration_ms -> BigInt,
+        outcome -> Text,
+        error -> Nullable<Text>,
+    }
+}
+
+diesel::allow_tables_to_appear_in_same_query!(webhook_deliveries, outbox_events, webhooks);

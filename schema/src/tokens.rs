@@ -219,6 +219,28 @@ pub fn finish_err(
         if permanent {
             crate::connection::drop_cached_token(conn, company.as_str())?;
         }
+        let error: serde_json::Value = serde_json::from_str(error_json).unwrap_or_default();
+        let data = serde_json::json!({"company": company.as_str(), "error": error, "permanent": permanent, "state": current.as_str()});
+        crate::outbox::emit(
+            conn,
+            crate::outbox::REFRESH_FAILED,
+            Some(company.as_str()),
+            data,
+            None,
+        )?;
+        if current != previous {
+            let data = serde_json::json!({
+                "company": company.as_str(), "previous_state": previous.as_str(), "state": current.as_str(),
+                "error": error, "test_id": null,
+            });
+            crate::outbox::emit(
+                conn,
+                crate::outbox::STATUS_CHANGED,
+                Some(company.as_str()),
+                data,
+                None,
+            )?;
+        }
         Ok(Some(StateChange { previous, current }))
     })
 }

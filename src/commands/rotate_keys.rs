@@ -25,6 +25,10 @@ pub async fn run(config: &Config, args: &RotateArgs) -> anyhow::Result<()> {
         if dropped > 0 {
             eprintln!("dropped {dropped} cached access tokens sealed under old keys (they are refreshed on demand)");
         }
+        let resealed = schema::webhooks::reseal_all(&mut conn, &keys)?;
+        if resealed > 0 {
+            eprintln!("re-sealed {resealed} web-hook secrets");
+        }
         let total = schema::keys::count_to_rotate(&mut conn, &keys)?;
         let bar = ProgressBar::new(total as u64);
         bar.set_style(

@@ -77,6 +77,10 @@ pub async fn issue(
         .token_requests
         .with_label_values(&[outcome])
         .inc();
+    if result.is_err() {
+        // A failed refresh may have written access_token.refresh_failed.
+        state.webhook_wake.notify_one();
+    }
     let (token, _) = result?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))

@@ -63,6 +63,7 @@ pub async fn test(
             },
         )
         .await?;
+    state.webhook_wake.notify_one();
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(result))

@@ -142,6 +142,7 @@ async fn save(
     if !saved.changed.is_empty() {
         tracing::info!(company = %company, changed = ?saved.changed, version = saved.credentials.version, "credentials saved");
     }
+    state.webhook_wake.notify_one();
     let status = if saved.created {
         StatusCode::CREATED
     } else {
@@ -220,5 +221,6 @@ pub async fn delete(
         .await
         .map_err(|e| map_store(e, company.as_str()))?;
     tracing::info!(company = %company, "credentials deleted");
+    state.webhook_wake.notify_one();
     Ok(HttpResponse::NoContent().finish())
 }

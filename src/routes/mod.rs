@@ -8,6 +8,7 @@ pub mod connection;
 pub mod credentials;
 mod credentials_input;
 pub mod health;
+pub mod webhooks;
 
 use actix_web::http::StatusCode;
 use actix_web::web;
@@ -49,6 +50,25 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 .service(
                     web::resource("/companies/{company}/access-token")
                         .route(web::post().to(access_token::issue)),
+                )
+                .service(
+                    web::resource("/webhooks")
+                        .route(web::post().to(webhooks::create))
+                        .route(web::get().to(webhooks::list)),
+                )
+                .service(
+                    web::resource("/webhooks/{id}")
+                        .route(web::get().to(webhooks::read))
+                        .route(web::delete().to(webhooks::delete)),
+                )
+                .service(
+                    web::resource("/webhooks/{id}/rotate-secret")
+                        .route(web::post().to(webhooks::rotate_secret)),
+                )
+                .service(web::resource("/webhooks/{id}/ping").route(web::post().to(webhooks::ping)))
+                .service(
+                    web::resource("/webhooks/{id}/deliveries")
+                        .route(web::get().to(webhooks::deliveries)),
                 ),
         );
 }

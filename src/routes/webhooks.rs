@@ -1,0 +1,355 @@
+//! Web-hook subscriptions (contract §7). A subscription is visible only to callers whose token
+//! covers all its companies; to others it does not exist (404).
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpResponse};
+use schema::outbox::{ALL_EVENTS, PING};
+use schema::webhooks::{NewWebhook, Webhook};
+use schema::CompanyId;
+use secrecy::ExposeSecret;
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+use web_hooks::signing::new_secret;
+use web_hooks::target::check_url;
+
+use crate::auth::{Caller, Scope};
+use crate::body::JsonBody;
+use crate::problem::ApiError;
+use crate::routes::{rfc3339, ListQuery};
+use crate::startup::AppState;
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookView {
+    id: String,
+    url: String,
+    events: Vec<String>,
+    companies: Vec<String>,
+    description: Option<String>,
+    enabled: bool,
+    created_at: String,
+    /// Only in the answers of create and rotate-secret.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookList {
+    webhooks: Vec<WebhookView>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryAttempt {
+    id: String,
+    event_id: String,
+    event_type: String,
+    attempt: i64,
+    at: String,
+    status_code: Option<i64>,
+    duration_ms: i64,
+    /// delivered or failed
+    outcome: String,
+    error: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct DeliveryList {
+    deliveries: Vec<DeliveryAttempt>,
+}
+
+/// The body of `POST /api/v1/webhooks`.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub struct WebhookInput {
+    url: String,
+    /// default: every event
+    events: Option<Vec<String>>,
+    /// company ids, or ["*"]
+    companies: Vec<String>,
+    description: Option<String>,
+}
+
+fn view(w: Webhook, secret: Option<String>) -> WebhookView {
+    WebhookView {
+        id: w.id,
+        url: w.url,
+        events: w.events,
+        companies: w.companies,
+        description: w.description,
+        enabled: w.enabled,
+        created_at: rfc3339(w.created_at),
+        secret,
+    }
+}
+
+fn covers(caller: &Caller, companies: &[String]) -> bool {
+    companies.iter().all(|c| {
+        if c == "*" {
+            caller.covers_all()
+        } else {
+            caller.may_access(c)
+        }
+    })
+}
+
+fn not_found() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "webhook_not_found",
+        "There is no such web-hook subscription.",
+    )
+}
+
+fn strings(
+    value: Option<&Value>,
+    field: &str,
+    errors: &mut Vec<(String, String)>,
+) -> Option<Vec<String>> {
+    match value {
+        None | Some(Value::Null) => None,
+        Some(Value::Array(items)) if items.iter().all(Value::is_string) && !items.is_empty() => {
+            Some(
+                items
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect(),
+            )
+        }
+        Some(_) => {
+            errors.push((field.into(), "must be a non-empty array of strings".into()));
+            None
+        }
+    }
+}
+
+/// A visible subscription or 404.
+async fn visible(state: &AppState, caller: &Caller, id: String) -> Result<Webhook, ApiError> {
+    let found = state
+        .db
+        .run(move |conn| schema::webhooks::get(conn, &id))
+        .await?;
+    found
+        .filter(|w| covers(caller, &w.companies))
+        .ok_or_else(not_found)
+}
+
+#[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", security(("bearer" = [])), request_body = WebhookInput,
+    responses((status = 201, body = WebhookView), (status = 422, description = "validation_failed or webhook_target_refused")))]
+pub async fn create(
+    state: web::Data<AppState>,
+    caller: Caller,
+    body: JsonBody,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let Some(Value::Object(obj)) = body.0 else {
+        return Err(ApiError::validation(vec![(
+            "body".into(),
+            "must be a JSON object".into(),
+        )]));
+    };
+    let mut errors: Vec<(String, String)> = obj
+        .keys()
+        .filter(|k| !["url", "events", "companies", "description"].contains(&k.as_str()))
+        .map(|k| (k.clone(), "unknown field".to_string()))
+        .collect();
+    let url = match obj.get("url") {
+        Some(Value::String(u)) => Some(u.trim().to_string()),
+        _ => {
+            errors.push((
+                "url".into(),
+                "is required: the https URL that receives events".into(),
+            ));
+            None
+        }
+    };
+    let events = strings(obj.get("events"), "events", &mut errors)
+        .unwrap_or_else(|| ALL_EVENTS.iter().map(|e| e.to_string()).collect());
+    for e in &events {
+        if !ALL_EVENTS.contains(&e.as_str()) && e != PING {
+            errors.push(("events".into(), format!("unknown event type '{e}'")));
+        }
+    }
+    let companies = strings(obj.get("companies"), "companies", &mut errors);
+    if companies.is_none() && !errors.iter().any(|(f, _)| f == "companies") {
+        errors.push((
+            "companies".into(),
+            "is required: company ids, or [\"*\"]".into(),
+        ));
+    }
+    for c in companies.iter().flatten() {
+        if c != "*" && CompanyId::parse(c).is_err() {
+            errors.push(("companies".into(), format!("'{c}' is not a company id")));
+        }
+    }
+    let description = match obj.get("description") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(d)) if d.chars().count() <= 256 => Some(d.clone()),
+        Some(_) => {
+            errors.push((
+                "description".into(),
+                "must be a string of at most 256 characters".into(),
+            ));
+            None
+        }
+    };
+    if !errors.is_empty() {
+        return Err(ApiError::validation(errors));
+    }
+    let (url, companies) = (url.unwrap_or_default(), companies.unwrap_or_default());
+    if let Err(reason) = check_url(&url, state.config.webhook_policy()) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "webhook_target_refused",
+            format!("The web-hook URL {reason}."),
+        )
+        .with("errors", json!([{"field": "url", "message": reason}])));
+    }
+    if !covers(&caller, &companies) {
+        return Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            "company_forbidden",
+            "This token does not cover every company of the subscription.",
+        ));
+    }
+    let secret = new_secret();
+    let (keys, sealed) = (state.keys.clone(), secret.clone());
+    let new = NewWebhook {
+        url,
+        events,
+        companies,
+        description,
+        created_by: caller.sub.clone(),
+    };
+    let created = state
+        .db
+        .run(move |conn| schema::webhooks::create(conn, &keys, new, &sealed))
+        .await?;
+    tracing::info!(webhook = %created.id, "web-hook subscribed");
+    Ok(HttpResponse::Created()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(view(created, Some(secret.expose_secret().to_string()))))
+}
+
+#[utoipa::path(get, path = "/api/v1/webhooks", tag = "webhooks", security(("bearer" = [])), responses((status = 200, body = WebhookList)))]
+pub async fn list(state: web::Data<AppState>, caller: Caller) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let all = state.db.run(schema::webhooks::list).await?;
+    let webhooks = all
+        .into_iter()
+        .filter(|w| covers(&caller, &w.companies))
+        .map(|w| view(w, None))
+        .collect();
+    Ok(HttpResponse::Ok().json(WebhookList { webhooks }))
+}
+
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = WebhookView), (status = 404, description = "webhook_not_found")))]
+pub async fn read(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    Ok(HttpResponse::Ok().json(view(
+        visible(&state, &caller, path.into_inner()).await?,
+        None,
+    )))
+}
+
+#[utoipa::path(delete, path = "/api/v1/webhooks/{id}", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 204, description = "Removed, with its pending deliveries"), (status = 404, description = "webhook_not_found")))]
+pub async fn delete(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let w = visible(&state, &caller, path.into_inner()).await?;
+    state
+        .db
+        .run(move |conn| schema::webhooks::delete(conn, &w.id))
+        .await?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/rotate-secret", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 200, body = WebhookView), (status = 404, description = "webhook_not_found")))]
+pub async fn rotate_secret(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let w = visible(&state, &caller, path.into_inner()).await?;
+    let secret = new_secret();
+    let (keys, sealed, id) = (state.keys.clone(), secret.clone(), w.id.clone());
+    state
+        .db
+        .run(move |conn| schema::webhooks::rotate_secret(conn, &keys, &id, &sealed))
+        .await?;
+    Ok(HttpResponse::Ok()
+        .insert_header(("Cache-Control", "no-store"))
+        .json(view(w, Some(secret.expose_secret().to_string()))))
+}
+
+#[utoipa::path(post, path = "/api/v1/webhooks/{id}/ping", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path)),
+    responses((status = 202, description = "A webhook.ping event is on its way; body: {\"event_id\"}"), (status = 404, description = "webhook_not_found")))]
+pub async fn ping(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let w = visible(&state, &caller, path.into_inner()).await?;
+    let id = w.id.clone();
+    let event_id = state
+        .db
+        .run(move |conn| {
+            schema::outbox::emit(
+                conn,
+                PING,
+                None,
+                json!({"company": null, "webhook_id": id}),
+                Some(&id),
+            )
+        })
+        .await?;
+    state.webhook_wake.notify_one();
+    Ok(HttpResponse::Accepted().json(json!({"event_id": event_id})))
+}
+
+#[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
+    params(("id" = String, Path), ("limit" = Option<i64>, Query, description = "default 20, max 200")),
+    responses((status = 200, body = DeliveryList), (status = 404, description = "webhook_not_found")))]
+pub async fn deliveries(
+    state: web::Data<AppState>,
+    caller: Caller,
+    path: web::Path<String>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let limit = query.limit(20, 200)?;
+    let w = visible(&state, &caller, path.into_inner()).await?;
+    let rows = state
+        .db
+        .run(move |conn| schema::webhooks::attempts(conn, &w.id, limit))
+        .await?;
+    let deliveries = rows
+        .into_iter()
+        .map(|a| DeliveryAttempt {
+            id: a.id,
+            event_id: a.event_id,
+            event_type: a.event_type,
+            attempt: a.attempt,
+            at: rfc3339(chrono::DateTime::from_naive_utc_and_offset(
+                a.at,
+                chrono::Utc,
+            )),
+            status_code: a.status_code,
+            duration_ms: a.duration_ms,
+            outcome: a.outcome,
+            error: a.error,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(DeliveryList { deliveries }))
+}

@@ -1,0 +1,202 @@
+//! The delivery worker: claims due deliveries from the outbox (with a lease, so instances never
+//! deliver the same attempt at once), POSTs them signed, and records every attempt. A 2xx answer
+//! within 10 s delivers; anything else is retried on the schedule, then recorded as failed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::future::join_all;
+use prometheus::{Gauge, IntCounterVec, IntGauge};
+use schema::outbox::{AttemptResult, Claimed};
+use schema::{Database, KeyRing};
+use tokio::sync::Notify;
+
+use crate::signing::sign;
+use crate::target::{check_resolved, TargetPolicy};
+
+/// The deadline of one attempt.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    /// Attempts by result: delivered, retry, failed (the last attempt failed).
+    pub deliveries: IntCounterVec,
+    /// Deliveries not yet delivered or failed.
+    pub outbox_depth: IntGauge,
+    /// Age in seconds of the oldest undelivered event (0 when none).
+    pub oldest_undelivered_seconds: Gauge,
+}
+
+#[derive(Clone)]
+pub struct WorkerConfig {
+    /// Seconds before each attempt: the first counted from the event, each next from the previous attempt.
+    pub schedule: Vec<u64>,
+    pub policy: TargetPolicy,
+    /// This instance, for the leases.
+    pub owner: String,
+    /// Deliveries claimed (and sent in parallel) at once.
+    pub batch: i64,
+    /// How often to look for due deliveries when not woken.
+    pub poll: Duration,
+}
+
+pub struct Worker {
+    db: Database,
+    keys: Arc<KeyRing>,
+    http: reqwest::Client,
+    config: WorkerConfig,
+    metrics: WorkerMetrics,
+    wake: Arc<Notify>,
+}
+
+impl Worker {
+    pub fn new(
+        db: Database,
+        keys: Arc<KeyRing>,
+        config: WorkerConfig,
+        metrics: WorkerMetrics,
+        wake: Arc<Notify>,
+    ) -> Result<Self, String> {
+        let http = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(ATTEMPT_TIMEOUT)
+            .user_agent(concat!("ca-connector-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| e.to_string())?;
+        Ok(Worker {
+            db,
+            keys,
+            http,
+            config,
+            metrics,
+            wake,
+        })
+    }
+
+    pub fn spawn(self) -> tokio::task::JoinHandle<()> {
+        tokio::spawn(self.run())
+    }
+
+    async fn run(self) {
+        let first =
+            chrono::Duration::seconds(self.config.schedule.first().copied().unwrap_or(0) as i64);
+        let lease = chrono::Duration::from_std(ATTEMPT_TIMEOUT + Duration::from_secs(20))
+            .unwrap_or(chrono::Duration::seconds(30));
+        let mut gauges_at = Instant::now() - Duration::from_secs(10);
+        loop {
+            if gauges_at.elapsed() >= Duration::from_secs(1) {
+                gauges_at = Instant::now();
+                self.update_gauges().await;
+            }
+            let (keys, owner, batch) = (
+                self.keys.clone(),
+                self.config.owner.clone(),
+                self.config.batch,
+            );
+            let claimed = match self
+                .db
+                .run(move |conn| schema::outbox::claim(conn, &keys, &owner, first, lease, batch))
+                .await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!(error = %e, "web-hook outbox claim failed; retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    continue;
+                }
+            };
+            if claimed.is_empty() {
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(self.config.poll) => {}
+                }
+                continue;
+            }
+            join_all(claimed.into_iter().map(|c| self.deliver(c))).await;
+        }
+    }
+
+    async fn update_gauges(&self) {
+        if let Ok((depth, oldest)) = self.db.run(schema::outbox::depth).await {
+            self.metrics.outbox_depth.set(depth);
+            let age = oldest
+                .map(|t| (chrono::Utc::now() - t).num_milliseconds() as f64 / 1000.0)
+                .unwrap_or(0.0);
+            self.metrics.oldest_undelivered_seconds.set(age.max(0.0));
+        }
+    }
+
+    async fn attempt(&self, claimed: &Claimed) -> AttemptResult {
+        let started = Instant::now();
+        let failed = |status: Option<u16>, error: String| AttemptResult {
+            delivered: false,
+            status_code: status,
+            duration_ms: started.elapsed().as_millis() as u64,
+            error: Some(error.chars().take(200).collect()),
+        };
+        let url = match crate::target::check_url(&claimed.url, self.config.policy) {
+            Ok(url) => url,
+            Err(e) => return failed(None, format!("target refused: {e}")),
+        };
+        if let Err(e) = check_resolved(&url, self.config.policy).await {
+            return failed(None, format!("target refused: {e}"));
+        }
+        let timestamp = chrono::Utc::now().timestamp();
+        let signature = sign(&claimed.secret, &claimed.event_id, timestamp, &claimed.body);
+        let sent = self
+            .http
+            .post(url)
+            .header("content-type", "application/json")
+            .header("webhook-id", &claimed.event_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .header("webhook-signature", signature)
+            .body(claimed.body.clone())
+            .send()
+            .await;
+        match sent {
+            Ok(res) if res.status().is_success() => AttemptResult {
+                delivered: true,
+                status_code: Some(res.status().as_u16()),
+                duration_ms: started.elapsed().as_millis() as u64,
+                error: None,
+            },
+            Ok(res) => failed(
+                Some(res.status().as_u16()),
+                format!("answered HTTP {}", res.status().as_u16()),
+            ),
+            Err(e) if e.is_timeout() => failed(None, "no answer within 10 s".into()),
+            Err(e) if e.is_connect() => failed(None, "connection failed".into()),
+            Err(_) => failed(None, "request failed".into()),
+        }
+    }
+
+    async fn deliver(&self, claimed: Claimed) {
+        let result = self.attempt(&claimed).await;
+        let schedule = self.config.schedule.clone();
+        let recorded = claimed.clone();
+        let outcome = result.clone();
+        match self
+            .db
+            .run(move |conn| schema::outbox::record(conn, &recorded, &outcome, &schedule))
+            .await
+        {
+            Ok(status) => {
+                let label = match status {
+                    "delivered" => "delivered",
+                    "failed" => "failed",
+                    _ => "retry",
+                };
+                self.metrics.deliveries.with_label_values(&[label]).inc();
+                if status == "failed" {
+                    tracing::warn!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempts = claimed.attempt, "web-hook delivery failed for good");
+                } else if !result.delivered {
+                    tracing::info!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempt = claimed.attempt, error = result.error.as_deref().unwrap_or(""), "web-hook attempt failed; will retry");
+                }
+            }
+            // The lease runs out and the attempt is made again: at least once, never lost.
+            Err(e) => {
+                tracing::error!(error = %e, event = %claimed.event_id, "recording a web-hook attempt failed")
+            }
+        }
+    }
+}
