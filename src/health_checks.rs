@@ -69,6 +69,7 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                         .health_checks
                         .with_label_values(&[&outcome])
                         .inc();
+                    state.webhook_wake.notify_one();
                     drop(permit);
                 });
             }
