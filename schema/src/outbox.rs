@@ -128,6 +128,19 @@ pub struct Claimed {
     pub attempt: i64,
 }
 
+/// delivery id, event id, attempts so far, event type, body, webhook id, url, sealed secret, key id
+type ClaimRow = (
+    String,
+    String,
+    i64,
+    String,
+    String,
+    String,
+    String,
+    Vec<u8>,
+    String,
+);
+
 #[derive(QueryableByName)]
 struct DueRow {
     #[diesel(sql_type = Text)]
@@ -191,17 +204,7 @@ pub fn claim(
                 webhook_deliveries::locked_by.eq(Some(owner)),
             ))
             .execute(conn)?;
-        let rows: Vec<(
-            String,
-            String,
-            i64,
-            String,
-            String,
-            String,
-            String,
-            Vec<u8>,
-            String,
-        )> = webhook_deliveries::table
+        let rows: Vec<ClaimRow> = webhook_deliveries::table
             .inner_join(outbox_events::table.on(outbox_events::id.eq(webhook_deliveries::event_id)))
             .inner_join(webhooks::table.on(webhooks::id.eq(webhook_deliveries::webhook_id)))
             .filter(webhook_deliveries::id.eq_any(&ids))

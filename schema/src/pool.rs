@@ -263,3 +263,75 @@ pub fn redact_url(url: &str) -> String {
 // planner looked at a bound LIMIT as expired whenever that variable is re-bound, so every call
 // re-parsed and re-planned the query (a quarter of a cached-token request's time). Primary-key
 // lookups return at most one row anyway.
+
+#[cfg(test)]
+mod tests {
+    use diesel::sql_types::BigInt;
+    use diesel::{QueryableByName, RunQueryDsl};
+
+    use super::*;
+
+    #[derive(QueryableByName)]
+    struct Value {
+        #[diesel(sql_type = BigInt)]
+        v: i64,
+    }
+
+    #[derive(QueryableByName)]
+    struct Mode {
+        #[diesel(sql_type = diesel::sql_types::Text)]
+        journal_mode: String,
+    }
+
+    /// Every pooled SQLite connection gets WAL, the busy timeout and foreign keys.
+    #[test]
+    fn every_sqlite_connection_is_configured() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Database::connect(
+            &format!("sqlite://{}", dir.path().join("t.db").display()),
+            3,
+        )
+        .unwrap();
+        let held: Vec<Conn> = (0..3).map(|_| db.get().unwrap()).collect();
+        for mut conn in held {
+            let mode: Vec<Mode> = diesel::sql_query("PRAGMA journal_mode")
+                .load(&mut *conn)
+                .unwrap();
+            assert_eq!(mode[0].journal_mode, "wal");
+            let timeout: Vec<Value> =
+                diesel::sql_query("SELECT timeout AS v FROM pragma_busy_timeout")
+                    .load(&mut *conn)
+                    .unwrap();
+            assert_eq!(timeout[0].v, 10_000);
+            let fk: Vec<Value> =
+                diesel::sql_query("SELECT foreign_keys AS v FROM pragma_foreign_keys")
+                    .load(&mut *conn)
+                    .unwrap();
+            assert_eq!(fk[0].v, 1);
+        }
+    }
+
+    #[test]
+    fn urls_choose_the_backend_and_passwords_stay_out_of_messages() {
+        assert_eq!(
+            Database::connect("sqlite:///tmp/x.db", 1)
+                .unwrap()
+                .backend(),
+            Backend::Sqlite
+        );
+        assert_eq!(
+            Database::connect("postgres://u:p@127.0.0.1:1/db", 1)
+                .unwrap()
+                .backend(),
+            Backend::Postgres
+        );
+        let err = Database::connect("mysql://user:hunter2@h/db", 1)
+            .unwrap_err()
+            .to_string();
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(
+            redact_url("postgres://ca:s3cret@db:5432/x"),
+            "postgres://ca:***@db:5432/x"
+        );
+    }
+}

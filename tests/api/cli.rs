@@ -11,7 +11,7 @@ use serde_json::Value;
 const BIN: &str = env!("CARGO_BIN_EXE_ca-connector");
 
 /// A command with none of the caller's CA_CONNECTOR_* settings.
-fn bare(dir: &std::path::Path) -> Command {
+pub fn bare(dir: &std::path::Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir);
     for (k, _) in std::env::vars() {
@@ -23,7 +23,7 @@ fn bare(dir: &std::path::Path) -> Command {
 }
 
 /// Starts `serve` and returns it with its port, read from the "serving" log line.
-fn start(
+pub fn start(
     mut cmd: Command,
 ) -> (
     Child,

@@ -13,3 +13,4 @@ mod rotate_keys;
 mod schema_equivalence;
 mod secrets;
 mod tokens;
+mod webhooks;

@@ -1,0 +1,757 @@
+//! Contract §7: subscriptions, signed events from the outbox, retries, order, restarts.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use wiremock::matchers::method;
+use wiremock::{Mock, MockServer, Request, ResponseTemplate};
+
+use crate::connection::{sim, APP, REFRESH, SECRET};
+use crate::helpers::{admin, assert_problem, spawn_app_with, token, AppOptions, Backend, TestApp};
+use crate::on_both_backends;
+
+on_both_backends!(
+    every_event_is_delivered_signed_and_filtered,
+    failed_attempts_are_retried_then_given_up,
+    events_reach_a_receiver_that_was_down_in_order,
+    two_instances_never_deliver_an_event_twice,
+    nothing_is_lost_when_the_server_is_killed,
+);
+
+const RETRY_FAST: &str = "0,1,1,1,1,1,1,1,1,1";
+
+async fn app_for_hooks(backend: &Backend, upstream: &str, schedule: &str) -> TestApp {
+    spawn_app_with(
+        backend,
+        AppOptions {
+            extra_args: vec![
+                "--channeladvisor-url".into(),
+                upstream.into(),
+                "--webhook-allow-private".into(),
+                "--webhook-allow-http".into(),
+                "--webhook-retry-schedule".into(),
+                schedule.into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await
+}
+
+pub async fn subscribe(app: &TestApp, body: Value, companies: &[&str]) -> Value {
+    let res = app
+        .client
+        .post(app.url("/api/v1/webhooks"))
+        .bearer_auth(admin(companies))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201, "{:?}", res.text().await);
+    res.json().await.unwrap()
+}
+
+/// Waits until the receiver holds `n` delivered requests (or times out), and returns them.
+pub async fn received(server: &MockServer, n: usize, within: Duration) -> Vec<Request> {
+    let started = Instant::now();
+    loop {
+        let got = server.received_requests().await.unwrap_or_default();
+        if got.len() >= n || started.elapsed() > within {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Verifies with the independent Standard Webhooks implementation; returns (id, body).
+pub fn verify(secret: &str, req: &Request) -> (String, Value) {
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        let value = req
+            .headers
+            .get(name)
+            .unwrap_or_else(|| panic!("{name} header"));
+        headers.insert(name, value.to_str().unwrap().parse().unwrap());
+    }
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&req.body, &headers)
+        .expect("signature verifies");
+    (
+        headers["webhook-id"].to_str().unwrap().to_string(),
+        serde_json::from_slice(&req.body).unwrap(),
+    )
+}
+
+fn ok() -> ResponseTemplate {
+    ResponseTemplate::new(204)
+}
+
+async fn every_event_is_delivered_signed_and_filtered(backend: Backend) {
+    let sim = sim(0);
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok())
+        .mount(&receiver)
+        .await;
+    let status_only = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok())
+        .mount(&status_only)
+        .await;
+    let other_company = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok())
+        .mount(&other_company)
+        .await;
+    let app = app_for_hooks(&backend, &sim.url(), RETRY_FAST).await;
+
+    let all = subscribe(&app, json!({"url": format!("{}/ca-events", receiver.uri()), "companies": ["acme"], "description": "ERP"}), &["acme"]).await;
+    let secret = all["secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    assert_eq!(
+        all["events"].as_array().unwrap().len(),
+        5,
+        "all events by default"
+    );
+    subscribe(&app, json!({"url": status_only.uri(), "companies": ["acme"], "events": ["connection.status_changed"]}), &["acme"]).await;
+    subscribe(
+        &app,
+        json!({"url": other_company.uri(), "companies": ["beta"]}),
+        &["beta"],
+    )
+    .await;
+
+    app.put_credentials(
+        "acme",
+        &json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH}),
+    )
+    .await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/companies/acme/connection/test"))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    app.patch_credentials("acme", &json!({"refresh_token": "revoked-token-0000"}))
+        .await;
+    let res = app
+        .client
+        .post(app.url("/api/v1/companies/acme/access-token"))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 409);
+    let res = app
+        .client
+        .delete(app.url("/api/v1/companies/acme/credentials"))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+
+    let expected = [
+        ("credentials.updated", None),
+        (
+            "connection.status_changed",
+            Some(("not_configured", "untested")),
+        ),
+        ("connection.tested", None),
+        ("connection.status_changed", Some(("untested", "connected"))),
+        ("credentials.updated", None),
+        ("connection.status_changed", Some(("connected", "untested"))),
+        ("access_token.refresh_failed", None),
+        ("connection.status_changed", Some(("untested", "failed"))),
+        ("credentials.deleted", None),
+        (
+            "connection.status_changed",
+            Some(("failed", "not_configured")),
+        ),
+    ];
+    let got = received(&receiver, expected.len(), Duration::from_secs(10)).await;
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "{:?}",
+        got.iter()
+            .map(|r| String::from_utf8_lossy(&r.body).to_string())
+            .collect::<Vec<_>>()
+    );
+    let mut ids = std::collections::HashSet::new();
+    for (req, (kind, states)) in got.iter().zip(expected) {
+        let (id, body) = verify(&secret, req);
+        assert!(ids.insert(id), "one webhook-id per event");
+        assert_eq!(body["type"], kind, "{body}");
+        assert_eq!(body["data"]["company"], "acme");
+        assert!(body["timestamp"].as_str().unwrap().ends_with('Z'));
+        if let Some((previous, state)) = states {
+            assert_eq!(
+                (
+                    body["data"]["previous_state"].as_str(),
+                    body["data"]["state"].as_str()
+                ),
+                (Some(previous), Some(state)),
+                "{body}"
+            );
+        }
+        match kind {
+            "credentials.updated" => {
+                assert!(
+                    body["data"]["version"].is_i64()
+                        && body["data"]["changed"].is_array()
+                        && body["data"]["actor"] == "admin@test"
+                );
+            }
+            "connection.tested" => assert_eq!(body["data"]["outcome"], "connected"),
+            "access_token.refresh_failed" => {
+                assert_eq!(body["data"]["error"]["code"], "invalid_refresh_token")
+            }
+            _ => {}
+        }
+        let text = String::from_utf8_lossy(&req.body);
+        assert!(
+            !text.contains(SECRET) && !text.contains(REFRESH),
+            "no secret in an event"
+        );
+    }
+    // The tested → connected change carries its test id; failures carry the error.
+    let bodies: Vec<Value> = got
+        .iter()
+        .map(|r| serde_json::from_slice(&r.body).unwrap())
+        .collect();
+    assert!(bodies[3]["data"]["test_id"].is_string());
+    assert_eq!(bodies[7]["data"]["error"]["code"], "invalid_refresh_token");
+
+    let status_events = received(&status_only, 5, Duration::from_secs(5)).await;
+    assert_eq!(status_events.len(), 5);
+    assert!(status_events
+        .iter()
+        .all(
+            |r| serde_json::from_slice::<Value>(&r.body).unwrap()["type"]
+                == "connection.status_changed"
+        ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        other_company.received_requests().await.unwrap().len(),
+        0,
+        "a subscription for beta hears nothing of acme"
+    );
+
+    // Ping and the delivery log.
+    let id = all["id"].as_str().unwrap();
+    let res = app
+        .client
+        .post(app.url(&format!("/api/v1/webhooks/{id}/ping")))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 202);
+    let got = received(&receiver, expected.len() + 1, Duration::from_secs(5)).await;
+    let (_, ping) = verify(&secret, got.last().unwrap());
+    assert_eq!(ping["type"], "webhook.ping");
+    let log = app
+        .get_json(
+            &format!("/api/v1/webhooks/{id}/deliveries"),
+            &admin(&["acme"]),
+        )
+        .await
+        .1;
+    let first = &log["deliveries"][0];
+    assert_eq!(
+        (
+            first["event_type"].as_str(),
+            first["outcome"].as_str(),
+            first["status_code"].as_i64()
+        ),
+        (Some("webhook.ping"), Some("delivered"), Some(204))
+    );
+    assert!(first["duration_ms"].is_i64() && first["attempt"] == 1);
+}
+
+async fn failed_attempts_are_retried_then_given_up(backend: Backend) {
+    let sim = sim(0);
+    let flaky = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .mount(&flaky)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ok())
+        .mount(&flaky)
+        .await;
+    let dead = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(302).insert_header("location", "https://erp.example/elsewhere"),
+        )
+        .mount(&dead)
+        .await;
+    let app = app_for_hooks(&backend, &sim.url(), "0,1,1").await;
+    let flaky_hook = subscribe(
+        &app,
+        json!({"url": flaky.uri(), "companies": ["acme"], "events": ["credentials.updated"]}),
+        &["acme"],
+    )
+    .await;
+    let dead_hook = subscribe(
+        &app,
+        json!({"url": dead.uri(), "companies": ["acme"], "events": ["credentials.updated"]}),
+        &["acme"],
+    )
+    .await;
+    app.put_credentials("acme", &json!({"application_id": APP}))
+        .await;
+
+    let got = received(&flaky, 3, Duration::from_secs(8)).await;
+    assert_eq!(got.len(), 3);
+    let ids: Vec<&str> = got
+        .iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap())
+        .collect();
+    assert!(
+        ids.iter().all(|i| *i == ids[0]),
+        "the same webhook-id on every retry"
+    );
+    let stamps: Vec<i64> = got
+        .iter()
+        .map(|r| {
+            r.headers["webhook-timestamp"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert!(
+        stamps[2] - stamps[0] >= 2,
+        "retries follow the schedule: {stamps:?}"
+    );
+    let secret = flaky_hook["secret"].as_str().unwrap();
+    for r in &got {
+        verify(secret, r);
+    }
+
+    let got = received(&dead, 3, Duration::from_secs(8)).await;
+    assert_eq!(got.len(), 3, "a redirect is a failure and is not followed");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let id = dead_hook["id"].as_str().unwrap();
+    let log = app
+        .get_json(
+            &format!("/api/v1/webhooks/{id}/deliveries"),
+            &admin(&["acme"]),
+        )
+        .await
+        .1;
+    let attempts = log["deliveries"].as_array().unwrap();
+    assert_eq!(attempts.len(), 3);
+    assert!(attempts
+        .iter()
+        .all(|a| a["outcome"] == "failed" && a["status_code"] == 302));
+    assert_eq!(attempts[0]["attempt"], 3, "newest first");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        dead.received_requests().await.unwrap().len(),
+        3,
+        "no attempt after the last of the schedule"
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains(r#"ca_connector_webhook_deliveries_total{result="failed"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"ca_connector_webhook_deliveries_total{result="delivered"} 1"#));
+    assert!(
+        metrics.contains("ca_connector_webhook_outbox_depth")
+            && metrics.contains("ca_connector_webhook_oldest_undelivered_seconds")
+    );
+}
+
+async fn events_reach_a_receiver_that_was_down_in_order(backend: Backend) {
+    let sim = sim(0);
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&receiver)
+        .await;
+    let app = app_for_hooks(&backend, &sim.url(), RETRY_FAST).await;
+    let hook = subscribe(
+        &app,
+        json!({"url": receiver.uri(), "companies": ["*"], "events": ["credentials.updated"]}),
+        &["*"],
+    )
+    .await;
+    for v in 1..=5 {
+        app.put_credentials("acme", &json!({"application_id": format!("app-{v}")}))
+            .await;
+        app.put_credentials("beta", &json!({"application_id": format!("app-{v}")}))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    receiver.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ok())
+        .mount(&receiver)
+        .await;
+    let secret = hook["secret"].as_str().unwrap();
+    let mut delivered: HashMap<String, Vec<i64>> = HashMap::new();
+    let started = Instant::now();
+    while delivered.values().map(Vec::len).sum::<usize>() < 10
+        && started.elapsed() < Duration::from_secs(15)
+    {
+        delivered.clear();
+        let mut seen = std::collections::HashSet::new();
+        for r in receiver.received_requests().await.unwrap() {
+            let (id, body) = verify(secret, &r);
+            if seen.insert(id) {
+                delivered
+                    .entry(body["data"]["company"].as_str().unwrap().to_string())
+                    .or_default()
+                    .push(body["data"]["version"].as_i64().unwrap());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        delivered["acme"],
+        vec![1, 2, 3, 4, 5],
+        "every event, in the order it happened"
+    );
+    assert_eq!(delivered["beta"], vec![1, 2, 3, 4, 5]);
+}
+
+async fn two_instances_never_deliver_an_event_twice(backend: Backend) {
+    let sim = sim(0);
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok().set_delay(Duration::from_millis(100)))
+        .mount(&receiver)
+        .await;
+    let a = app_for_hooks(&backend, &sim.url(), RETRY_FAST).await;
+    let b = spawn_app_with(
+        &backend,
+        AppOptions {
+            database_url: Some(a.database_url.clone()),
+            keys_spec: Some(a.keys_spec.clone()),
+            extra_args: vec![
+                "--webhook-allow-private".into(),
+                "--webhook-allow-http".into(),
+                "--webhook-retry-schedule".into(),
+                RETRY_FAST.into(),
+            ],
+        },
+    )
+    .await;
+    subscribe(
+        &a,
+        json!({"url": receiver.uri(), "companies": ["*"], "events": ["credentials.updated"]}),
+        &["*"],
+    )
+    .await;
+    for i in 0..30 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        app.put_credentials(
+            &format!("co{}", i % 10),
+            &json!({"application_id": format!("app-{i}")}),
+        )
+        .await;
+    }
+    let got = received(&receiver, 30, Duration::from_secs(15)).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let got_after = receiver.received_requests().await.unwrap();
+    assert_eq!(got.len(), 30);
+    assert_eq!(got_after.len(), 30, "no event delivered twice");
+    let ids: std::collections::HashSet<String> = got_after
+        .iter()
+        .map(|r| r.headers["webhook-id"].to_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids.len(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_rules() {
+    let strict = spawn_app_with(&Backend::Sqlite, AppOptions::default()).await;
+    let post = |app: &TestApp, bearer: String, body: Value| {
+        app.client
+            .post(app.url("/api/v1/webhooks"))
+            .bearer_auth(bearer)
+            .json(&body)
+            .send()
+    };
+    for url in [
+        "http://erp.example/hook",
+        "https://127.0.0.1/hook",
+        "https://10.0.0.8/hook",
+        "https://localhost/hook",
+        "https://[::1]/x",
+    ] {
+        let body = assert_problem(
+            post(
+                &strict,
+                admin(&["acme"]),
+                json!({"url": url, "companies": ["acme"]}),
+            )
+            .await
+            .unwrap(),
+            422,
+            "webhook_target_refused",
+        )
+        .await;
+        assert_eq!(body["errors"][0]["field"], "url");
+    }
+    let ok = post(
+        &strict,
+        admin(&["acme"]),
+        json!({"url": "https://erp.example/hook", "companies": ["acme"]}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(ok.status(), 201);
+    let created: Value = ok.json().await.unwrap();
+    let id = created["id"].as_str().unwrap();
+
+    for (body, field) in [
+        (json!({"companies": ["acme"]}), "url"),
+        (json!({"url": "https://erp.example/h"}), "companies"),
+        (
+            json!({"url": "https://erp.example/h", "companies": ["acme"], "events": ["order.created"]}),
+            "events",
+        ),
+        (
+            json!({"url": "https://erp.example/h", "companies": ["bad company"]}),
+            "companies",
+        ),
+        (
+            json!({"url": "https://erp.example/h", "companies": ["acme"], "colour": "red"}),
+            "colour",
+        ),
+    ] {
+        let body = assert_problem(
+            post(&strict, admin(&["acme"]), body).await.unwrap(),
+            422,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(body["errors"][0]["field"], field, "{body}");
+    }
+    assert_problem(
+        post(
+            &strict,
+            admin(&["acme"]),
+            json!({"url": "https://erp.example/h", "companies": ["beta"]}),
+        )
+        .await
+        .unwrap(),
+        403,
+        "company_forbidden",
+    )
+    .await;
+    assert_problem(
+        post(
+            &strict,
+            admin(&["acme"]),
+            json!({"url": "https://erp.example/h", "companies": ["*"]}),
+        )
+        .await
+        .unwrap(),
+        403,
+        "company_forbidden",
+    )
+    .await;
+    assert_problem(
+        post(
+            &strict,
+            token(&["acme"], "connection:read"),
+            json!({"url": "https://erp.example/h", "companies": ["acme"]}),
+        )
+        .await
+        .unwrap(),
+        403,
+        "insufficient_scope",
+    )
+    .await;
+
+    // The secret is shown on creation and rotation only.
+    let (_, read) = strict
+        .get_json(&format!("/api/v1/webhooks/{id}"), &admin(&["acme"]))
+        .await;
+    assert!(read.get("secret").is_none() && read["url"] == "https://erp.example/hook");
+    let (_, listed) = strict.get_json("/api/v1/webhooks", &admin(&["acme"])).await;
+    assert_eq!(listed["webhooks"].as_array().unwrap().len(), 1);
+    assert!(!listed.to_string().contains("whsec_"));
+    let rotated: Value = strict
+        .client
+        .post(strict.url(&format!("/api/v1/webhooks/{id}/rotate-secret")))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(rotated["secret"].as_str().unwrap().starts_with("whsec_"));
+    assert_ne!(rotated["secret"], created["secret"]);
+
+    // Visible only to tokens covering all its companies.
+    let (_, hidden) = strict.get_json("/api/v1/webhooks", &admin(&["beta"])).await;
+    assert_eq!(hidden["webhooks"], json!([]));
+    let res = strict
+        .client
+        .get(strict.url(&format!("/api/v1/webhooks/{id}")))
+        .bearer_auth(admin(&["beta"]))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404, "webhook_not_found").await;
+    let res = strict
+        .client
+        .delete(strict.url(&format!("/api/v1/webhooks/{id}")))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    let res = strict
+        .client
+        .get(strict.url(&format!("/api/v1/webhooks/{id}")))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 404, "webhook_not_found").await;
+}
+
+/// A name that passes at subscription but resolves to a private address is refused at delivery.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn targets_are_checked_again_after_dns() {
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok())
+        .mount(&receiver)
+        .await;
+    let app = spawn_app_with(
+        &Backend::Sqlite,
+        AppOptions {
+            extra_args: vec![
+                "--webhook-allow-http".into(),
+                "--webhook-retry-schedule".into(),
+                "0".into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let port = url::Url::parse(&receiver.uri()).unwrap().port().unwrap();
+    let hook = subscribe(
+        &app,
+        json!({"url": format!("http://localhost.:{port}/hook"), "companies": ["acme"]}),
+        &["acme"],
+    )
+    .await;
+    app.put_credentials("acme", &json!({"application_id": "x"}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert_eq!(
+        receiver.received_requests().await.unwrap().len(),
+        0,
+        "never sent to a private address"
+    );
+    let log = app
+        .get_json(
+            &format!(
+                "/api/v1/webhooks/{}/deliveries",
+                hook["id"].as_str().unwrap()
+            ),
+            &admin(&["acme"]),
+        )
+        .await
+        .1;
+    let first = &log["deliveries"][0];
+    assert_eq!(first["outcome"], "failed");
+    assert!(
+        first["error"].as_str().unwrap().contains("target refused"),
+        "{first}"
+    );
+}
+
+/// SIGKILL between a change and its delivery: after a restart the receiver still gets the event,
+/// with the same webhook-id as the attempt the killed server made.
+async fn nothing_is_lost_when_the_server_is_killed(backend: Backend) {
+    use secrecy::ExposeSecret;
+    let dir = tempfile::TempDir::new().unwrap();
+    let database_url = backend.fresh_database(dir.path());
+    let keys = schema::KeyRing::generate_spec("k1");
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&receiver)
+        .await;
+    let serve = || {
+        let mut cmd = crate::cli::bare(dir.path());
+        cmd.args([
+            "serve",
+            "--database-url",
+            &database_url,
+            "--webhook-allow-private",
+            "--webhook-allow-http",
+            "--webhook-retry-schedule",
+            "0,1,1,1,1,1,1,1",
+        ])
+        .env("CA_CONNECTOR_ENCRYPTION_KEYS", keys.expose_secret())
+        .env("CA_CONNECTOR_JWT_SECRET", crate::helpers::JWT_SECRET);
+        cmd
+    };
+    let (mut first, port, _log, _) = crate::cli::start(serve());
+    let base = format!("http://127.0.0.1:{port}");
+    let client = reqwest::Client::new();
+    let hook: Value = client.post(format!("{base}/api/v1/webhooks")).bearer_auth(admin(&["acme"]))
+        .json(&json!({"url": receiver.uri(), "companies": ["acme"], "events": ["credentials.updated"]}))
+        .send().await.unwrap().json().await.unwrap();
+    let res = client
+        .put(format!("{base}/api/v1/companies/acme/credentials"))
+        .bearer_auth(admin(&["acme"]))
+        .json(&json!({"application_id": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 201);
+    let tried = received(&receiver, 1, Duration::from_secs(5)).await;
+    assert!(
+        !tried.is_empty(),
+        "the first attempt reached the (failing) receiver"
+    );
+    let id = tried[0].headers["webhook-id"].to_str().unwrap().to_string();
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    receiver.reset().await;
+    Mock::given(method("POST"))
+        .respond_with(ok())
+        .mount(&receiver)
+        .await;
+    let (mut second, _, _log2, _) = crate::cli::start(serve());
+    let got = received(&receiver, 1, Duration::from_secs(10)).await;
+    second.kill().unwrap();
+    second.wait().unwrap();
+    assert_eq!(got.len(), 1, "delivered after the restart");
+    let (delivered_id, body) = verify(hook["secret"].as_str().unwrap(), &got[0]);
+    assert_eq!(
+        delivered_id, id,
+        "the same webhook-id: a duplicate is recognisable"
+    );
+    assert_eq!(body["data"]["company"], "acme");
+}
