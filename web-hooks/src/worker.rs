@@ -16,6 +16,9 @@ use crate::target::{check_resolved, TargetPolicy};
 
 /// The deadline of one attempt.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// A claimed delivery stays with its worker this long past the attempt's deadline; if the worker's
+/// instance dies mid-attempt, another (or the restarted one) takes the delivery over after that.
+pub const LEASE_MARGIN: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct WorkerMetrics {
@@ -80,7 +83,7 @@ impl Worker {
     async fn run(self) {
         let first =
             chrono::Duration::seconds(self.config.schedule.first().copied().unwrap_or(0) as i64);
-        let lease = chrono::Duration::from_std(ATTEMPT_TIMEOUT + Duration::from_secs(20))
+        let lease = chrono::Duration::from_std(ATTEMPT_TIMEOUT + LEASE_MARGIN)
             .unwrap_or(chrono::Duration::seconds(30));
         let mut gauges_at = Instant::now() - Duration::from_secs(10);
         loop {
