@@ -327,6 +327,20 @@ pub fn record(
     })
 }
 
+/// Records a batch of attempts in one transaction (one lock and one commit instead of one each).
+pub fn record_all(
+    conn: &mut AnyConnection,
+    results: &[(Claimed, AttemptResult)],
+    schedule: &[u64],
+) -> Result<Vec<&'static str>, StoreError> {
+    write_tx(conn, |conn| {
+        results
+            .iter()
+            .map(|(c, r)| record(conn, c, r, schedule))
+            .collect()
+    })
+}
+
 /// Pending deliveries and the creation time of the oldest, for the metrics.
 pub fn depth(conn: &mut AnyConnection) -> Result<(i64, Option<DateTime<Utc>>), StoreError> {
     let pending = webhook_deliveries::table.filter(webhook_deliveries::status.eq("pending"));

@@ -115,7 +115,7 @@ impl Worker {
                 }
                 continue;
             }
-            join_all(claimed.into_iter().map(|c| self.deliver(c))).await;
+            self.deliver_all(claimed).await;
         }
     }
 
@@ -173,33 +173,38 @@ impl Worker {
         }
     }
 
-    async fn deliver(&self, claimed: Claimed) {
-        let result = self.attempt(&claimed).await;
+    /// Attempts a claimed batch in parallel and records every result in one transaction.
+    async fn deliver_all(&self, claimed: Vec<Claimed>) {
+        let results: Vec<(Claimed, AttemptResult)> =
+            join_all(claimed.into_iter().map(|c| async move {
+                let r = self.attempt(&c).await;
+                (c, r)
+            }))
+            .await;
         let schedule = self.config.schedule.clone();
-        let recorded = claimed.clone();
-        let outcome = result.clone();
+        let recorded = results.clone();
         match self
             .db
-            .run(move |conn| schema::outbox::record(conn, &recorded, &outcome, &schedule))
+            .run(move |conn| schema::outbox::record_all(conn, &recorded, &schedule))
             .await
         {
-            Ok(status) => {
-                let label = match status {
-                    "delivered" => "delivered",
-                    "failed" => "failed",
-                    _ => "retry",
-                };
-                self.metrics.deliveries.with_label_values(&[label]).inc();
-                if status == "failed" {
-                    tracing::warn!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempts = claimed.attempt, "web-hook delivery failed for good");
-                } else if !result.delivered {
-                    tracing::info!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempt = claimed.attempt, error = result.error.as_deref().unwrap_or(""), "web-hook attempt failed; will retry");
+            Ok(statuses) => {
+                for ((claimed, result), status) in results.iter().zip(statuses) {
+                    let label = match status {
+                        "delivered" => "delivered",
+                        "failed" => "failed",
+                        _ => "retry",
+                    };
+                    self.metrics.deliveries.with_label_values(&[label]).inc();
+                    if status == "failed" {
+                        tracing::warn!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempts = claimed.attempt, "web-hook delivery failed for good");
+                    } else if !result.delivered {
+                        tracing::info!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempt = claimed.attempt, error = result.error.as_deref().unwrap_or(""), "web-hook attempt failed; will retry");
+                    }
                 }
             }
-            // The lease runs out and the attempt is made again: at least once, never lost.
-            Err(e) => {
-                tracing::error!(error = %e, event = %claimed.event_id, "recording a web-hook attempt failed")
-            }
+            // The leases run out and the attempts are made again: at least once, never lost.
+            Err(e) => tracing::error!(error = %e, "recording web-hook attempts failed"),
         }
     }
 }
