@@ -162,7 +162,7 @@ async fn fan_out(latency_ms: u64) {
     let bearer = Arc::new(token());
     seed(&http, &base, &bearer, 1000).await;
     let ideal = 1000.0 * (2.0 * latency_ms as f64) / 4.0 / 1000.0;
-    for round in 1..=2 {
+    for round in 1..=4 {
         let before = rss_kib();
         let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
         let sampler = {
