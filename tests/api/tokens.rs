@@ -9,9 +9,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::connection::{app_against, sim, APP, REFRESH, SECRET};
-use crate::helpers::{
-    admin, assert_problem, captured_logs, spawn_app_with, AppOptions, Backend, TestApp,
-};
+use crate::helpers::{admin, assert_problem, captured_logs, second_instance, Backend, TestApp};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -45,19 +43,6 @@ async fn token_of(app: &TestApp, company: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-/// A second instance on the same database and keys.
-async fn second_instance(first: &TestApp, upstream: &str) -> TestApp {
-    spawn_app_with(
-        &first.backend,
-        AppOptions {
-            database_url: Some(first.database_url.clone()),
-            keys_spec: Some(first.keys_spec.clone()),
-            extra_args: vec!["--channeladvisor-url".into(), upstream.into()],
-        },
-    )
-    .await
 }
 
 async fn cached_token_is_reused_until_the_margin(backend: Backend) {
@@ -246,7 +231,7 @@ async fn concurrent_callers_share_one_refresh_and_its_error(backend: Backend) {
 async fn two_instances_refresh_each_company_once(backend: Backend) {
     let sim = sim(200);
     let a = Arc::new(app_against(&backend, &sim.url(), &[]).await);
-    let b = Arc::new(second_instance(&a, &sim.url()).await);
+    let b = Arc::new(second_instance(&a, &["--channeladvisor-url", &sim.url()]).await);
     let companies: Vec<String> = (0..5).map(|i| format!("co{i}")).collect();
     for c in &companies {
         a.put_credentials(c, &valid()).await;
@@ -278,7 +263,7 @@ async fn two_instances_refresh_each_company_once(backend: Backend) {
 async fn saving_invalidates_tokens_on_every_instance(backend: Backend) {
     let sim = sim(0);
     let a = app_against(&backend, &sim.url(), &[]).await;
-    let b = second_instance(&a, &sim.url()).await;
+    let b = second_instance(&a, &["--channeladvisor-url", &sim.url()]).await;
     a.put_credentials("acme", &valid()).await;
     let old = token_of(&a, "acme").await;
     assert_eq!(
@@ -324,18 +309,14 @@ async fn rotated_refresh_token_is_stored_with_the_new_token(backend: Backend) {
 async fn scheduled_health_checks_run_once_per_interval(backend: Backend) {
     let sim = sim(0);
     let a = app_against(&backend, &sim.url(), &["--health-check-interval-secs", "2"]).await;
-    let b = spawn_app_with(
-        &a.backend,
-        AppOptions {
-            database_url: Some(a.database_url.clone()),
-            keys_spec: Some(a.keys_spec.clone()),
-            extra_args: vec![
-                "--channeladvisor-url".into(),
-                sim.url(),
-                "--health-check-interval-secs".into(),
-                "2".into(),
-            ],
-        },
+    let b = second_instance(
+        &a,
+        &[
+            "--channeladvisor-url",
+            &sim.url(),
+            "--health-check-interval-secs",
+            "2",
+        ],
     )
     .await;
     let companies: Vec<String> = (0..6).map(|i| format!("hc{i}")).collect();

@@ -8,7 +8,9 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::connection::{sim, APP, REFRESH, SECRET};
-use crate::helpers::{admin, assert_problem, spawn_app_with, token, AppOptions, Backend, TestApp};
+use crate::helpers::{
+    admin, assert_problem, second_instance, spawn_app_with, token, AppOptions, Backend, TestApp,
+};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -442,18 +444,14 @@ async fn two_instances_never_deliver_an_event_twice(backend: Backend) {
         .mount(&receiver)
         .await;
     let a = app_for_hooks(&backend, &sim.url(), RETRY_FAST).await;
-    let b = spawn_app_with(
-        &backend,
-        AppOptions {
-            database_url: Some(a.database_url.clone()),
-            keys_spec: Some(a.keys_spec.clone()),
-            extra_args: vec![
-                "--webhook-allow-private".into(),
-                "--webhook-allow-http".into(),
-                "--webhook-retry-schedule".into(),
-                RETRY_FAST.into(),
-            ],
-        },
+    let b = second_instance(
+        &a,
+        &[
+            "--webhook-allow-private",
+            "--webhook-allow-http",
+            "--webhook-retry-schedule",
+            RETRY_FAST,
+        ],
     )
     .await;
     subscribe(

@@ -283,3 +283,16 @@ pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> 
     assert!(body["type"].is_string() && body["title"].is_string() && body["detail"].is_string());
     body
 }
+
+/// Another instance of the service on the same database and keys as `first`.
+pub async fn second_instance(first: &TestApp, extra_args: &[&str]) -> TestApp {
+    spawn_app_with(
+        &first.backend,
+        AppOptions {
+            database_url: Some(first.database_url.clone()),
+            keys_spec: Some(first.keys_spec.clone()),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+        },
+    )
+    .await
+}
