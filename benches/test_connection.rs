@@ -21,15 +21,6 @@ use serde_json::json;
 
 const JWT: &str = "bench-jwt-secret-bench-jwt-secret-0123456789";
 
-fn rss_kib() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with("VmRSS:"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -143,7 +134,53 @@ async fn overhead() {
     println!("overhead: median Test Connection {m_api:.3} ms, median two upstream round trips {m_up:.3} ms, added {:.3} ms (target < 2 ms), n=2000", m_api - m_up);
 }
 
-async fn fan_out(latency_ms: u64) {
+/// Starts the release `ca-connector serve` as its own process, so its memory is measured alone.
+fn spawn_service(upstream: &str, dir: &std::path::Path) -> (std::process::Child, String) {
+    use std::io::BufRead;
+    let keys = schema::KeyRing::generate_spec("bench");
+    use secrecy::ExposeSecret;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_ca-connector"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--upstream-concurrency",
+            "4",
+            "--channeladvisor-url",
+            upstream,
+        ])
+        .arg("--data-dir")
+        .arg(dir)
+        .env("CA_CONNECTOR_JWT_SECRET", JWT)
+        .env("CA_CONNECTOR_ENCRYPTION_KEYS", keys.expose_secret())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let port = loop {
+        let line = lines.next().expect("serve exited").unwrap();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v["fields"]["message"] == "serving" {
+            break v["fields"]["port"].as_u64().unwrap();
+        }
+    };
+    // Keep draining the log so the service never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (child, format!("http://127.0.0.1:{port}"))
+}
+
+fn rss_of(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0)
+}
+
+async fn fan_out(latency_ms: u64, rounds: usize) {
     let sim = Simulator::start(
         SimConfig {
             latency: Duration::from_millis(latency_ms),
@@ -152,24 +189,53 @@ async fn fan_out(latency_ms: u64) {
         "127.0.0.1:0",
     )
     .unwrap();
+    // The upstream round trip as a client sees it (the simulator's sleep plus HTTP on loopback).
+    let direct = ChannelAdvisorClient::new(
+        url::Url::parse(&sim.url()).unwrap(),
+        Duration::from_secs(15),
+        4,
+    )
+    .unwrap();
+    let app = ApplicationId::parse("demo-app").unwrap().unwrap();
+    let secret = SharedSecret::parse("demo-shared-secret-0001")
+        .unwrap()
+        .unwrap();
+    let refresh = RefreshToken::parse("demo-refresh-token-0001")
+        .unwrap()
+        .unwrap();
+    let mut trips = Vec::new();
+    for _ in 0..100 {
+        let started = Instant::now();
+        direct.refresh_grant(&app, &secret, &refresh).await.unwrap();
+        trips.push(started.elapsed().as_secs_f64());
+    }
+    let rtt = median(trips);
     let dir = tempfile::TempDir::new().unwrap();
-    let base = start_app(&sim.url(), 4, dir.path()).await;
+    let (mut service, base) = spawn_service(&sim.url(), dir.path());
+    let pid = service.id();
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(1100)
+        // Below the service's 5 s keep-alive, so no request goes out on a connection it is closing.
+        .pool_idle_timeout(Duration::from_secs(2))
         .timeout(Duration::from_secs(600))
         .build()
         .unwrap();
     let bearer = Arc::new(token());
     seed(&http, &base, &bearer, 1000).await;
-    let ideal = 1000.0 * (2.0 * latency_ms as f64) / 4.0 / 1000.0;
-    for round in 1..=4 {
-        let before = rss_kib();
+    let ideal_configured = 1000.0 * (2.0 * latency_ms as f64 / 1000.0) / 4.0;
+    let ideal_measured = 1000.0 * (2.0 * rtt) / 4.0;
+    println!(
+        "fan-out: upstream round trip measured {:.2} ms (simulator sleeps {latency_ms} ms)",
+        rtt * 1000.0
+    );
+    for round in 1..=rounds {
+        let before = rss_of(pid);
         let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
         let sampler = {
             let peak = peak.clone();
             tokio::spawn(async move {
                 loop {
-                    peak.fetch_max(rss_kib(), std::sync::atomic::Ordering::Relaxed);
+                    peak.fetch_max(rss_of(pid), std::sync::atomic::Ordering::Relaxed);
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             })
@@ -189,20 +255,23 @@ async fn fan_out(latency_ms: u64) {
         let wall = started.elapsed().as_secs_f64();
         sampler.abort();
         println!(
-            "fan-out round {round}: 1000 companies, latency {latency_ms} ms/call, concurrency 4: wall {wall:.2} s, ideal {ideal:.2} s ({:+.1}%), upstream calls {}, RSS before {} MiB, peak {} MiB, after {} MiB",
-            (wall / ideal - 1.0) * 100.0,
-            sim.token_calls() + sim.profile_calls(),
-            before / 1024,
-            peak.load(std::sync::atomic::Ordering::Relaxed) / 1024,
-            rss_kib() / 1024
+            "fan-out round {round}: 1000 companies at once, concurrency 4: wall {wall:.2} s; ideal {ideal_measured:.2} s by measured round trip ({:+.1}%), {ideal_configured:.2} s by configured latency ({:+.1}%); service RSS before {:.1} MiB, peak {:.1} MiB, after {:.1} MiB",
+            (wall / ideal_measured - 1.0) * 100.0,
+            (wall / ideal_configured - 1.0) * 100.0,
+            before as f64 / 1024.0,
+            peak.load(std::sync::atomic::Ordering::Relaxed) as f64 / 1024.0,
+            rss_of(pid) as f64 / 1024.0
         );
     }
     println!(
-        "max upstream calls in flight per application: {}",
+        "upstream calls {}, max in flight per application {}",
+        sim.token_calls() + sim.profile_calls(),
         sim.stats()
             .max_in_flight_per_app
             .load(std::sync::atomic::Ordering::SeqCst)
     );
+    let _ = service.kill();
+    let _ = service.wait();
 }
 
 #[tokio::main]
@@ -211,5 +280,5 @@ async fn main() {
         return;
     }
     overhead().await;
-    fan_out(25).await;
+    fan_out(25, 10).await;
 }

@@ -73,6 +73,22 @@ pub fn emit(
 ) -> Result<String, StoreError> {
     let at = now();
     let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
+    let subs: Vec<(String, String, String)> = webhooks::table
+        .filter(webhooks::enabled.eq(true))
+        .select((webhooks::id, webhooks::events, webhooks::companies))
+        .load(conn)?;
+    let targets: Vec<String> = subs
+        .into_iter()
+        .filter(|(webhook_id, events, companies)| match only {
+            Some(target) => target == webhook_id,
+            None => matches(events, event_type) && company.is_some_and(|c| matches(companies, c)),
+        })
+        .map(|(webhook_id, _, _)| webhook_id)
+        .collect();
+    // An event no subscription wants can never be delivered: nothing is stored for it.
+    if targets.is_empty() {
+        return Ok(id);
+    }
     let body = json!({"type": event_type, "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "data": data});
     diesel::insert_into(outbox_events::table)
         .values(&EventRow {
@@ -83,18 +99,7 @@ pub fn emit(
             created_at: at.naive_utc(),
         })
         .execute(conn)?;
-    let subs: Vec<(String, String, String)> = webhooks::table
-        .filter(webhooks::enabled.eq(true))
-        .select((webhooks::id, webhooks::events, webhooks::companies))
-        .load(conn)?;
-    for (webhook_id, events, companies) in subs {
-        let wanted = match only {
-            Some(target) => target == webhook_id,
-            None => matches(&events, event_type) && company.is_some_and(|c| matches(&companies, c)),
-        };
-        if !wanted {
-            continue;
-        }
+    for webhook_id in targets {
         diesel::insert_into(webhook_deliveries::table)
             .values(&DeliveryRow {
                 id: uuid::Uuid::now_v7().to_string(),
