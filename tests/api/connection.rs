@@ -634,3 +634,23 @@ async fn upstream_concurrency_per_application_is_capped() {
         "never more than 2 in flight, and the cap was reached"
     );
 }
+
+/// Answers are read with a size cap: a 2 MiB body is not ChannelAdvisor's and is not read further.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_answers_are_refused() {
+    let server = MockServer::start().await;
+    let huge = format!("{{\"access_token\": \"{}\"}}", "a".repeat(2 * 1024 * 1024));
+    Mock::given(method("POST"))
+        .and(path("/oauth2/token"))
+        .respond_with(ResponseTemplate::new(200).set_body_raw(huge, "application/json"))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let app = app_against(&Backend::Sqlite, &server.uri(), &[]).await;
+    let e = error_for(&app, valid()).await;
+    assert_eq!(e["code"], "upstream_protocol_error");
+    assert!(
+        e["message"].as_str().unwrap().contains("larger than 1 MiB"),
+        "{e}"
+    );
+}
