@@ -122,8 +122,9 @@ fn strings(
     }
 }
 
-/// A visible subscription or 404.
+/// A subscription the caller may manage (the scope, and a token covering all its companies), or 404.
 async fn visible(state: &AppState, caller: &Caller, id: String) -> Result<Webhook, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
     let found = state
         .db
         .run(move |conn| schema::webhooks::get(conn, &id))
@@ -249,7 +250,6 @@ pub async fn read(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
     Ok(HttpResponse::Ok().json(view(
         visible(&state, &caller, path.into_inner()).await?,
         None,
@@ -263,7 +263,6 @@ pub async fn delete(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
     let w = visible(&state, &caller, path.into_inner()).await?;
     state
         .db
@@ -279,7 +278,6 @@ pub async fn rotate_secret(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
     let w = visible(&state, &caller, path.into_inner()).await?;
     let secret = new_secret();
     let (keys, sealed, id) = (state.keys.clone(), secret.clone(), w.id.clone());
@@ -299,7 +297,6 @@ pub async fn ping(
     caller: Caller,
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
     let w = visible(&state, &caller, path.into_inner()).await?;
     let id = w.id.clone();
     let event_id = state
@@ -327,9 +324,8 @@ pub async fn deliveries(
     path: web::Path<String>,
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
-    caller.require(Scope::WebhooksManage)?;
-    let limit = query.limit(20, 200)?;
     let w = visible(&state, &caller, path.into_inner()).await?;
+    let limit = query.limit(20, 200)?;
     let rows = state
         .db
         .run(move |conn| schema::webhooks::attempts(conn, &w.id, limit))

@@ -70,15 +70,7 @@ async fn cached_token_is_reused_until_the_margin(backend: Backend) {
         .await
         .1;
     assert!(status["access_token_expires_at"].is_string());
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"ca_connector_token_requests_total{outcome="cache_hit"} 5"#),
         "{metrics}"
@@ -371,24 +363,8 @@ async fn scheduled_health_checks_run_once_per_interval(backend: Backend) {
         json!([]),
         "incomplete connections are not checked"
     );
-    let metrics_a = a
-        .client
-        .get(a.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let metrics_b = b
-        .client
-        .get(b.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics_a = a.metrics().await;
+    let metrics_b = b.metrics().await;
     assert!(
         metrics_a.contains("ca_connector_health_checks_total{outcome=\"connected\"}")
             || metrics_b.contains("ca_connector_health_checks_total{outcome=\"connected\"}")

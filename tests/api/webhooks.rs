@@ -363,15 +363,7 @@ async fn failed_attempts_are_retried_then_given_up(backend: Backend) {
         3,
         "no attempt after the last of the schedule"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"ca_connector_webhook_deliveries_total{result="failed"} 1"#),
         "{metrics}"
