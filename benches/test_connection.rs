@@ -97,15 +97,18 @@ async fn test_once(http: &reqwest::Client, base: &str, bearer: &str, company: &s
     started.elapsed()
 }
 
-async fn overhead() {
-    let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0").unwrap();
-    let dir = tempfile::TempDir::new().unwrap();
-    let base = start_app(&sim.url(), 4, dir.path()).await;
-    let http = reqwest::Client::new();
-    let bearer = token();
-    seed(&http, &base, &bearer, 1).await;
-    let direct = ChannelAdvisorClient::new(
-        url::Url::parse(&sim.url()).unwrap(),
+/// The connector's own client aimed straight at the simulator, with its demo credentials: the
+/// upstream round trips as they are, without the service in between.
+fn direct_client(
+    sim_url: &str,
+) -> (
+    ChannelAdvisorClient,
+    ApplicationId,
+    SharedSecret,
+    RefreshToken,
+) {
+    let client = ChannelAdvisorClient::new(
+        url::Url::parse(sim_url).unwrap(),
         Duration::from_secs(15),
         4,
     )
@@ -117,6 +120,17 @@ async fn overhead() {
     let refresh = RefreshToken::parse("demo-refresh-token-0001")
         .unwrap()
         .unwrap();
+    (client, app, secret, refresh)
+}
+
+async fn overhead() {
+    let sim = Simulator::start(SimConfig::default(), "127.0.0.1:0").unwrap();
+    let dir = tempfile::TempDir::new().unwrap();
+    let base = start_app(&sim.url(), 4, dir.path()).await;
+    let http = reqwest::Client::new();
+    let bearer = token();
+    seed(&http, &base, &bearer, 1).await;
+    let (direct, app, secret, refresh) = direct_client(&sim.url());
     let (mut api, mut upstream) = (Vec::new(), Vec::new());
     for i in 0..2200 {
         let started = Instant::now();
@@ -190,19 +204,7 @@ async fn fan_out(latency_ms: u64, rounds: usize) {
     )
     .unwrap();
     // The upstream round trip as a client sees it (the simulator's sleep plus HTTP on loopback).
-    let direct = ChannelAdvisorClient::new(
-        url::Url::parse(&sim.url()).unwrap(),
-        Duration::from_secs(15),
-        4,
-    )
-    .unwrap();
-    let app = ApplicationId::parse("demo-app").unwrap().unwrap();
-    let secret = SharedSecret::parse("demo-shared-secret-0001")
-        .unwrap()
-        .unwrap();
-    let refresh = RefreshToken::parse("demo-refresh-token-0001")
-        .unwrap()
-        .unwrap();
+    let (direct, app, secret, refresh) = direct_client(&sim.url());
     let mut trips = Vec::new();
     for _ in 0..100 {
         let started = Instant::now();

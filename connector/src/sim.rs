@@ -255,20 +255,20 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
     let mut rotated = None;
     let profiles = {
         let mut config = state.config.lock().unwrap();
-        match config.refresh_tokens.get(&refresh).cloned() {
+        let profiles = match config.refresh_tokens.get(&refresh).cloned() {
             Some(p) => p,
             None if refresh == "sim-fault-rotate" || refresh.starts_with("sim-probe-") => {
                 vec![12345678]
             }
             None => return oauth_error(400, "invalid_grant"),
+        };
+        // A rotated refresh token works from now on, with the same profiles.
+        if refresh == "sim-fault-rotate" {
+            let new = format!("sim-rotated-{n:08}");
+            config.refresh_tokens.insert(new.clone(), profiles.clone());
+            rotated = Some(new);
         }
-        .tap(|p| {
-            if refresh == "sim-fault-rotate" {
-                let new = format!("sim-rotated-{n:08}");
-                config.refresh_tokens.insert(new.clone(), p.clone());
-                rotated = Some(new);
-            }
-        })
+        profiles
     };
     let access = format!("sim-access-{n:08}-{}", uuid_like(n));
     state.issued.lock().unwrap().insert(
@@ -285,14 +285,6 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
     }
     HttpResponse::Ok().json(body)
 }
-
-trait Tap: Sized {
-    fn tap(self, f: impl FnOnce(&Self)) -> Self {
-        f(&self);
-        self
-    }
-}
-impl<T> Tap for T {}
 
 fn uuid_like(n: u64) -> String {
     format!("{:016x}", n.wrapping_mul(0x9E37_79B9_7F4A_7C15))

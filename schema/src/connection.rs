@@ -7,8 +7,8 @@ use secrecy::SecretString;
 use crate::audit;
 use crate::company::CompanyId;
 use crate::credentials::{
-    load_row_for_update, now, open_field, to_utc, ConnectionState, CredentialsRow, REFRESH_TOKEN,
-    SHARED_SECRET,
+    load_row_for_update, missing_fields, now, open_field, to_utc, ConnectionState, CredentialsRow,
+    REFRESH_TOKEN, SHARED_SECRET,
 };
 use crate::error::StoreError;
 use crate::outbox;
@@ -174,17 +174,8 @@ pub fn record_test(
             ))
             .execute(conn)?;
         if current != previous {
-            let data = serde_json::json!({
-                "company": record.company, "previous_state": previous.as_str(), "state": current.as_str(),
-                "error": error, "test_id": record.id,
-            });
-            outbox::emit(
-                conn,
-                outbox::STATUS_CHANGED,
-                Some(&record.company),
-                data,
-                None,
-            )?;
+            let test = Some(record.id.as_str());
+            outbox::status_changed(conn, &record.company, previous, current, error, test)?;
         }
         if let Some(token) = obtained {
             if let Some(rotated) = &token.rotated_refresh_token {
@@ -220,7 +211,7 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
         return Ok(Status {
             state: ConnectionState::NotConfigured,
             since: None,
-            missing: vec!["application_id", "shared_secret", "refresh_token"],
+            missing: missing_fields(false, false, false),
             last_test_id: None,
             last_success_at: None,
             access_token_expires_at: None,
@@ -233,15 +224,11 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
         .load(conn)?
         .into_iter()
         .next();
-    let missing = [
-        (row.application_id.is_none(), "application_id"),
-        (row.shared_secret.is_none(), "shared_secret"),
-        (row.refresh_token.is_none(), "refresh_token"),
-    ]
-    .into_iter()
-    .filter(|(m, _)| *m)
-    .map(|(_, f)| f)
-    .collect();
+    let missing = missing_fields(
+        row.application_id.is_some(),
+        row.shared_secret.is_some(),
+        row.refresh_token.is_some(),
+    );
     Ok(Status {
         state: ConnectionState::parse(&row.state),
         since: Some(to_utc(row.state_since)),

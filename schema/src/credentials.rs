@@ -12,6 +12,7 @@ use crate::outbox;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::credentials;
 use crate::seal::{KeyRing, Sealed};
+use serde_json::Value;
 
 pub const APPLICATION_ID: &str = "application_id";
 pub const SHARED_SECRET: &str = "shared_secret";
@@ -105,7 +106,7 @@ impl Credentials {
     }
 }
 
-fn missing_fields(app: bool, secret: bool, token: bool) -> Vec<&'static str> {
+pub(crate) fn missing_fields(app: bool, secret: bool, token: bool) -> Vec<&'static str> {
     [
         (app, APPLICATION_ID),
         (secret, SHARED_SECRET),
@@ -149,14 +150,6 @@ pub fn now() -> DateTime<Utc> {
 }
 
 /// `connection.status_changed` data for a change no test caused (a save or a delete).
-fn status_data(
-    company: &str,
-    previous: ConnectionState,
-    state: ConnectionState,
-) -> serde_json::Value {
-    serde_json::json!({"company": company, "previous_state": previous.as_str(), "state": state.as_str(), "error": null, "test_id": null})
-}
-
 pub(crate) fn to_utc(t: NaiveDateTime) -> DateTime<Utc> {
     DateTime::from_naive_utc_and_offset(t, Utc)
 }
@@ -391,12 +384,12 @@ pub fn save(
             None,
         )?;
         if previous_state != state {
-            let data = status_data(company.as_str(), previous_state, state);
-            outbox::emit(
+            outbox::status_changed(
                 conn,
-                outbox::STATUS_CHANGED,
-                Some(company.as_str()),
-                data,
+                company.as_str(),
+                previous_state,
+                state,
+                Value::Null,
                 None,
             )?;
         }
@@ -483,14 +476,8 @@ pub fn delete(
             None,
         )?;
         let previous = ConnectionState::parse(&row.state);
-        let data = status_data(company.as_str(), previous, ConnectionState::NotConfigured);
-        outbox::emit(
-            conn,
-            outbox::STATUS_CHANGED,
-            Some(company.as_str()),
-            data,
-            None,
-        )?;
+        let gone = ConnectionState::NotConfigured;
+        outbox::status_changed(conn, company.as_str(), previous, gone, Value::Null, None)?;
         Ok(Deleted {
             fields,
             previous_state: ConnectionState::parse(&row.state),

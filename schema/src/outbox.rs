@@ -9,7 +9,7 @@ use diesel::sql_types::{BigInt, Text, Timestamp};
 use secrecy::SecretString;
 use serde_json::{json, Value};
 
-use crate::credentials::{now, to_utc};
+use crate::credentials::{now, to_utc, ConnectionState};
 use crate::error::StoreError;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::{outbox_events, webhook_attempts, webhook_deliveries, webhooks};
@@ -117,6 +117,23 @@ pub fn emit(
             .execute(conn)?;
     }
     Ok(id)
+}
+
+/// Writes `connection.status_changed`, in the transaction of whatever changed the state.
+/// `error` is the classified error that caused it (or null); `test_id` the test, if one did.
+pub fn status_changed(
+    conn: &mut AnyConnection,
+    company: &str,
+    previous: ConnectionState,
+    state: ConnectionState,
+    error: Value,
+    test_id: Option<&str>,
+) -> Result<String, StoreError> {
+    let data = json!({
+        "company": company, "previous_state": previous.as_str(), "state": state.as_str(),
+        "error": error, "test_id": test_id,
+    });
+    emit(conn, STATUS_CHANGED, Some(company), data, None)
 }
 
 /// A delivery a worker holds the lease of.

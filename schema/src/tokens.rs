@@ -229,17 +229,7 @@ pub fn finish_err(
             None,
         )?;
         if current != previous {
-            let data = serde_json::json!({
-                "company": company.as_str(), "previous_state": previous.as_str(), "state": current.as_str(),
-                "error": error, "test_id": null,
-            });
-            crate::outbox::emit(
-                conn,
-                crate::outbox::STATUS_CHANGED,
-                Some(company.as_str()),
-                data,
-                None,
-            )?;
+            crate::outbox::status_changed(conn, company.as_str(), previous, current, error, None)?;
         }
         Ok(Some(StateChange { previous, current }))
     })
