@@ -66,6 +66,31 @@ pub async fn received(server: &MockServer, n: usize, within: Duration) -> Vec<Re
     }
 }
 
+/// The delivery log, polled until `done` holds: the worker records an attempt just after the
+/// receiver has seen it, so a test that read the log at once would race the worker.
+async fn deliveries_until(
+    app: &TestApp,
+    webhook_id: &str,
+    within: Duration,
+    done: impl Fn(&[Value]) -> bool,
+) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let log = app
+            .get_json(
+                &format!("/api/v1/webhooks/{webhook_id}/deliveries"),
+                &admin(&["acme"]),
+            )
+            .await
+            .1;
+        let attempts = log["deliveries"].as_array().cloned().unwrap_or_default();
+        if done(&attempts) || started.elapsed() > within {
+            return attempts;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
 /// Verifies with the independent Standard Webhooks implementation; returns (id, body).
 pub fn verify(secret: &str, req: &Request) -> (String, Value) {
     let mut headers = http::HeaderMap::new();
@@ -257,14 +282,11 @@ async fn every_event_is_delivered_signed_and_filtered(backend: Backend) {
     let got = received(&receiver, expected.len() + 1, Duration::from_secs(5)).await;
     let (_, ping) = verify(&secret, got.last().unwrap());
     assert_eq!(ping["type"], "webhook.ping");
-    let log = app
-        .get_json(
-            &format!("/api/v1/webhooks/{id}/deliveries"),
-            &admin(&["acme"]),
-        )
-        .await
-        .1;
-    let first = &log["deliveries"][0];
+    let log = deliveries_until(&app, id, Duration::from_secs(5), |log| {
+        log.first().map(|a| a["event_type"] == "webhook.ping") == Some(true)
+    })
+    .await;
+    let first = &log[0];
     assert_eq!(
         (
             first["event_type"].as_str(),
@@ -342,16 +364,8 @@ async fn failed_attempts_are_retried_then_given_up(backend: Backend) {
 
     let got = received(&dead, 3, Duration::from_secs(8)).await;
     assert_eq!(got.len(), 3, "a redirect is a failure and is not followed");
-    tokio::time::sleep(Duration::from_millis(500)).await;
     let id = dead_hook["id"].as_str().unwrap();
-    let log = app
-        .get_json(
-            &format!("/api/v1/webhooks/{id}/deliveries"),
-            &admin(&["acme"]),
-        )
-        .await
-        .1;
-    let attempts = log["deliveries"].as_array().unwrap();
+    let attempts = deliveries_until(&app, id, Duration::from_secs(5), |log| log.len() >= 3).await;
     assert_eq!(attempts.len(), 3);
     assert!(attempts
         .iter()
@@ -660,17 +674,14 @@ async fn targets_are_checked_again_after_dns() {
         0,
         "never sent to a private address"
     );
-    let log = app
-        .get_json(
-            &format!(
-                "/api/v1/webhooks/{}/deliveries",
-                hook["id"].as_str().unwrap()
-            ),
-            &admin(&["acme"]),
-        )
-        .await
-        .1;
-    let first = &log["deliveries"][0];
+    let log = deliveries_until(
+        &app,
+        hook["id"].as_str().unwrap(),
+        Duration::from_secs(5),
+        |log| !log.is_empty(),
+    )
+    .await;
+    let first = &log[0];
     assert_eq!(first["outcome"], "failed");
     assert!(
         first["error"].as_str().unwrap().contains("target refused"),
