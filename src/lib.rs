@@ -6,6 +6,7 @@ pub mod commands;
 pub mod connection_test;
 pub mod dev_secrets;
 pub mod health_checks;
+pub mod memo;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
@@ -15,6 +16,7 @@ pub mod settings;
 pub mod startup;
 pub mod telemetry;
 pub mod token_broker;
+pub mod verified_tokens;
 
 pub use settings::{Config, Settings};
 pub use startup::Application;

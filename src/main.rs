@@ -11,7 +11,12 @@ async fn main() -> ExitCode {
         .settings
         .log_format
         .unwrap_or_else(telemetry::default_format);
-    telemetry::init(&cli.settings.log, format, std::io::stderr);
+    // Log lines are written by a background thread: a request never waits for stderr, which was
+    // one write(2) per line on the request's own thread. Not lossy: a full buffer waits.
+    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .finish(std::io::stderr());
+    telemetry::init(&cli.settings.log, format, writer);
     match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -13,6 +13,7 @@ use schema::{Backend, Database, KeyRing};
 use crate::auth::Authenticator;
 use crate::body::BODY_LIMIT;
 use crate::connection_test::TestRunner;
+use crate::memo::Memo;
 use crate::metrics::{record_http_metrics, Metrics};
 use crate::problem::{problem_for_every_error, ApiError};
 use crate::request_context::request_context;
@@ -30,6 +31,8 @@ pub struct AppState {
     pub upstream: ChannelAdvisorClient,
     pub tests: TestRunner,
     pub tokens: TokenBroker,
+    /// Connection status bodies read moments ago (see `memo`).
+    pub statuses: Memo<web::Bytes>,
     /// Wakes this instance's delivery worker after a change wrote events.
     pub webhook_wake: Arc<tokio::sync::Notify>,
     pub config: Config,
@@ -94,6 +97,7 @@ impl Application {
             .map_err(anyhow::Error::msg)?,
             tests: TestRunner::default(),
             tokens: TokenBroker::default(),
+            statuses: Memo::default(),
             webhook_wake: Arc::default(),
             config,
         });

@@ -26,10 +26,12 @@ where
         .with_env_filter(filter)
         .with_writer(writer);
     let _ = match format {
+        // The request span is the only one and carries the request id; the list of spans
+        // would repeat it on every line.
         LogFormat::Json => builder
             .json()
             .with_current_span(true)
-            .with_span_list(true)
+            .with_span_list(false)
             .try_init(),
         LogFormat::Text => builder.try_init(),
     };

@@ -17,6 +17,7 @@ use schema::{CompanyId, Database, KeyRing};
 use serde_json::json;
 use tracing::Instrument;
 
+use crate::memo::{Memo, Stamp};
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
 
@@ -33,6 +34,8 @@ pub struct TokenBroker {
     /// Identifies this instance's leases.
     instance: String,
     running: Mutex<HashMap<String, Refresh>>,
+    /// Tokens read from the database moments ago (see `memo` for why this is safe).
+    recent: Memo<CachedToken>,
 }
 
 impl Default for TokenBroker {
@@ -40,6 +43,7 @@ impl Default for TokenBroker {
         TokenBroker {
             instance: uuid::Uuid::new_v4().to_string(),
             running: Mutex::default(),
+            recent: Memo::default(),
         }
     }
 }
@@ -101,12 +105,19 @@ impl TokenBroker {
         if let Some(refresh) = running {
             return refresh.await.map(|t| (t, Served::Refreshed));
         }
+        if let Some(token) = self.recent.get(company.as_str()) {
+            if token.expires_at - Utc::now() > need {
+                return Ok((token, Served::CacheHit));
+            }
+        }
         let (keys, id) = (deps.keys.clone(), company.clone());
+        let read = Stamp::now();
         if let Some(token) = deps
             .db
-            .run(move |conn| schema::tokens::cached(conn, &keys, &id))
+            .read(move |conn| schema::tokens::cached(conn, &keys, &id))
             .await?
         {
+            self.recent.put(company.as_str(), token.clone(), read);
             if token.expires_at - Utc::now() > need {
                 return Ok((token, Served::CacheHit));
             }

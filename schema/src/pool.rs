@@ -1,3 +1,4 @@
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -157,6 +158,24 @@ impl Database {
         .map_err(|e| StoreError::Worker(e.to_string()))?
     }
 
+    /// A short read — a few primary-key lookups — on the calling thread when the store is SQLite
+    /// and a pooled connection is idle; otherwise like `run`. In WAL mode a reader never waits for
+    /// a writer, and such a read takes microseconds: less than handing it to a blocking thread
+    /// and waking the caller again, which was most of a cached-token request's time. PostgreSQL
+    /// reads cross the network and always go through `run`.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        if self.backend == Backend::Sqlite {
+            if let Some(mut conn) = self.pool.try_get() {
+                return f(&mut conn);
+            }
+        }
+        self.run(f).await
+    }
+
     /// Readiness: a connection answers within `timeout` and no migration is pending.
     pub async fn check_ready(&self, timeout: Duration) -> Result<(), StoreError> {
         let db = self.clone();
@@ -200,6 +219,18 @@ fn pending_migrations(conn: &mut AnyConnection) -> Result<usize, StoreError> {
     pending.map_err(|e| StoreError::Migration(e.to_string()))
 }
 
+/// Write transactions committed by this process. In-memory read caches note it before a read
+/// and drop what they read once it has moved: their entry may predate a local change.
+static LOCAL_COMMITS: AtomicU64 = AtomicU64::new(0);
+
+pub fn local_commits() -> u64 {
+    LOCAL_COMMITS.load(Ordering::Acquire)
+}
+
+fn committed() {
+    LOCAL_COMMITS.fetch_add(1, Ordering::AcqRel);
+}
+
 /// A write transaction. On SQLite it starts with `BEGIN IMMEDIATE` so the write lock is taken up
 /// front: a deferred transaction that reads first and writes later cannot wait for the lock and
 /// fails with "database is locked" under concurrent writers. PostgreSQL uses a plain transaction
@@ -211,12 +242,15 @@ where
     if let AnyConnection::Sqlite(c) = conn {
         match AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE") {
             // Inside a caller's transaction the lock is the caller's business: use a savepoint.
-            Err(diesel::result::Error::AlreadyInTransaction) => return conn.transaction(f),
+            Err(diesel::result::Error::AlreadyInTransaction) => {
+                return conn.transaction(f).inspect(|_| committed())
+            }
             other => other?,
         }
         return match f(conn) {
             Ok(value) => {
                 <AnyConnection as Connection>::TransactionManager::commit_transaction(conn)?;
+                committed();
                 Ok(value)
             }
             Err(e) => {
@@ -227,7 +261,7 @@ where
             }
         };
     }
-    conn.transaction(f)
+    conn.transaction(f).inspect(|_| committed())
 }
 
 /// Retries a whole transaction a few times when it lost a race (see `StoreError::is_retryable`).

@@ -1,5 +1,8 @@
 //! Test Connection, the connection status and its history (contract §4).
 
+use std::time::Instant;
+
+use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 use serde_json::Value;
@@ -8,6 +11,7 @@ use utoipa::ToSchema;
 use crate::auth::{Caller, Scope};
 use crate::body::JsonBody;
 use crate::connection_test::TestRequest;
+use crate::memo::{self, Stamp};
 use crate::problem::ApiError;
 use crate::routes::credentials_input::{self, Mode};
 use crate::routes::{rfc3339, ListQuery};
@@ -50,6 +54,7 @@ pub async fn test(
         Some(Value::Object(map)) if map.is_empty() => None,
         Some(value) => Some(credentials_input::parse(Some(value), Mode::Merge)?),
     };
+    let is_candidate = candidate.is_some();
     let result = state
         .tests
         .run(
@@ -63,7 +68,12 @@ pub async fn test(
             },
         )
         .await?;
+    let committed = Instant::now();
     state.webhook_wake.notify_one();
+    if !is_candidate {
+        // Answer once no instance still shows the status from before this test.
+        memo::settle(committed).await;
+    }
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(result))
@@ -77,10 +87,14 @@ pub async fn status(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let company = caller.authorize(Scope::ConnectionRead, &path)?;
+    if let Some(body) = state.statuses.get(company.as_str()) {
+        return Ok(status_response(body));
+    }
+    let read = Stamp::now();
     let id = company.clone();
     let (status, last_test) = state
         .db
-        .run(move |conn| {
+        .read(move |conn| {
             let status = schema::connection::status(conn, &id)?;
             let last = match &status.last_test_id {
                 Some(test_id) => schema::connection::test_result(conn, test_id)?,
@@ -89,7 +103,7 @@ pub async fn status(
             Ok((status, last))
         })
         .await?;
-    Ok(HttpResponse::Ok().json(ConnectionStatus {
+    let body = serde_json::to_vec(&ConnectionStatus {
         company: company.to_string(),
         state: status.state.as_str().to_string(),
         since: status.since.map(rfc3339),
@@ -99,7 +113,17 @@ pub async fn status(
             .unwrap_or(Value::Null),
         last_success_at: status.last_success_at.map(rfc3339),
         access_token_expires_at: status.access_token_expires_at.map(rfc3339),
-    }))
+    })
+    .map_err(ApiError::internal)?;
+    let body = web::Bytes::from(body);
+    state.statuses.put(company.as_str(), body.clone(), read);
+    Ok(status_response(body))
+}
+
+fn status_response(body: web::Bytes) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::json())
+        .body(body)
 }
 
 #[utoipa::path(get, path = "/api/v1/companies/{company}/connection/history", tag = "connection", security(("bearer" = [])),

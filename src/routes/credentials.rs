@@ -1,5 +1,7 @@
 //! The settings screen's data: write-only secrets, versioned with ETag / If-Match.
 
+use std::time::Instant;
+
 use actix_web::http::header::{self, ETAG};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -139,10 +141,12 @@ async fn save(
         .run(move |conn| with_retry(|| store::save(conn, &keys, &id, &change, if_match, &actor)))
         .await
         .map_err(|e| map_store(e, company.as_str()))?;
+    let committed = Instant::now();
+    state.webhook_wake.notify_one();
     if !saved.changed.is_empty() {
         tracing::info!(company = %company, changed = ?saved.changed, version = saved.credentials.version, "credentials saved");
+        crate::memo::settle(committed).await;
     }
-    state.webhook_wake.notify_one();
     let status = if saved.created {
         StatusCode::CREATED
     } else {
@@ -220,7 +224,9 @@ pub async fn delete(
         .run(move |conn| with_retry(|| store::delete(conn, &id, if_match, &actor)))
         .await
         .map_err(|e| map_store(e, company.as_str()))?;
-    tracing::info!(company = %company, "credentials deleted");
+    let committed = Instant::now();
     state.webhook_wake.notify_one();
+    tracing::info!(company = %company, "credentials deleted");
+    crate::memo::settle(committed).await;
     Ok(HttpResponse::NoContent().finish())
 }

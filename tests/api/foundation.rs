@@ -147,12 +147,19 @@ async fn request_id_on_responses_and_logs(backend: Backend) {
         .unwrap();
     assert_eq!(res.status(), 201);
     assert_eq!(res.headers()["x-request-id"], mine.as_str());
-    tokio::time::sleep(Duration::from_millis(50)).await;
-    let lines: Vec<String> = captured_logs()
-        .lines()
-        .filter(|l| l.contains(&mine))
-        .map(String::from)
-        .collect();
+    // The access line is written as the response leaves; under load it may trail the answer.
+    let started = std::time::Instant::now();
+    let lines: Vec<String> = loop {
+        let lines: Vec<String> = captured_logs()
+            .lines()
+            .filter(|l| l.contains(&mine))
+            .map(String::from)
+            .collect();
+        if lines.len() >= 2 || started.elapsed() > Duration::from_secs(3) {
+            break lines;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
     assert!(
         lines.len() >= 2,
         "the request's log lines carry its id: {lines:?}"
