@@ -278,3 +278,24 @@ async fn rs256_and_es256_with_a_public_key() {
     )
     .await;
 }
+
+/// A verified token is remembered to spare re-checking its signature, but never past its expiry:
+/// the same token that was accepted is refused once `exp` plus the 60 s leeway has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remembered_token_still_expires() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let hs = EncodingKey::from_secret(JWT_SECRET.as_bytes());
+    let now = chrono::Utc::now().timestamp();
+    let bearer = format!(
+        "Bearer {}",
+        sign(Algorithm::HS256, &hs, &claims(json!({"exp": now - 58})))
+    );
+    assert_eq!(
+        status_of(&app, Some(&bearer)).await.status(),
+        404,
+        "within the leeway: accepted (no credentials yet)"
+    );
+    assert_eq!(status_of(&app, Some(&bearer)).await.status(), 404);
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_unauthorized(status_of(&app, Some(&bearer)).await, "expired since").await;
+}

@@ -171,6 +171,12 @@ async fn request_id_on_responses_and_logs(backend: Backend) {
     for line in &lines {
         let v: Value = serde_json::from_str(line).expect("JSON log lines");
         assert!(v["timestamp"].is_string() && v["level"].is_string());
+        if v["fields"]["message"] == "request finished" {
+            // A success is logged at debug (quiet at the default `info`), with who and what.
+            assert_eq!(v["level"], "DEBUG", "{line}");
+            assert_eq!(v["fields"]["sub"], "admin@test", "{line}");
+            assert_eq!(v["fields"]["method"], "PUT", "{line}");
+        }
     }
 }
 

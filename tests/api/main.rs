@@ -9,6 +9,7 @@ mod cli;
 mod connection;
 mod credentials;
 mod foundation;
+mod memory;
 mod rotate_keys;
 mod schema_equivalence;
 mod secrets;

@@ -1,0 +1,147 @@
+//! Hot reads (a company's token, its connection status) are served from memory for a moment.
+//! These tests put a `serve` process of its own beside the test app on one database: unlike a
+//! second in-process app it does not see the test app's commits, so only the time window and the
+//! settling of saves and tests keep it from answering with what was true before a change.
+
+use std::io::BufRead;
+use std::process::Child;
+
+use secrecy::ExposeSecret;
+use serde_json::{json, Value};
+
+use crate::cli::{bare, start};
+use crate::connection::{app_against, sim, APP, REFRESH, SECRET};
+use crate::helpers::{admin, Backend, TestApp, JWT_SECRET};
+use crate::on_both_backends;
+
+on_both_backends!(nothing_old_is_served_from_memory_after_a_change_answered);
+
+/// `ca-connector serve` as a separate process on `first`'s database.
+struct OtherProcess {
+    child: Child,
+    base: String,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl OtherProcess {
+    fn beside(first: &TestApp, upstream: &str) -> OtherProcess {
+        let dir = tempfile::TempDir::new().unwrap();
+        let mut cmd = bare(dir.path());
+        cmd.env("CA_CONNECTOR_DATABASE_URL", &first.database_url)
+            .env(
+                "CA_CONNECTOR_ENCRYPTION_KEYS",
+                first.keys_spec.expose_secret(),
+            )
+            .env("CA_CONNECTOR_JWT_SECRET", JWT_SECRET)
+            .env("CA_CONNECTOR_CHANNELADVISOR_URL", upstream)
+            .env("CA_CONNECTOR_DATA_DIR", dir.path());
+        let (child, port, mut logs, _) = start(cmd);
+        // Keep reading its log so a full pipe never stalls it.
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            while logs.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
+                line.clear();
+            }
+        });
+        OtherProcess {
+            child,
+            base: format!("http://127.0.0.1:{port}"),
+            client: reqwest::Client::new(),
+            _dir: dir,
+        }
+    }
+
+    async fn token(&self, company: &str) -> String {
+        let res = self
+            .client
+            .post(format!(
+                "{}/api/v1/companies/{company}/access-token",
+                self.base
+            ))
+            .bearer_auth(admin(&[company]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    async fn state(&self, company: &str) -> String {
+        let res = self
+            .client
+            .get(format!(
+                "{}/api/v1/companies/{company}/connection",
+                self.base
+            ))
+            .bearer_auth(admin(&[company]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        res.json::<Value>().await.unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for OtherProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn nothing_old_is_served_from_memory_after_a_change_answered(backend: Backend) {
+    let sim = sim(0);
+    let a = app_against(&backend, &sim.url(), &[]).await;
+    let b = OtherProcess::beside(&a, &sim.url());
+    a.put_credentials(
+        "acme",
+        &json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH}),
+    )
+    .await;
+    let mut old = b.token("acme").await;
+    for round in 1..=5 {
+        // The other process has just read the token: it holds a copy in memory.
+        assert_eq!(b.token("acme").await, old, "a copy serves repeated calls");
+        a.patch_credentials("acme", &json!({"profile_id": round}))
+            .await;
+        let new = b.token("acme").await;
+        assert_ne!(
+            new, old,
+            "round {round}: a token of the old credentials after the save answered"
+        );
+        old = new;
+    }
+
+    // The status, likewise, after a save and after a Test Connection (with no profile named,
+    // so the simulator authorizes the test).
+    a.patch_credentials("acme", &json!({"profile_id": null}))
+        .await;
+    assert_eq!(b.state("acme").await, "untested");
+    let res = a
+        .client
+        .post(a.url("/api/v1/companies/acme/connection/test"))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        b.state("acme").await,
+        "connected",
+        "status after the test answered"
+    );
+    a.patch_credentials("acme", &json!({"profile_id": 99}))
+        .await;
+    assert_eq!(
+        b.state("acme").await,
+        "untested",
+        "status after the save answered"
+    );
+}
