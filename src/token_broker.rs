@@ -170,7 +170,7 @@ async fn refresh(
             .unwrap_or(chrono::Duration::seconds(20));
         let begin = deps
             .db
-            .run(move |conn| {
+            .write_grouped(move |conn| {
                 schema::tokens::begin_refresh(
                     conn,
                     &keys,
@@ -238,7 +238,7 @@ async fn refresh(
             };
             let (keys, id) = (deps.keys.clone(), company.clone());
             deps.db
-                .run(move |conn| {
+                .write_grouped(move |conn| {
                     schema::tokens::finish_ok(conn, &keys, &id, version, &owner, &obtained)
                 })
                 .await?;
@@ -250,7 +250,7 @@ async fn refresh(
             let permanent = e.code.is_permanent();
             let id = company.clone();
             deps.db
-                .run(move |conn| {
+                .write_grouped(move |conn| {
                     schema::tokens::finish_err(conn, &id, version, &owner, &json, permanent)
                 })
                 .await?;

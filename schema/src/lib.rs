@@ -7,6 +7,7 @@ pub mod company;
 pub mod connection;
 pub mod credentials;
 pub mod error;
+mod group_commit;
 pub mod keys;
 pub mod outbox;
 pub mod pool;

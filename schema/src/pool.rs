@@ -86,6 +86,7 @@ pub struct Database {
     /// One permit per pooled connection: callers wait here, asynchronously, instead of parking a
     /// blocking thread on the pool's condition variable (which cost a thread switch per wait).
     permits: Arc<Semaphore>,
+    group: Arc<crate::group_commit::Group>,
 }
 
 impl std::fmt::Debug for Database {
@@ -121,11 +122,16 @@ impl Database {
             pool,
             backend,
             permits: Arc::new(Semaphore::new(max_size as usize)),
+            group: Arc::default(),
         })
     }
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    pub(crate) fn group(&self) -> &crate::group_commit::Group {
+        &self.group
     }
 
     pub fn get(&self) -> Result<Conn, StoreError> {
@@ -223,6 +229,9 @@ fn pending_migrations(conn: &mut AnyConnection) -> Result<usize, StoreError> {
 /// and drop what they read once it has moved: their entry may predate a local change.
 static LOCAL_COMMITS: AtomicU64 = AtomicU64::new(0);
 
+/// One SQLite write transaction at a time in this process (see `write_tx`).
+static SQLITE_WRITERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub fn local_commits() -> u64 {
     LOCAL_COMMITS.load(Ordering::Acquire)
 }
@@ -240,6 +249,14 @@ where
     F: FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
 {
     if let AnyConnection::Sqlite(c) = conn {
+        let nested = AnsiTransactionManager::transaction_manager_status_mut(c)
+            .transaction_depth()
+            .is_ok_and(|depth| depth.is_some());
+        // Writers of this process queue here, in order, rather than in SQLite's busy handler,
+        // which polls with sleeps of up to 100 ms: under a burst of writes (a hundred token
+        // refreshes at once) those sleeps, not the writes, were the waiting time. Writers in
+        // other processes still meet the busy timeout.
+        let _queue = (!nested).then(|| SQLITE_WRITERS.lock().unwrap_or_else(|p| p.into_inner()));
         match AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE") {
             // Inside a caller's transaction the lock is the caller's business: use a savepoint.
             Err(diesel::result::Error::AlreadyInTransaction) => {
