@@ -33,6 +33,9 @@ pub struct AppState {
     pub tokens: TokenBroker,
     /// Connection status bodies read moments ago (see `memo`).
     pub statuses: Memo<web::Bytes>,
+    /// The multi-threaded runtime the service was started on. Work that must not queue behind
+    /// a burst of requests on an HTTP worker's own single-threaded runtime runs here.
+    pub background: tokio::runtime::Handle,
     /// Wakes this instance's delivery worker after a change wrote events.
     pub webhook_wake: Arc<tokio::sync::Notify>,
     pub config: Config,
@@ -45,6 +48,7 @@ impl AppState {
             keys: self.keys.clone(),
             client: self.upstream.clone(),
             metrics: self.metrics.clone(),
+            runtime: self.background.clone(),
         }
     }
 }
@@ -98,6 +102,7 @@ impl Application {
             tests: TestRunner::default(),
             tokens: TokenBroker::default(),
             statuses: Memo::default(),
+            background: tokio::runtime::Handle::current(),
             webhook_wake: Arc::default(),
             config,
         });

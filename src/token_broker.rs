@@ -55,6 +55,9 @@ pub struct BrokerDeps {
     pub keys: Arc<KeyRing>,
     pub client: ChannelAdvisorClient,
     pub metrics: Arc<Metrics>,
+    /// Where refreshes run: on an HTTP worker they waited behind every request queued there,
+    /// so in a burst a company's refresh started tens of milliseconds after its first caller.
+    pub runtime: tokio::runtime::Handle,
 }
 
 /// A failed refresh as the job sees it: permanent rejections are 409 (fix the credentials),
@@ -126,7 +129,7 @@ impl TokenBroker {
             let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(company.to_string())
                 .or_insert_with(|| {
-                    let task = tokio::spawn(
+                    let task = deps.runtime.spawn(
                         refresh(
                             deps.clone(),
                             self.instance.clone(),
