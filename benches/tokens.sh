@@ -32,6 +32,7 @@ jwt=$("$rel/ca-connector" token --company '*' --data-dir "$work")
 
 echo "== refresh fan-in (upstream latency $latency_ms ms)"
 "$rel/examples/token-fan-in" http://127.0.0.1:19092 "$jwt" 100 1000 http://127.0.0.1:19090
+curl -sf http://127.0.0.1:19092/metrics >"$work/metrics.txt"
 
 cat > "$work/post.lua" <<'LUA'
 wrk.method = "POST"
@@ -51,4 +52,4 @@ print(f"cached token issuance:     {cached:,.0f} req/s  ratio {cached/base:.2f} 
 print(f"connection status reads:   {status:,.0f} req/s  ratio {status/base:.2f} (target >= 0.5)")
 PY
 grep -E "^(VmHWM|VmRSS)" "/proc/$server/status" | awk '{printf "server %s %.1f MiB\n", $1, $2/1024}'
-grep -c '"request finished"' "$work/serve.log" | awk '{print "requests logged:", $1}'
+awk '/ca_connector_token_refresh_seconds_(sum|count)/ {v[$1]=$2} END {if (v["ca_connector_token_refresh_seconds_count"]) printf "upstream token call as the service saw it: mean %.1f ms over %d calls\n", 1000*v["ca_connector_token_refresh_seconds_sum"]/v["ca_connector_token_refresh_seconds_count"], v["ca_connector_token_refresh_seconds_count"]}' "$work/metrics.txt"

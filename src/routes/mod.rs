@@ -23,7 +23,17 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/metrics").route(web::get().to(health::metrics)))
         .service(web::resource("/openapi.json").route(web::get().to(health::openapi)))
         .service(
+            // The router tries patterns in this order, one regex match each; the two routes
+            // connector jobs and screens call most come first (no two patterns overlap).
             web::scope("/api/v1")
+                .service(
+                    web::resource("/companies/{company}/access-token")
+                        .route(web::post().to(access_token::issue)),
+                )
+                .service(
+                    web::resource("/companies/{company}/connection")
+                        .route(web::get().to(connection::status)),
+                )
                 .service(web::resource("/companies").route(web::get().to(companies::list)))
                 .service(
                     web::resource("/companies/{company}/credentials")
@@ -40,16 +50,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                         .route(web::post().to(connection::test)),
                 )
                 .service(
-                    web::resource("/companies/{company}/connection")
-                        .route(web::get().to(connection::status)),
-                )
-                .service(
                     web::resource("/companies/{company}/connection/history")
                         .route(web::get().to(connection::history)),
-                )
-                .service(
-                    web::resource("/companies/{company}/access-token")
-                        .route(web::post().to(access_token::issue)),
                 )
                 .service(
                     web::resource("/webhooks")
