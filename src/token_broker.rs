@@ -28,12 +28,12 @@ pub enum Served {
     Refreshed,
 }
 
-type Refresh = Shared<BoxFuture<'static, Result<CachedToken, ApiError>>>;
+type Lookup = Shared<BoxFuture<'static, Result<Found, ApiError>>>;
 
 pub struct TokenBroker {
     /// Identifies this instance's leases.
     instance: String,
-    running: Mutex<HashMap<String, Refresh>>,
+    running: Mutex<HashMap<String, Lookup>>,
     /// Tokens read from the database moments ago (see `memo` for why this is safe).
     recent: Memo<CachedToken>,
 }
@@ -98,39 +98,37 @@ impl TokenBroker {
         deadline: Duration,
     ) -> Result<(CachedToken, Served), ApiError> {
         let need = chrono::Duration::from_std(need).unwrap_or(chrono::Duration::zero());
-        // A refresh already running here answers sooner than a database read would.
-        let running = self
-            .running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(company.as_str())
-            .cloned();
-        if let Some(refresh) = running {
-            return refresh.await.map(|t| (t, Served::Refreshed));
-        }
         if let Some(token) = self.recent.get(company.as_str()) {
             if token.expires_at - Utc::now() > need {
                 return Ok((token, Served::CacheHit));
             }
         }
-        let (keys, id) = (deps.keys.clone(), company.clone());
-        let read = Stamp::now();
-        if let Some(token) = deps
-            .db
-            .read(move |conn| schema::tokens::cached(conn, &keys, &id))
-            .await?
-        {
-            self.recent.put(company.as_str(), token.clone(), read);
-            if token.expires_at - Utc::now() > need {
-                return Ok((token, Served::CacheHit));
+        // One lookup per company at a time: however many callers miss the memory together, one
+        // reads the database and, when that token will not do, refreshes; the rest share its
+        // answer (its error too) without a read of their own. A cached token found for a caller
+        // that needed less life than this one does not count: look again, with this need.
+        for _ in 0..2 {
+            let (token, served) = self.join_lookup(deps, &company, need, deadline).await?;
+            if served == Served::Refreshed || token.expires_at - Utc::now() > need {
+                return Ok((token, served));
             }
         }
-        let refresh = {
+        self.join_lookup(deps, &company, need, deadline).await
+    }
+
+    async fn join_lookup(
+        &self,
+        deps: &BrokerDeps,
+        company: &CompanyId,
+        need: chrono::Duration,
+        deadline: Duration,
+    ) -> Result<(CachedToken, Served), ApiError> {
+        let lookup = {
             let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(company.to_string())
                 .or_insert_with(|| {
                     let task = deps.runtime.spawn(
-                        refresh(
+                        lookup(
                             deps.clone(),
                             self.instance.clone(),
                             company.clone(),
@@ -145,17 +143,61 @@ impl TokenBroker {
                 })
                 .clone()
         };
-        let result = refresh.clone().await;
-        let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
-        // Only the entry of this very refresh is removed; a newer one may already be running.
-        if map
-            .get(company.as_str())
-            .is_some_and(|r| r.ptr_eq(&refresh))
+        let result = lookup.clone().await;
         {
-            map.remove(company.as_str());
+            let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            // Only the entry of this very lookup is removed; a newer one may already be running.
+            if map.get(company.as_str()).is_some_and(|r| r.ptr_eq(&lookup)) {
+                map.remove(company.as_str());
+            }
         }
-        result.map(|t| (t, Served::Refreshed))
+        let found = result?;
+        if let Some(read) = found.read {
+            self.recent.put(company.as_str(), found.token.clone(), read);
+        }
+        Ok((found.token, found.served))
     }
+}
+
+/// What one lookup found, shared by every caller that joined it.
+#[derive(Clone)]
+struct Found {
+    token: CachedToken,
+    served: Served,
+    /// When the database read of a cached token began, to remember it by.
+    read: Option<Stamp>,
+}
+
+/// The cached token when it has enough life left for the caller that started the lookup,
+/// otherwise a refresh.
+async fn lookup(
+    deps: BrokerDeps,
+    owner: String,
+    company: CompanyId,
+    need: chrono::Duration,
+    deadline: Duration,
+) -> Result<Found, ApiError> {
+    let (keys, id) = (deps.keys.clone(), company.clone());
+    let read = Stamp::now();
+    let cached = deps
+        .db
+        .read(move |conn| schema::tokens::cached(conn, &keys, &id))
+        .await?;
+    if let Some(token) = cached {
+        if token.expires_at - Utc::now() > need {
+            return Ok(Found {
+                token,
+                served: Served::CacheHit,
+                read: Some(read),
+            });
+        }
+    }
+    let token = refresh(deps, owner, company, need, deadline).await?;
+    Ok(Found {
+        token,
+        served: Served::Refreshed,
+        read: None,
+    })
 }
 
 async fn refresh(

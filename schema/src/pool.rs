@@ -112,7 +112,12 @@ impl Database {
             };
         let pool = Pool::builder()
             .max_size(max_size)
-            .min_idle(Some(0))
+            // PostgreSQL connections are kept open, all of them: one opened in a burst costs a
+            // TCP and TLS handshake and a login while every request behind it waits.
+            .min_idle(Some(match backend {
+                Backend::Postgres => max_size,
+                Backend::Sqlite => 0,
+            }))
             .connection_timeout(Duration::from_secs(10))
             // No ping query on every checkout: it doubled the statements of a cached-token read.
             // A broken connection is detected by its failing query (`has_broken`) and replaced.

@@ -15,3 +15,8 @@ mod schema_equivalence;
 mod secrets;
 mod tokens;
 mod webhooks;
+
+/// How long the service reuses a database read from memory.
+pub fn memo_window() -> std::time::Duration {
+    ca_connector::memo::WINDOW
+}

@@ -15,6 +15,7 @@ use crate::on_both_backends;
 on_both_backends!(
     cached_token_is_reused_until_the_margin,
     min_ttl_forces_a_refresh,
+    a_caller_needing_more_life_is_not_handed_a_shared_short_token,
     not_ready_permanent_and_transient_failures,
     concurrent_callers_share_one_refresh_and_its_error,
     two_instances_refresh_each_company_once,
@@ -369,4 +370,64 @@ async fn scheduled_health_checks_run_once_per_interval(backend: Backend) {
         metrics_a.contains("ca_connector_health_checks_total{outcome=\"connected\"}")
             || metrics_b.contains("ca_connector_health_checks_total{outcome=\"connected\"}")
     );
+}
+
+/// The first token for each refresh token lives 600 s, later ones an hour.
+struct ShortFirst(std::sync::Mutex<HashSet<String>>);
+
+impl wiremock::Respond for ShortFirst {
+    fn respond(&self, req: &wiremock::Request) -> ResponseTemplate {
+        let body = String::from_utf8_lossy(&req.body).to_string();
+        let first = self.0.lock().unwrap().insert(body);
+        let (token, life) = if first {
+            ("short-lived-token", 600)
+        } else {
+            ("hour-long-token", 3600)
+        };
+        ResponseTemplate::new(200).set_body_json(json!({"access_token": token, "expires_in": life}))
+    }
+}
+
+/// Callers that miss the in-memory copy together share one database read; one among them that
+/// asks for more life than the token read has is not handed that token but gets a refresh.
+async fn a_caller_needing_more_life_is_not_handed_a_shared_short_token(backend: Backend) {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/oauth2/token"))
+        .respond_with(ShortFirst(Default::default()))
+        .mount(&server)
+        .await;
+    let app = Arc::new(app_against(&backend, &server.uri(), &[]).await);
+    for round in 0..5 {
+        let company = format!("acme{round}");
+        app.put_credentials(
+            &company,
+            &json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": format!("refresh-{round}")}),
+        )
+        .await;
+        assert_eq!(token_of(&app, &company).await, "short-lived-token");
+        // Past the in-memory window: the next callers read the database together.
+        tokio::time::sleep(crate::memo_window() + Duration::from_millis(20)).await;
+        let callers: Vec<_> = (0..20)
+            .map(|i| {
+                let (app, company) = (app.clone(), company.clone());
+                let query = if i == 19 { "?min_ttl=700" } else { "" };
+                tokio::spawn(async move {
+                    let res = issue(&app, &company, query).await;
+                    assert_eq!(res.status(), 200);
+                    let body: Value = res.json().await.unwrap();
+                    (query, body["expires_in"].as_i64().unwrap())
+                })
+            })
+            .collect();
+        for c in callers {
+            let (query, expires_in) = c.await.unwrap();
+            if !query.is_empty() {
+                assert!(
+                    expires_in >= 700,
+                    "round {round}: min_ttl=700 answered with {expires_in} s"
+                );
+            }
+        }
+    }
 }
