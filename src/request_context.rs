@@ -51,7 +51,7 @@ pub async fn request_context(
 fn access_line<B>(res: &ServiceResponse<B>, took: std::time::Duration) {
     let req = res.request();
     let extensions = req.extensions();
-    let sub = extensions.get::<Actor>().map(|a| a.0.as_str());
+    let sub = extensions.get::<Actor>().map(|a| a.0.sub.as_str());
     let (status, duration_ms) = (res.status().as_u16(), took.as_millis() as u64);
     macro_rules! line {
         ($level:ident) => {
