@@ -52,40 +52,44 @@ impl OtherProcess {
         }
     }
 
-    async fn token(&self, company: &str) -> String {
+    /// One call as company's admin; the named string field of the 200 answer.
+    async fn field(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        company: &str,
+        name: &str,
+    ) -> String {
         let res = self
             .client
-            .post(format!(
-                "{}/api/v1/companies/{company}/access-token",
-                self.base
-            ))
+            .request(
+                method,
+                format!("{}/api/v1/companies/{company}/{path}", self.base),
+            )
             .bearer_auth(admin(&[company]))
             .send()
             .await
             .unwrap();
         assert_eq!(res.status(), 200);
-        res.json::<Value>().await.unwrap()["access_token"]
+        res.json::<Value>().await.unwrap()[name]
             .as_str()
             .unwrap()
             .to_string()
     }
 
+    async fn token(&self, company: &str) -> String {
+        self.field(
+            reqwest::Method::POST,
+            "access-token",
+            company,
+            "access_token",
+        )
+        .await
+    }
+
     async fn state(&self, company: &str) -> String {
-        let res = self
-            .client
-            .get(format!(
-                "{}/api/v1/companies/{company}/connection",
-                self.base
-            ))
-            .bearer_auth(admin(&[company]))
-            .send()
+        self.field(reqwest::Method::GET, "connection", company, "state")
             .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        res.json::<Value>().await.unwrap()["state"]
-            .as_str()
-            .unwrap()
-            .to_string()
     }
 }
 
