@@ -22,7 +22,14 @@ use tracing::Instrument;
 use crate::problem::ApiError;
 use crate::routes::rfc3339;
 
-type Running = Shared<BoxFuture<'static, Result<Value, ApiError>>>;
+type Running = Shared<BoxFuture<'static, Result<Tested, ApiError>>>;
+
+/// A test's result as answered and stored, and whether it changed the connection's state.
+#[derive(Clone)]
+pub struct Tested {
+    pub result: Value,
+    pub state_changed: bool,
+}
 
 /// Tests in flight, keyed by a digest of company and effective values (never the values).
 #[derive(Default)]
@@ -103,7 +110,7 @@ impl TestRunner {
         keys: Arc<KeyRing>,
         client: ChannelAdvisorClient,
         request: TestRequest,
-    ) -> Result<Value, ApiError> {
+    ) -> Result<Tested, ApiError> {
         let (load_keys, id) = (keys.clone(), request.company.clone());
         let stored = db
             .run(move |conn| schema::credentials::load(conn, &load_keys, &id))
@@ -153,7 +160,7 @@ async fn execute(
     request: TestRequest,
     values: Effective,
     version: Option<i64>,
-) -> Result<Value, ApiError> {
+) -> Result<Tested, ApiError> {
     let started_at = Utc::now();
     let started = Instant::now();
     let input = TestInput {
@@ -202,9 +209,13 @@ async fn execute(
         access_token: g.access_token,
         rotated_refresh_token: g.refresh_token,
     });
-    db.run(move |conn| {
-        schema::connection::record_test(conn, &keys, &record, version, obtained.as_ref())
+    let change = db
+        .run(move |conn| {
+            schema::connection::record_test(conn, &keys, &record, version, obtained.as_ref())
+        })
+        .await?;
+    Ok(Tested {
+        result,
+        state_changed: change.is_some(),
     })
-    .await?;
-    Ok(result)
 }

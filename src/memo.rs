@@ -6,9 +6,9 @@
 //! - an entry is dropped once this process commits any write (`schema::pool::local_commits`), so a
 //!   change made here is seen by the next read here;
 //! - an entry is used for at most `WINDOW` after its read began, so a change made by another
-//!   instance is seen here within `WINDOW`; a credentials save, and a Test Connection, answer only
-//!   `WINDOW` after their commit (`settle`), so once they have answered no instance still hands
-//!   out what was true before.
+//!   instance is seen here within `WINDOW`; a credentials save or delete, and a Test Connection
+//!   that changed the state, answer only `WINDOW` after their commit (`settle`), so once they have
+//!   answered no instance still hands out a token or a state from before them.
 
 use std::collections::HashMap;
 use std::sync::Mutex;

@@ -54,8 +54,7 @@ pub async fn test(
         Some(Value::Object(map)) if map.is_empty() => None,
         Some(value) => Some(credentials_input::parse(Some(value), Mode::Merge)?),
     };
-    let is_candidate = candidate.is_some();
-    let result = state
+    let tested = state
         .tests
         .run(
             state.db.clone(),
@@ -70,13 +69,15 @@ pub async fn test(
         .await?;
     let committed = Instant::now();
     state.webhook_wake.notify_one();
-    if !is_candidate {
-        // Answer once no instance still shows the status from before this test.
+    if tested.state_changed {
+        // Answer once no instance still shows the state from before this test. A test that
+        // leaves the state as it was answers at once (other instances may show the previous
+        // `last_test` for up to 100 ms).
         memo::settle(committed).await;
     }
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
-        .json(result))
+        .json(tested.result))
 }
 
 #[utoipa::path(get, path = "/api/v1/companies/{company}/connection", tag = "connection", security(("bearer" = [])),
