@@ -216,6 +216,6 @@ async fn execute(
         .await?;
     Ok(Tested {
         result,
-        state_changed: change.is_some(),
+        state_changed: change.is_some_and(|c| c.previous != c.current),
     })
 }
