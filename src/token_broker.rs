@@ -33,7 +33,9 @@ type Lookup = Shared<BoxFuture<'static, Result<Found, ApiError>>>;
 pub struct TokenBroker {
     /// Identifies this instance's leases.
     instance: String,
-    running: Mutex<HashMap<String, Lookup>>,
+    /// The lookup of each company under way in this process, joined by every caller that
+    /// misses the memory meanwhile.
+    lookups: Mutex<HashMap<String, Lookup>>,
     /// Tokens read from the database moments ago (see `memo` for why this is safe).
     recent: Memo<CachedToken>,
 }
@@ -42,7 +44,7 @@ impl Default for TokenBroker {
     fn default() -> Self {
         TokenBroker {
             instance: uuid::Uuid::new_v4().to_string(),
-            running: Mutex::default(),
+            lookups: Mutex::default(),
             recent: Memo::default(),
         }
     }
@@ -124,7 +126,7 @@ impl TokenBroker {
         deadline: Duration,
     ) -> Result<(CachedToken, Served), ApiError> {
         let lookup = {
-            let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
             map.entry(company.to_string())
                 .or_insert_with(|| {
                     let task = deps.runtime.spawn(
@@ -145,7 +147,7 @@ impl TokenBroker {
         };
         let result = lookup.clone().await;
         {
-            let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
+            let mut map = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
             // Only the entry of this very lookup is removed; a newer one may already be running.
             if map.get(company.as_str()).is_some_and(|r| r.ptr_eq(&lookup)) {
                 map.remove(company.as_str());

@@ -10,7 +10,7 @@ use secrecy::ExposeSecret;
 use serde_json::{json, Value};
 
 use crate::cli::{bare, start};
-use crate::connection::{app_against, sim, APP, REFRESH, SECRET};
+use crate::connection::{app_against, sim, test_connection, APP, REFRESH, SECRET};
 use crate::helpers::{admin, Backend, TestApp, JWT_SECRET};
 use crate::on_both_backends;
 
@@ -128,14 +128,7 @@ async fn nothing_old_is_served_from_memory_after_a_change_answered(backend: Back
     a.patch_credentials("acme", &json!({"profile_id": null}))
         .await;
     assert_eq!(b.state("acme").await, "untested");
-    let res = a
-        .client
-        .post(a.url("/api/v1/companies/acme/connection/test"))
-        .bearer_auth(admin(&["acme"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    test_connection(&a, "acme", None).await;
     assert_eq!(
         b.state("acme").await,
         "connected",

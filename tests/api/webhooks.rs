@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::connection::{sim, APP, REFRESH, SECRET};
+use crate::connection::{sim, test_connection, APP, REFRESH, SECRET};
 use crate::helpers::{
     admin, assert_problem, second_instance, spawn_app_with, token, AppOptions, Backend, TestApp,
 };
@@ -155,14 +155,7 @@ async fn every_event_is_delivered_signed_and_filtered(backend: Backend) {
         &json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH}),
     )
     .await;
-    let res = app
-        .client
-        .post(app.url("/api/v1/companies/acme/connection/test"))
-        .bearer_auth(admin(&["acme"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
+    test_connection(&app, "acme", None).await;
     app.patch_credentials("acme", &json!({"refresh_token": "revoked-token-0000"}))
         .await;
     let res = app
@@ -552,42 +545,19 @@ async fn subscription_rules() {
         .await;
         assert_eq!(body["errors"][0]["field"], field, "{body}");
     }
-    assert_problem(
-        post(
-            &strict,
-            admin(&["acme"]),
-            json!({"url": "https://erp.example/h", "companies": ["beta"]}),
-        )
-        .await
-        .unwrap(),
-        403,
-        "company_forbidden",
-    )
-    .await;
-    assert_problem(
-        post(
-            &strict,
-            admin(&["acme"]),
-            json!({"url": "https://erp.example/h", "companies": ["*"]}),
-        )
-        .await
-        .unwrap(),
-        403,
-        "company_forbidden",
-    )
-    .await;
-    assert_problem(
-        post(
-            &strict,
+    // A subscription's companies must all be covered by the caller's token, with the scope.
+    for (bearer, companies, code) in [
+        (admin(&["acme"]), json!(["beta"]), "company_forbidden"),
+        (admin(&["acme"]), json!(["*"]), "company_forbidden"),
+        (
             token(&["acme"], "connection:read"),
-            json!({"url": "https://erp.example/h", "companies": ["acme"]}),
-        )
-        .await
-        .unwrap(),
-        403,
-        "insufficient_scope",
-    )
-    .await;
+            json!(["acme"]),
+            "insufficient_scope",
+        ),
+    ] {
+        let body = json!({"url": "https://erp.example/h", "companies": companies});
+        assert_problem(post(&strict, bearer, body).await.unwrap(), 403, code).await;
+    }
 
     // The secret is shown on creation and rotation only.
     let (_, read) = strict
