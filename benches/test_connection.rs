@@ -10,16 +10,12 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ca_connector::auth::{mint_hs256, Claims};
-use ca_connector::commands::Cli;
-use ca_connector::{Application, Config};
-use clap::Parser;
 use connector::sim::{SimConfig, Simulator};
 use connector::{ApplicationId, ChannelAdvisorClient, RefreshToken, SharedSecret};
-use secrecy::SecretString;
 use serde_json::json;
 
-const JWT: &str = "bench-jwt-secret-bench-jwt-secret-0123456789";
+#[path = "support/mod.rs"]
+mod support;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -27,48 +23,21 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 async fn start_app(upstream: &str, concurrency: usize, dir: &std::path::Path) -> String {
-    let keys = schema::KeyRing::generate_spec("bench");
-    use secrecy::ExposeSecret;
-    let cli = Cli::try_parse_from([
-        "ca-connector",
-        "--listen",
-        "127.0.0.1:0",
-        "--data-dir",
-        &dir.display().to_string(),
-        "--jwt-secret",
-        JWT,
-        "--encryption-keys",
-        keys.expose_secret(),
-        "--channeladvisor-url",
-        upstream,
-        "--upstream-concurrency",
-        &concurrency.to_string(),
-    ])
-    .unwrap();
-    let app = Application::build(Config::resolve(&cli.settings).unwrap())
-        .await
-        .unwrap();
-    let base = format!("http://127.0.0.1:{}", app.port());
-    tokio::spawn(app.run_until_stopped());
-    base
+    let concurrency = concurrency.to_string();
+    support::start_app(
+        dir,
+        &[
+            "--channeladvisor-url",
+            upstream,
+            "--upstream-concurrency",
+            &concurrency,
+        ],
+    )
+    .await
 }
 
 fn token() -> String {
-    let now = chrono::Utc::now().timestamp();
-    mint_hs256(
-        &SecretString::from(JWT.to_string()),
-        &Claims {
-            sub: "bench".into(),
-            exp: now + 36000,
-            aud: "ca-connector".into(),
-            iss: None,
-            nbf: None,
-            iat: now,
-            companies: vec!["*".into()],
-            scope: Some("credentials:write connection:test".into()),
-        },
-    )
-    .unwrap()
+    support::bearer("credentials:write connection:test")
 }
 
 async fn seed(http: &reqwest::Client, base: &str, bearer: &str, n: usize) {
@@ -167,7 +136,7 @@ fn spawn_service(upstream: &str, dir: &std::path::Path) -> (std::process::Child,
         ])
         .arg("--data-dir")
         .arg(dir)
-        .env("CA_CONNECTOR_JWT_SECRET", JWT)
+        .env("CA_CONNECTOR_JWT_SECRET", support::JWT)
         .env("CA_CONNECTOR_ENCRYPTION_KEYS", keys.expose_secret())
         .stderr(std::process::Stdio::piped())
         .spawn()

@@ -187,14 +187,7 @@ async fn failure_sets_failed_and_saving_resets(backend: Backend) {
     );
     assert_eq!(status(&app, "nobody").await["state"], "not_configured");
 
-    let res = app
-        .client
-        .delete(app.url("/api/v1/companies/acme/credentials"))
-        .bearer_auth(admin(&["acme"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    assert_eq!(app.delete_credentials("acme").await.status(), 204);
     assert_eq!(status(&app, "acme").await["state"], "not_configured");
 }
 

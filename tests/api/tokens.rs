@@ -28,7 +28,7 @@ fn valid() -> Value {
     json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH})
 }
 
-async fn issue(app: &TestApp, company: &str, query: &str) -> reqwest::Response {
+pub async fn issue(app: &TestApp, company: &str, query: &str) -> reqwest::Response {
     app.client
         .post(app.url(&format!("/api/v1/companies/{company}/access-token{query}")))
         .bearer_auth(admin(&[company]))
@@ -272,14 +272,7 @@ async fn saving_invalidates_tokens_on_every_instance(backend: Backend) {
         "no token of the old credentials after the save answered"
     );
     assert_eq!(sim.token_calls(), 2);
-    let res = b
-        .client
-        .delete(b.url("/api/v1/companies/acme/credentials"))
-        .bearer_auth(admin(&["acme"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    assert_eq!(b.delete_credentials("acme").await.status(), 204);
     assert_problem(issue(&a, "acme", "").await, 409, "connection_not_ready").await;
 }
 

@@ -12,6 +12,7 @@ use crate::helpers::{
     admin, assert_problem, second_instance, spawn_app_with, token, AppOptions, Backend, TestApp,
 };
 use crate::on_both_backends;
+use crate::tokens::issue;
 
 on_both_backends!(
     every_event_is_delivered_signed_and_filtered,
@@ -158,22 +159,8 @@ async fn every_event_is_delivered_signed_and_filtered(backend: Backend) {
     test_connection(&app, "acme", None).await;
     app.patch_credentials("acme", &json!({"refresh_token": "revoked-token-0000"}))
         .await;
-    let res = app
-        .client
-        .post(app.url("/api/v1/companies/acme/access-token"))
-        .bearer_auth(admin(&["acme"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 409);
-    let res = app
-        .client
-        .delete(app.url("/api/v1/companies/acme/credentials"))
-        .bearer_auth(admin(&["acme"]))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    assert_eq!(issue(&app, "acme", "").await.status(), 409);
+    assert_eq!(app.delete_credentials("acme").await.status(), 204);
 
     let expected = [
         ("credentials.updated", None),

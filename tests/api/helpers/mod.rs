@@ -247,6 +247,15 @@ impl TestApp {
             .unwrap()
     }
 
+    pub async fn delete_credentials(&self, company: &str) -> reqwest::Response {
+        self.client
+            .delete(self.url(&format!("/api/v1/companies/{company}/credentials")))
+            .bearer_auth(admin(&[company]))
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn get_json(&self, path: &str, token: &str) -> (u16, Value) {
         let res = self
             .client

@@ -1,0 +1,54 @@
+//! What the in-process benchmarks share: the service started on port 0 and a bearer token for it.
+
+use ca_connector::auth::{mint_hs256, Claims};
+use ca_connector::commands::Cli;
+use ca_connector::{Application, Config};
+use clap::Parser;
+use secrecy::{ExposeSecret, SecretString};
+
+pub const JWT: &str = "bench-jwt-secret-bench-jwt-secret-0123456789";
+
+/// Starts the service in this process on a fresh key ring and `data_dir`, with `extra` settings;
+/// returns its base URL.
+pub async fn start_app(data_dir: &std::path::Path, extra: &[&str]) -> String {
+    let keys = schema::KeyRing::generate_spec("bench");
+    let data_dir = data_dir.display().to_string();
+    let mut args = vec![
+        "ca-connector",
+        "--listen",
+        "127.0.0.1:0",
+        "--data-dir",
+        &data_dir,
+        "--jwt-secret",
+        JWT,
+        "--encryption-keys",
+        keys.expose_secret(),
+    ];
+    args.extend_from_slice(extra);
+    let cli = Cli::try_parse_from(args).unwrap();
+    let app = Application::build(Config::resolve(&cli.settings).unwrap())
+        .await
+        .unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    tokio::spawn(app.run_until_stopped());
+    base
+}
+
+/// A token for every company with the given scope, valid for ten hours.
+pub fn bearer(scope: &str) -> String {
+    let now = chrono::Utc::now().timestamp();
+    mint_hs256(
+        &SecretString::from(JWT.to_string()),
+        &Claims {
+            sub: "bench".into(),
+            exp: now + 36000,
+            aud: "ca-connector".into(),
+            iss: None,
+            nbf: None,
+            iat: now,
+            companies: vec!["*".into()],
+            scope: Some(scope.into()),
+        },
+    )
+    .unwrap()
+}
