@@ -16,6 +16,7 @@ pub mod settings;
 pub mod startup;
 pub mod telemetry;
 pub mod token_broker;
+pub mod token_refresh;
 pub mod verified_tokens;
 
 pub use settings::{Config, Settings};

@@ -33,6 +33,12 @@ impl Stamp {
         }
     }
 
+    /// Whether a caller that asked at `asked` may still be given what this read found: the read
+    /// began at most `WINDOW` before it asked (see the module's rules).
+    pub fn usable_by(&self, asked: Instant) -> bool {
+        asked.saturating_duration_since(self.at) < WINDOW
+    }
+
     fn is_current(&self) -> bool {
         self.at.elapsed() < WINDOW && self.commits == schema::pool::local_commits()
     }

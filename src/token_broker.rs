@@ -1,41 +1,46 @@
 //! Access tokens for connector jobs (contract §6): a cached token while enough life is left,
 //! otherwise one refresh per company at a time — shared by every caller in this process, and
-//! coordinated with other instances through a lease in the database.
+//! coordinated with other instances through a lease in the database (`token_refresh`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::RETRY_AFTER;
-use actix_web::http::StatusCode;
 use chrono::Utc;
-use connector::{ApplicationId, ChannelAdvisorClient, RefreshToken, SharedSecret, TestError};
+use connector::ChannelAdvisorClient;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use schema::connection::ObtainedToken;
-use schema::tokens::{Begin, BeginRequest, CachedToken};
+use schema::tokens::CachedToken;
 use schema::{CompanyId, Database, KeyRing};
-use serde_json::json;
+use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::memo::{Memo, Stamp};
+use crate::memo::Memo;
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
+pub use crate::token_refresh::Served;
+use crate::token_refresh::{Found, Request};
 
-/// How a request was served, for the metrics.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Served {
-    CacheHit,
-    Refreshed,
+type Shareable<T> = Shared<BoxFuture<'static, T>>;
+
+/// A company's lookup under way in this process, joined by every caller that misses the memory
+/// meanwhile.
+#[derive(Clone)]
+struct Lookup {
+    id: u64,
+    /// Its answer: ready when the callers can have it, maybe before the lookup has ended.
+    answer: Shareable<Result<Found, ApiError>>,
+    /// Ready when the lookup has ended and unregistered itself.
+    ended: Shareable<()>,
 }
 
-type Lookup = Shared<BoxFuture<'static, Result<Found, ApiError>>>;
+type Lookups = Arc<Mutex<HashMap<String, Lookup>>>;
 
 pub struct TokenBroker {
     /// Identifies this instance's leases.
     instance: String,
-    /// The lookup of each company under way in this process, joined by every caller that
-    /// misses the memory meanwhile.
-    lookups: Mutex<HashMap<String, Lookup>>,
+    lookups: Lookups,
+    next_lookup: AtomicU64,
     /// Tokens read from the database moments ago (see `memo` for why this is safe).
     recent: Memo<CachedToken>,
 }
@@ -44,7 +49,8 @@ impl Default for TokenBroker {
     fn default() -> Self {
         TokenBroker {
             instance: uuid::Uuid::new_v4().to_string(),
-            lookups: Mutex::default(),
+            lookups: Lookups::default(),
+            next_lookup: AtomicU64::new(0),
             recent: Memo::default(),
         }
     }
@@ -62,33 +68,23 @@ pub struct BrokerDeps {
     pub runtime: tokio::runtime::Handle,
 }
 
-/// A failed refresh as the job sees it: permanent rejections are 409 (fix the credentials),
-/// transient ones 503 with Retry-After (try again).
-pub fn refresh_error(e: &TestError) -> ApiError {
-    let body = |status| {
-        ApiError::new(status, e.code.as_str(), e.message.clone())
-            .with("hint", json!(e.hint))
-            .with("fields", json!(e.fields))
-            .with("upstream_status", json!(e.upstream_status))
-    };
-    if e.code.is_permanent() {
-        body(StatusCode::CONFLICT)
-    } else {
-        let retry = e.retry_after_seconds.unwrap_or(5);
-        body(StatusCode::SERVICE_UNAVAILABLE)
-            .with("retry_after_seconds", json!(retry))
-            .header(RETRY_AFTER, retry.to_string())
-    }
+/// Unregisters a lookup when dropped — when it ends, by a panic too — and then tells the
+/// callers waiting for its end.
+struct Registered {
+    lookups: Lookups,
+    company: String,
+    id: u64,
+    _ended: oneshot::Sender<()>,
 }
 
-fn not_ready(state: &str, missing: &[&str]) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "connection_not_ready",
-        format!("The connection is {state}: save the Application ID, Shared Secret and Refresh Token first."),
-    )
-    .with("state", json!(state))
-    .with("missing", json!(missing))
+impl Drop for Registered {
+    fn drop(&mut self) {
+        let mut map = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
+        // Only this very lookup is removed; a newer one may already be registered.
+        if map.get(&self.company).is_some_and(|l| l.id == self.id) {
+            map.remove(&self.company);
+        }
+    }
 }
 
 impl TokenBroker {
@@ -125,184 +121,83 @@ impl TokenBroker {
         need: chrono::Duration,
         deadline: Duration,
     ) -> Result<(CachedToken, Served), ApiError> {
-        let lookup = {
+        loop {
+            let joined = Instant::now();
+            let lookup = self.lookup(deps, company, need, deadline);
+            // A new token stored moments ago is, to a caller that did not wait for it, cached.
+            let waited = lookup.answer.peek().is_none();
+            let mut found = lookup.answer.await?;
+            if !waited {
+                found.served = Served::CacheHit;
+            }
+            if !found.read.usable_by(joined) {
+                // Joined when the answer's read was older than the memory window (its new token
+                // was still being stored): a save may have answered since. Look again.
+                lookup.ended.await;
+                continue;
+            }
+            if found.served == Served::CacheHit {
+                self.recent
+                    .put(company.as_str(), found.token.clone(), found.read);
+            }
+            return Ok((found.token, found.served));
+        }
+    }
+
+    /// The company's lookup under way, or a new one.
+    fn lookup(
+        &self,
+        deps: &BrokerDeps,
+        company: &CompanyId,
+        need: chrono::Duration,
+        deadline: Duration,
+    ) -> Lookup {
+        let (lookup, answer, ended) = {
             let mut map = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
-            map.entry(company.to_string())
-                .or_insert_with(|| {
-                    let task = deps.runtime.spawn(
-                        lookup(
-                            deps.clone(),
-                            self.instance.clone(),
-                            company.clone(),
-                            need,
-                            deadline,
-                        )
-                        .instrument(tracing::Span::current()),
-                    );
-                    async move { task.await.unwrap_or_else(|e| Err(ApiError::internal(e))) }
-                        .boxed()
-                        .shared()
-                })
-                .clone()
+            if let Some(running) = map.get(company.as_str()) {
+                return running.clone();
+            }
+            let (answer, answered) = oneshot::channel();
+            let (ended, on_end) = oneshot::channel::<()>();
+            let lookup = Lookup {
+                id: self.next_lookup.fetch_add(1, Ordering::Relaxed),
+                answer: async move {
+                    answered.await.unwrap_or_else(|_| {
+                        Err(ApiError::internal(
+                            "the token lookup ended without an answer",
+                        ))
+                    })
+                }
+                .boxed()
+                .shared(),
+                ended: async move {
+                    // Its sender is dropped when the lookup's task ends.
+                    let _ = on_end.await;
+                }
+                .boxed()
+                .shared(),
+            };
+            map.insert(company.to_string(), lookup.clone());
+            (lookup, answer, ended)
         };
-        let result = lookup.clone().await;
-        {
-            let mut map = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
-            // Only the entry of this very lookup is removed; a newer one may already be running.
-            if map.get(company.as_str()).is_some_and(|r| r.ptr_eq(&lookup)) {
-                map.remove(company.as_str());
-            }
-        }
-        let found = result?;
-        if let Some(read) = found.read {
-            self.recent.put(company.as_str(), found.token.clone(), read);
-        }
-        Ok((found.token, found.served))
-    }
-}
-
-/// What one lookup found, shared by every caller that joined it.
-#[derive(Clone)]
-struct Found {
-    token: CachedToken,
-    served: Served,
-    /// When the database read of a cached token began, to remember it by.
-    read: Option<Stamp>,
-}
-
-/// The cached token when it has enough life left for the caller that started the lookup,
-/// otherwise a refresh.
-async fn lookup(
-    deps: BrokerDeps,
-    owner: String,
-    company: CompanyId,
-    need: chrono::Duration,
-    deadline: Duration,
-) -> Result<Found, ApiError> {
-    let (keys, id) = (deps.keys.clone(), company.clone());
-    let read = Stamp::now();
-    let cached = deps
-        .db
-        .read(move |conn| schema::tokens::cached(conn, &keys, &id))
-        .await?;
-    if let Some(token) = cached {
-        if token.expires_at - Utc::now() > need {
-            return Ok(Found {
-                token,
-                served: Served::CacheHit,
-                read: Some(read),
-            });
-        }
-    }
-    let token = refresh(deps, owner, company, need, deadline).await?;
-    Ok(Found {
-        token,
-        served: Served::Refreshed,
-        read: None,
-    })
-}
-
-async fn refresh(
-    deps: BrokerDeps,
-    owner: String,
-    company: CompanyId,
-    need: chrono::Duration,
-    deadline: Duration,
-) -> Result<CachedToken, ApiError> {
-    let waiting_since = Utc::now();
-    let give_up = Instant::now() + deadline + Duration::from_secs(5);
-    let credentials = loop {
-        let (keys, id, o) = (deps.keys.clone(), company.clone(), owner.clone());
-        let lease = chrono::Duration::from_std(deadline + Duration::from_secs(5))
-            .unwrap_or(chrono::Duration::seconds(20));
-        let begin = deps
-            .db
-            .write_grouped(move |conn| {
-                schema::tokens::begin_refresh(
-                    conn,
-                    &keys,
-                    &BeginRequest {
-                        company: &id,
-                        need,
-                        owner: &o,
-                        lease,
-                        waiting_since,
-                        remember_permanent: chrono::Duration::seconds(60),
-                    },
-                )
-            })
-            .await?;
-        match begin {
-            Begin::Fresh(token) => return Ok(token),
-            Begin::NotReady { state, missing } => return Err(not_ready(state.as_str(), &missing)),
-            Begin::Failed { error } => {
-                let e: TestError = serde_json::from_str(&error).map_err(ApiError::internal)?;
-                return Err(refresh_error(&e));
-            }
-            Begin::Owner { credentials } => break credentials,
-            Begin::Busy if Instant::now() > give_up => {
-                return Err(refresh_error(&TestError::timeout(deadline.as_secs())));
-            }
-            // Another instance is refreshing: its token (or error) will be in the database shortly.
-            Begin::Busy => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
-    let version = credentials.version;
-    let (Some(app), Some(secret), Some(token)) = (
-        credentials
-            .application_id
-            .as_deref()
-            .and_then(|a| ApplicationId::parse(a).ok().flatten()),
-        credentials
-            .shared_secret
-            .clone()
-            .map(SharedSecret::from_secret),
-        credentials
-            .refresh_token
-            .clone()
-            .map(RefreshToken::from_secret),
-    ) else {
-        return Err(not_ready(
-            credentials.state.as_str(),
-            &credentials.missing(),
-        ));
-    };
-    let started = Instant::now();
-    let grant = deps.client.refresh_grant(&app, &secret, &token).await;
-    deps.metrics
-        .token_refresh_seconds
-        .observe(started.elapsed().as_secs_f64());
-    match grant {
-        Ok(grant) => {
-            let obtained = ObtainedToken {
-                expires_at: Utc::now() + chrono::Duration::seconds(grant.expires_in as i64),
-                access_token: grant.access_token,
-                rotated_refresh_token: grant.refresh_token,
-            };
-            let answer = CachedToken {
-                access_token: obtained.access_token.clone(),
-                expires_at: obtained.expires_at,
-            };
-            let (keys, id) = (deps.keys.clone(), company.clone());
-            deps.db
-                .write_grouped(move |conn| {
-                    schema::tokens::finish_ok(conn, &keys, &id, version, &owner, &obtained)
-                })
-                .await?;
-            tracing::info!(company = %company, "access token refreshed");
-            Ok(answer)
-        }
-        Err(e) => {
-            let json = serde_json::to_string(&e).map_err(ApiError::internal)?;
-            let permanent = e.code.is_permanent();
-            let id = company.clone();
-            deps.db
-                .write_grouped(move |conn| {
-                    schema::tokens::finish_err(conn, &id, version, &owner, &json, permanent)
-                })
-                .await?;
-            tracing::warn!(company = %company, code = e.code.as_str(), upstream_status = e.upstream_status, "access token refresh failed");
-            Err(refresh_error(&e))
-        }
+        let registered = Registered {
+            lookups: self.lookups.clone(),
+            company: company.to_string(),
+            id: lookup.id,
+            _ended: ended,
+        };
+        let request = Request {
+            owner: self.instance.clone(),
+            company: company.clone(),
+            need,
+            deadline,
+        };
+        // Synchronous: nothing between registering and spawning can be cancelled.
+        let start = crate::token_refresh::first_steps_here(deps, &request);
+        deps.runtime.spawn(
+            crate::token_refresh::run(deps.clone(), request, start, answer, registered)
+                .instrument(tracing::Span::current()),
+        );
+        lookup
     }
 }

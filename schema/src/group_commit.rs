@@ -67,6 +67,44 @@ impl Database {
             .map_err(|_| StoreError::Worker("the grouped write was not run".into()))?
     }
 
+    /// A short read or write on the calling thread, if it can run there at once: SQLite, a
+    /// pooled connection idle and no group being written (whose lock it would wait for).
+    /// `None` when it cannot; the caller then goes the usual way. A token refresh takes its
+    /// lease like this the moment its first caller is read: handed to a blocking thread in a
+    /// burst, the lease waited behind the burst for a share of the CPU, and with it the call
+    /// to ChannelAdvisor and every caller of the company.
+    pub fn try_write_here<T, F>(&self, f: F) -> Option<Result<T, StoreError>>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    {
+        if self.backend() != Backend::Sqlite {
+            return None;
+        }
+        if self
+            .group()
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .flushing
+        {
+            return None;
+        }
+        let mut conn = self.try_get()?;
+        Some(write_tx(&mut conn, f))
+    }
+
+    /// Like `try_write_here`, for a read.
+    pub fn try_read_here<T, F>(&self, f: F) -> Option<Result<T, StoreError>>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    {
+        if self.backend() != Backend::Sqlite {
+            return None;
+        }
+        let mut conn = self.try_get()?;
+        Some(f(&mut conn))
+    }
+
     fn flush_groups(&self) {
         let _done = ResetOnDrop(self);
         loop {

@@ -187,6 +187,11 @@ impl Database {
         self.run(f).await
     }
 
+    /// An idle pooled connection, if there is one right now.
+    pub(crate) fn try_get(&self) -> Option<Conn> {
+        self.pool.try_get()
+    }
+
     /// Readiness: a connection answers within `timeout` and no migration is pending.
     pub async fn check_ready(&self, timeout: Duration) -> Result<(), StoreError> {
         let db = self.clone();

@@ -49,6 +49,18 @@ pub fn cached(
     .transpose()
 }
 
+/// The version of the company's credentials, or `None` once they are deleted.
+pub fn credentials_version(
+    conn: &mut AnyConnection,
+    company: &CompanyId,
+) -> Result<Option<i64>, StoreError> {
+    Ok(credentials::table
+        .find(company.as_str())
+        .select(credentials::version)
+        .first(conn)
+        .optional()?)
+}
+
 /// What a caller should do next.
 #[derive(Debug)]
 pub enum Begin {

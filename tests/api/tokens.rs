@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use wiremock::matchers::{method, path};
+use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::connection::{app_against, sim, APP, REFRESH, SECRET};
@@ -20,6 +20,7 @@ on_both_backends!(
     concurrent_callers_share_one_refresh_and_its_error,
     two_instances_refresh_each_company_once,
     saving_invalidates_tokens_on_every_instance,
+    a_refresh_overtaken_by_a_save_hands_out_no_token_of_the_old_values,
     rotated_refresh_token_is_stored_with_the_new_token,
     scheduled_health_checks_run_once_per_interval,
 );
@@ -274,6 +275,44 @@ async fn saving_invalidates_tokens_on_every_instance(backend: Backend) {
     assert_eq!(sim.token_calls(), 2);
     assert_eq!(b.delete_credentials("acme").await.status(), 204);
     assert_problem(issue(&a, "acme", "").await, 409, "connection_not_ready").await;
+}
+
+/// Credentials saved while ChannelAdvisor is still answering a refresh of the old ones: the
+/// callers waiting on that refresh get a token of the new values, never the old one.
+async fn a_refresh_overtaken_by_a_save_hands_out_no_token_of_the_old_values(backend: Backend) {
+    let server = MockServer::start().await;
+    for (refresh, token, delay) in [
+        ("old-refresh", "token-of-old", 800),
+        ("new-refresh", "token-of-new", 0),
+    ] {
+        Mock::given(method("POST"))
+            .and(path("/oauth2/token"))
+            .and(body_string_contains(format!("refresh_token={refresh}")))
+            .respond_with(
+                ResponseTemplate::new(200)
+                    .set_delay(Duration::from_millis(delay))
+                    .set_body_json(json!({"access_token": token, "expires_in": 3600})),
+            )
+            .expect(1)
+            .mount(&server)
+            .await;
+    }
+    let app = Arc::new(app_against(&backend, &server.uri(), &[]).await);
+    let values = |refresh: &str| json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": refresh});
+    app.put_credentials("acme", &values("old-refresh")).await;
+    let waiting = {
+        let app = app.clone();
+        tokio::spawn(async move { token_of(&app, "acme").await })
+    };
+    // The refresh of the old values is under way (its answer takes 800 ms) when the save answers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(app
+        .put_credentials("acme", &values("new-refresh"))
+        .await
+        .status()
+        .is_success());
+    assert_eq!(waiting.await.unwrap(), "token-of-new");
+    assert_eq!(token_of(&app, "acme").await, "token-of-new");
 }
 
 async fn rotated_refresh_token_is_stored_with_the_new_token(backend: Backend) {

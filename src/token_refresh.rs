@@ -1,0 +1,364 @@
+//! One company's token lookup, run as its own task: read the cached token; when it will not do,
+//! take the refresh lease in the database, ask ChannelAdvisor, answer the callers and store.
+//!
+//! The callers are answered as soon as ChannelAdvisor has answered and a read has shown the
+//! credentials unchanged, before the new token is written: in a burst the writes of a hundred
+//! refreshes commit together, and the callers of each waited for all of them. The lookup stays
+//! registered until the token is stored, so no caller here starts a second refresh meanwhile, and
+//! the lease keeps other instances waiting until it is released with the stored token.
+
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::http::StatusCode;
+use chrono::Utc;
+use connector::{ApplicationId, RefreshToken, SharedSecret, TestError};
+use schema::connection::ObtainedToken;
+use schema::credentials::Credentials;
+use schema::tokens::{Begin, BeginRequest, CachedToken};
+use schema::CompanyId;
+use serde_json::json;
+use tokio::sync::oneshot;
+
+use crate::memo::Stamp;
+use crate::problem::ApiError;
+use crate::token_broker::BrokerDeps;
+
+/// How a request was served, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    CacheHit,
+    Refreshed,
+}
+
+/// What one lookup found, shared by every caller that joined it.
+#[derive(Clone)]
+pub struct Found {
+    pub token: CachedToken,
+    pub served: Served,
+    /// When the read behind this answer began: the cached token's read, or for a new token the
+    /// read that found the credentials unchanged. A caller may use the answer only within the
+    /// memory window of it (see `memo`).
+    pub read: Stamp,
+}
+
+pub type Answer = oneshot::Sender<Result<Found, ApiError>>;
+
+/// The first value given to `Reply` goes to the callers; later ones are dropped.
+pub struct Reply(Option<Answer>);
+
+impl Reply {
+    fn send(&mut self, result: Result<Found, ApiError>) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(result);
+        }
+    }
+}
+
+/// What a lookup needs to know about its first caller.
+#[derive(Clone)]
+pub struct Request {
+    pub owner: String,
+    pub company: CompanyId,
+    pub need: chrono::Duration,
+    pub deadline: Duration,
+}
+
+/// How far the first steps got on the first caller's thread (`first_steps_here`).
+pub enum Start {
+    Found(Found),
+    Leased(Credentials),
+    Failed(ApiError),
+}
+
+/// The lookup's first steps — the cached token, else the lease — on the first caller's thread,
+/// when the database can serve them there at once; `None` leaves them to the lookup's task.
+pub fn first_steps_here(deps: &BrokerDeps, req: &Request) -> Option<Start> {
+    let read = Stamp::now();
+    match deps
+        .db
+        .try_read_here(|conn| schema::tokens::cached(conn, &deps.keys, &req.company))?
+    {
+        Err(e) => return Some(Start::Failed(e.into())),
+        Ok(Some(token)) if token.expires_at - Utc::now() > req.need => {
+            let served = Served::CacheHit;
+            return Some(Start::Found(Found {
+                token,
+                served,
+                read,
+            }));
+        }
+        Ok(_) => {}
+    }
+    let (read, waiting_since) = (Stamp::now(), Utc::now());
+    let begin = deps.db.try_write_here(|conn| {
+        schema::tokens::begin_refresh(conn, &deps.keys, &begin_request(req, waiting_since))
+    })?;
+    match begin.map_err(ApiError::from).and_then(|b| leased(b, read)) {
+        Ok(Some(Leased::Answer(found))) => Some(Start::Found(found)),
+        Ok(Some(Leased::Owner(credentials))) => Some(Start::Leased(credentials)),
+        Err(e) => Some(Start::Failed(e)),
+        // Another instance holds the lease: the task waits for it.
+        Ok(None) => None,
+    }
+}
+
+/// Runs one lookup to its end, from where `start` got; `registered` is dropped (unregistering
+/// the lookup) once nothing more is written for it — before a cached token or an error is
+/// answered, after a new token is stored.
+pub async fn run<R: Send>(
+    deps: BrokerDeps,
+    req: Request,
+    start: Option<Start>,
+    answer: Answer,
+    registered: R,
+) {
+    let mut reply = Reply(Some(answer));
+    let result = match start {
+        None => lookup(&deps, &req, &mut reply).await,
+        Some(Start::Found(found)) => Ok(Some(found)),
+        Some(Start::Failed(e)) => Err(e),
+        Some(Start::Leased(credentials)) => {
+            match refresh(&deps, &req, credentials, &mut reply).await {
+                Ok(Refreshed::Answered) => Ok(None),
+                Ok(Refreshed::CredentialsChanged) => lookup(&deps, &req, &mut reply).await,
+                Err(e) => Err(e),
+            }
+        }
+    };
+    drop(registered);
+    match result {
+        Ok(Some(found)) => reply.send(Ok(found)),
+        Ok(None) => {}
+        Err(e) => reply.send(Err(e)),
+    }
+}
+
+/// `Ok(None)` when the callers were already answered (a new token, stored afterwards).
+async fn lookup(
+    deps: &BrokerDeps,
+    req: &Request,
+    reply: &mut Reply,
+) -> Result<Option<Found>, ApiError> {
+    let (keys, id) = (deps.keys.clone(), req.company.clone());
+    let read = Stamp::now();
+    let cached = deps
+        .db
+        .read(move |conn| schema::tokens::cached(conn, &keys, &id))
+        .await?;
+    if let Some(token) = cached {
+        if token.expires_at - Utc::now() > req.need {
+            return Ok(Some(Found {
+                token,
+                served: Served::CacheHit,
+                read,
+            }));
+        }
+    }
+    // Credentials saved while ChannelAdvisor was being asked make its answer one about the old
+    // values: ask again with the new ones (a few times at most).
+    for _ in 0..3 {
+        let credentials = match take_lease(deps, req).await? {
+            Leased::Answer(found) => return Ok(Some(found)),
+            Leased::Owner(credentials) => credentials,
+        };
+        match refresh(deps, req, credentials, reply).await? {
+            Refreshed::Answered => return Ok(None),
+            Refreshed::CredentialsChanged => continue,
+        }
+    }
+    Err(refresh_error(&TestError::timeout(req.deadline.as_secs())))
+}
+
+enum Refreshed {
+    /// The callers have their new token.
+    Answered,
+    /// Saved or deleted while ChannelAdvisor was asked: nothing answered, nothing stored.
+    CredentialsChanged,
+}
+
+enum Leased {
+    Answer(Found),
+    Owner(Credentials),
+}
+
+/// Waits for the company's refresh lease; another instance's fresh token (or its error) found
+/// meanwhile is the answer.
+async fn take_lease(deps: &BrokerDeps, req: &Request) -> Result<Leased, ApiError> {
+    let waiting_since = Utc::now();
+    let give_up = Instant::now() + req.deadline + Duration::from_secs(5);
+    loop {
+        let (keys, request) = (deps.keys.clone(), Request::clone(req));
+        let read = Stamp::now();
+        let begin = deps
+            .db
+            .write_grouped(move |conn| {
+                schema::tokens::begin_refresh(conn, &keys, &begin_request(&request, waiting_since))
+            })
+            .await?;
+        if let Some(leased) = leased(begin, read)? {
+            return Ok(leased);
+        }
+        if Instant::now() > give_up {
+            return Err(refresh_error(&TestError::timeout(req.deadline.as_secs())));
+        }
+        // Another instance is refreshing: its token (or error) will be in the database shortly.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn begin_request(req: &Request, waiting_since: chrono::DateTime<Utc>) -> BeginRequest<'_> {
+    BeginRequest {
+        company: &req.company,
+        need: req.need,
+        owner: &req.owner,
+        // Outlives the upstream deadline, so only a crashed owner's lease runs out.
+        lease: chrono::Duration::from_std(req.deadline + Duration::from_secs(5))
+            .unwrap_or(chrono::Duration::seconds(20)),
+        waiting_since,
+        remember_permanent: chrono::Duration::seconds(60),
+    }
+}
+
+/// What taking the lease came to; `None` while another instance holds it.
+fn leased(begin: Begin, read: Stamp) -> Result<Option<Leased>, ApiError> {
+    Ok(Some(match begin {
+        Begin::Fresh(token) => Leased::Answer(Found {
+            token,
+            served: Served::CacheHit,
+            read,
+        }),
+        Begin::NotReady { state, missing } => return Err(not_ready(state.as_str(), &missing)),
+        Begin::Failed { error } => {
+            let e: TestError = serde_json::from_str(&error).map_err(ApiError::internal)?;
+            return Err(refresh_error(&e));
+        }
+        Begin::Owner { credentials } => Leased::Owner(credentials),
+        Begin::Busy => return Ok(None),
+    }))
+}
+
+/// Asks ChannelAdvisor with the leased credentials; answers the callers, then stores.
+async fn refresh(
+    deps: &BrokerDeps,
+    req: &Request,
+    credentials: Credentials,
+    reply: &mut Reply,
+) -> Result<Refreshed, ApiError> {
+    let version = credentials.version;
+    let (Some(app), Some(secret), Some(token)) = (
+        credentials
+            .application_id
+            .as_deref()
+            .and_then(|a| ApplicationId::parse(a).ok().flatten()),
+        credentials
+            .shared_secret
+            .clone()
+            .map(SharedSecret::from_secret),
+        credentials
+            .refresh_token
+            .clone()
+            .map(RefreshToken::from_secret),
+    ) else {
+        return Err(not_ready(
+            credentials.state.as_str(),
+            &credentials.missing(),
+        ));
+    };
+    let started = Instant::now();
+    let grant = deps.client.refresh_grant(&app, &secret, &token).await;
+    deps.metrics
+        .token_refresh_seconds
+        .observe(started.elapsed().as_secs_f64());
+    let (owner, company) = (req.owner.clone(), req.company.clone());
+    match grant {
+        Ok(grant) => {
+            let obtained = ObtainedToken {
+                expires_at: Utc::now() + chrono::Duration::seconds(grant.expires_in as i64),
+                access_token: grant.access_token,
+                rotated_refresh_token: grant.refresh_token,
+            };
+            let id = company.clone();
+            let read = Stamp::now();
+            let current = deps
+                .db
+                .read(move |conn| schema::tokens::credentials_version(conn, &id))
+                .await?;
+            if current != Some(version) {
+                return Ok(Refreshed::CredentialsChanged);
+            }
+            reply.send(Ok(Found {
+                token: CachedToken {
+                    access_token: obtained.access_token.clone(),
+                    expires_at: obtained.expires_at,
+                },
+                served: Served::Refreshed,
+                read,
+            }));
+            let keys = deps.keys.clone();
+            let stored = deps
+                .db
+                .write_grouped(move |conn| {
+                    schema::tokens::finish_ok(conn, &keys, &company, version, &owner, &obtained)
+                })
+                .await;
+            match stored {
+                Ok(true) => tracing::info!(company = %req.company, "access token refreshed"),
+                // Saved after the check: the callers were answered before that save could
+                // answer; the token of the old values is not kept.
+                Ok(false) => {
+                    tracing::info!(company = %req.company, "access token refreshed for credentials replaced since; not kept")
+                }
+                // The lease runs out by itself; the next caller refreshes again.
+                Err(e) => {
+                    tracing::warn!(company = %req.company, error = %e, "access token refreshed but not stored")
+                }
+            }
+            Ok(Refreshed::Answered)
+        }
+        Err(e) => {
+            let json = serde_json::to_string(&e).map_err(ApiError::internal)?;
+            let permanent = e.code.is_permanent();
+            let recorded = deps
+                .db
+                .write_grouped(move |conn| {
+                    schema::tokens::finish_err(conn, &company, version, &owner, &json, permanent)
+                })
+                .await?;
+            if recorded.is_none() {
+                return Ok(Refreshed::CredentialsChanged);
+            }
+            tracing::warn!(company = %req.company, code = e.code.as_str(), upstream_status = e.upstream_status, "access token refresh failed");
+            Err(refresh_error(&e))
+        }
+    }
+}
+
+/// A failed refresh as the job sees it: permanent rejections are 409 (fix the credentials),
+/// transient ones 503 with Retry-After (try again).
+pub fn refresh_error(e: &TestError) -> ApiError {
+    let body = |status| {
+        ApiError::new(status, e.code.as_str(), e.message.clone())
+            .with("hint", json!(e.hint))
+            .with("fields", json!(e.fields))
+            .with("upstream_status", json!(e.upstream_status))
+    };
+    if e.code.is_permanent() {
+        body(StatusCode::CONFLICT)
+    } else {
+        let retry = e.retry_after_seconds.unwrap_or(5);
+        body(StatusCode::SERVICE_UNAVAILABLE)
+            .with("retry_after_seconds", json!(retry))
+            .header(RETRY_AFTER, retry.to_string())
+    }
+}
+
+fn not_ready(state: &str, missing: &[&str]) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "connection_not_ready",
+        format!("The connection is {state}: save the Application ID, Shared Secret and Refresh Token first."),
+    )
+    .with("state", json!(state))
+    .with("missing", json!(missing))
+}
