@@ -278,43 +278,7 @@ async fn refresh(
                 access_token: grant.access_token,
                 rotated_refresh_token: grant.refresh_token,
             };
-            let id = company.clone();
-            let read = Stamp::now();
-            let current = deps
-                .db
-                .read(move |conn| schema::tokens::credentials_version(conn, &id))
-                .await?;
-            if current != Some(version) {
-                return Ok(Refreshed::CredentialsChanged);
-            }
-            reply.send(Ok(Found {
-                token: CachedToken {
-                    access_token: obtained.access_token.clone(),
-                    expires_at: obtained.expires_at,
-                },
-                served: Served::Refreshed,
-                read,
-            }));
-            let keys = deps.keys.clone();
-            let stored = deps
-                .db
-                .write_grouped(move |conn| {
-                    schema::tokens::finish_ok(conn, &keys, &company, version, &owner, &obtained)
-                })
-                .await;
-            match stored {
-                Ok(true) => tracing::info!(company = %req.company, "access token refreshed"),
-                // Saved after the check: the callers were answered before that save could
-                // answer; the token of the old values is not kept.
-                Ok(false) => {
-                    tracing::info!(company = %req.company, "access token refreshed for credentials replaced since; not kept")
-                }
-                // The lease runs out by itself; the next caller refreshes again.
-                Err(e) => {
-                    tracing::warn!(company = %req.company, error = %e, "access token refreshed but not stored")
-                }
-            }
-            Ok(Refreshed::Answered)
+            deliver(deps, req, version, obtained, reply).await
         }
         Err(e) => {
             let json = serde_json::to_string(&e).map_err(ApiError::internal)?;
@@ -332,6 +296,71 @@ async fn refresh(
             Err(refresh_error(&e))
         }
     }
+}
+
+/// Hands the new token to the callers and stores it. A rotated refresh token is stored before the
+/// callers are answered: their next step (a save, another refresh) must find it, or the
+/// credentials would keep a refresh token ChannelAdvisor no longer accepts.
+async fn deliver(
+    deps: &BrokerDeps,
+    req: &Request,
+    version: i64,
+    obtained: ObtainedToken,
+    reply: &mut Reply,
+) -> Result<Refreshed, ApiError> {
+    let token = CachedToken {
+        access_token: obtained.access_token.clone(),
+        expires_at: obtained.expires_at,
+    };
+    let rotated = obtained.rotated_refresh_token.is_some();
+    if !rotated {
+        let id = req.company.clone();
+        let read = Stamp::now();
+        let current = deps
+            .db
+            .read(move |conn| schema::tokens::credentials_version(conn, &id))
+            .await?;
+        if current != Some(version) {
+            return Ok(Refreshed::CredentialsChanged);
+        }
+        let served = Served::Refreshed;
+        reply.send(Ok(Found {
+            token: token.clone(),
+            served,
+            read,
+        }));
+    }
+    let (keys, company, owner) = (deps.keys.clone(), req.company.clone(), req.owner.clone());
+    let read = Stamp::now();
+    let stored = deps
+        .db
+        .write_grouped(move |conn| {
+            schema::tokens::finish_ok(conn, &keys, &company, version, &owner, &obtained)
+        })
+        .await;
+    match stored {
+        Ok(true) => {
+            tracing::info!(company = %req.company, "access token refreshed");
+            let served = Served::Refreshed;
+            reply.send(Ok(Found {
+                token,
+                served,
+                read,
+            }));
+        }
+        Ok(false) if rotated => return Ok(Refreshed::CredentialsChanged),
+        // Saved after the check: the callers were answered before that save could answer; the
+        // token of the old values is not kept.
+        Ok(false) => {
+            tracing::info!(company = %req.company, "access token refreshed for credentials replaced since; not kept")
+        }
+        Err(e) if rotated => return Err(e.into()),
+        // The lease runs out by itself; the next caller refreshes again.
+        Err(e) => {
+            tracing::warn!(company = %req.company, error = %e, "access token refreshed but not stored")
+        }
+    }
+    Ok(Refreshed::Answered)
 }
 
 /// A failed refresh as the job sees it: permanent rejections are 409 (fix the credentials),
