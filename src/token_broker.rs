@@ -19,7 +19,7 @@ use crate::memo::Memo;
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
 pub use crate::token_refresh::Served;
-use crate::token_refresh::{Found, Request};
+use crate::token_refresh::{Found, Request, Start};
 
 type Shareable<T> = Shared<BoxFuture<'static, T>>;
 
@@ -192,12 +192,25 @@ impl TokenBroker {
             need,
             deadline,
         };
-        // Synchronous: nothing between registering and spawning can be cancelled.
-        let start = crate::token_refresh::first_steps_here(deps, &request);
-        deps.runtime.spawn(
-            crate::token_refresh::run(deps.clone(), request, start, answer, registered)
-                .instrument(tracing::Span::current()),
-        );
+        // Synchronous: nothing between registering and answering or spawning can be cancelled.
+        match crate::token_refresh::first_steps_here(deps, &request) {
+            // Answered here, without a hop to another thread; unregistered first, so a caller
+            // that needs more life than this token has starts a lookup of its own.
+            Some(Start::Found(found)) => {
+                drop(registered);
+                let _ = answer.send(Ok(found));
+            }
+            Some(Start::Failed(e)) => {
+                drop(registered);
+                let _ = answer.send(Err(e));
+            }
+            start => {
+                deps.runtime.spawn(
+                    crate::token_refresh::run(deps.clone(), request, start, answer, registered)
+                        .instrument(tracing::Span::current()),
+                );
+            }
+        }
         lookup
     }
 }

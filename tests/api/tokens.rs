@@ -350,25 +350,25 @@ async fn scheduled_health_checks_run_once_per_interval(backend: Backend) {
     }
     a.put_credentials("partial", &json!({"application_id": APP}))
         .await;
-    tokio::time::sleep(Duration::from_millis(4600)).await;
-    for c in &companies {
-        let history = a
-            .get_json(
-                &format!("/api/v1/companies/{c}/connection/history"),
-                &admin(&[c]),
-            )
-            .await
-            .1;
-        let runs: Vec<chrono::DateTime<chrono::Utc>> = history["tests"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .filter(|t| t["triggered_by"] == "scheduler")
-            .map(|t| t["started_at"].as_str().unwrap().parse().unwrap())
-            .collect();
+    // Until every company has been checked twice (a loaded machine may start a round late).
+    let started = std::time::Instant::now();
+    let mut checked: Vec<Vec<chrono::DateTime<chrono::Utc>>>;
+    loop {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        checked = Vec::new();
+        for c in &companies {
+            checked.push(scheduler_runs(&a, c).await);
+        }
+        if checked.iter().all(|runs| runs.len() >= 2) || started.elapsed() > Duration::from_secs(15)
+        {
+            break;
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    for (c, runs) in companies.iter().zip(&checked) {
         assert!(
-            (2..=3).contains(&runs.len()),
-            "{c}: checked {} times in 4.6 s at a 2 s interval",
+            runs.len() >= 2 && runs.len() as f64 <= elapsed / 2.0 + 1.0,
+            "{c}: checked {} times in {elapsed:.1} s at a 2 s interval",
             runs.len()
         );
         for pair in runs.windows(2) {
@@ -402,6 +402,24 @@ async fn scheduled_health_checks_run_once_per_interval(backend: Backend) {
         metrics_a.contains("ca_connector_health_checks_total{outcome=\"connected\"}")
             || metrics_b.contains("ca_connector_health_checks_total{outcome=\"connected\"}")
     );
+}
+
+/// When the scheduler tested the company, newest first.
+async fn scheduler_runs(app: &TestApp, company: &str) -> Vec<chrono::DateTime<chrono::Utc>> {
+    let history = app
+        .get_json(
+            &format!("/api/v1/companies/{company}/connection/history"),
+            &admin(&[company]),
+        )
+        .await
+        .1;
+    history["tests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["triggered_by"] == "scheduler")
+        .map(|t| t["started_at"].as_str().unwrap().parse().unwrap())
+        .collect()
 }
 
 /// The first token for each refresh token lives 600 s, later ones an hour.
