@@ -364,13 +364,9 @@ async fn scheduled_health_checks_run_once_per_interval(backend: Backend) {
             break;
         }
     }
-    let elapsed = started.elapsed().as_secs_f64();
     for (c, runs) in companies.iter().zip(&checked) {
-        assert!(
-            runs.len() >= 2 && runs.len() as f64 <= elapsed / 2.0 + 1.0,
-            "{c}: checked {} times in {elapsed:.1} s at a 2 s interval",
-            runs.len()
-        );
+        assert!(runs.len() >= 2, "{c}: checked {} times in 15 s", runs.len());
+        // Once per interval, across both instances: never two checks within one interval.
         for pair in runs.windows(2) {
             let gap = (pair[0] - pair[1]).num_milliseconds();
             assert!(
