@@ -193,24 +193,21 @@ impl TokenBroker {
             deadline,
         };
         // Synchronous: nothing between registering and answering or spawning can be cancelled.
-        match crate::token_refresh::first_steps_here(deps, &request) {
+        let leased = match crate::token_refresh::first_steps_here(deps, &request) {
             // Answered here, without a hop to another thread; unregistered first, so a caller
             // that needs more life than this token has starts a lookup of its own.
-            Some(Start::Found(found)) => {
+            Some(Start::Done(result)) => {
                 drop(registered);
-                let _ = answer.send(Ok(found));
+                let _ = answer.send(result);
+                return lookup;
             }
-            Some(Start::Failed(e)) => {
-                drop(registered);
-                let _ = answer.send(Err(e));
-            }
-            start => {
-                deps.runtime.spawn(
-                    crate::token_refresh::run(deps.clone(), request, start, answer, registered)
-                        .instrument(tracing::Span::current()),
-                );
-            }
-        }
+            Some(Start::Leased(credentials)) => Some(credentials),
+            None => None,
+        };
+        deps.runtime.spawn(
+            crate::token_refresh::run(deps.clone(), request, leased, answer, registered)
+                .instrument(tracing::Span::current()),
+        );
         lookup
     }
 }

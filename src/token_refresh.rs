@@ -66,9 +66,10 @@ pub struct Request {
 
 /// How far the first steps got on the first caller's thread (`first_steps_here`).
 pub enum Start {
-    Found(Found),
+    /// The lookup is over: a cached token, one another instance just stored, or an error.
+    Done(Result<Found, ApiError>),
+    /// The lease is this lookup's: ChannelAdvisor is next.
     Leased(Credentials),
-    Failed(ApiError),
 }
 
 /// The lookup's first steps — the cached token, else the lease — on the first caller's thread,
@@ -79,53 +80,49 @@ pub fn first_steps_here(deps: &BrokerDeps, req: &Request) -> Option<Start> {
         .db
         .try_read_here(|conn| schema::tokens::cached(conn, &deps.keys, &req.company))?
     {
-        Err(e) => return Some(Start::Failed(e.into())),
-        Ok(Some(token)) if token.expires_at - Utc::now() > req.need => {
-            let served = Served::CacheHit;
-            return Some(Start::Found(Found {
-                token,
-                served,
-                read,
-            }));
+        Err(e) => return Some(Start::Done(Err(e.into()))),
+        Ok(cached) => {
+            if let Some(found) = fresh_enough(cached, req, read) {
+                return Some(Start::Done(Ok(found)));
+            }
         }
-        Ok(_) => {}
     }
     let (read, waiting_since) = (Stamp::now(), Utc::now());
     let begin = deps.db.try_write_here(|conn| {
         schema::tokens::begin_refresh(conn, &deps.keys, &begin_request(req, waiting_since))
     })?;
     match begin.map_err(ApiError::from).and_then(|b| leased(b, read)) {
-        Ok(Some(Leased::Answer(found))) => Some(Start::Found(found)),
+        Ok(Some(Leased::Answer(found))) => Some(Start::Done(Ok(found))),
         Ok(Some(Leased::Owner(credentials))) => Some(Start::Leased(credentials)),
-        Err(e) => Some(Start::Failed(e)),
+        Err(e) => Some(Start::Done(Err(e))),
         // Another instance holds the lease: the task waits for it.
         Ok(None) => None,
     }
 }
 
-/// Runs one lookup to its end, from where `start` got; `registered` is dropped (unregistering
-/// the lookup) once nothing more is written for it — before a cached token or an error is
-/// answered, after a new token is stored.
+/// The cached token as the answer, when it has the life the lookup's first caller needs.
+fn fresh_enough(cached: Option<CachedToken>, req: &Request, read: Stamp) -> Option<Found> {
+    let token = cached.filter(|t| t.expires_at - Utc::now() > req.need)?;
+    let served = Served::CacheHit;
+    Some(Found {
+        token,
+        served,
+        read,
+    })
+}
+
+/// Runs one lookup to its end — from the lease when the first steps took it (`leased`);
+/// `registered` is dropped (unregistering the lookup) once nothing more is written for it —
+/// before a cached token or an error is answered, after a new token is stored.
 pub async fn run<R: Send>(
     deps: BrokerDeps,
     req: Request,
-    start: Option<Start>,
+    leased: Option<Credentials>,
     answer: Answer,
     registered: R,
 ) {
     let mut reply = Reply(Some(answer));
-    let result = match start {
-        None => lookup(&deps, &req, &mut reply).await,
-        Some(Start::Found(found)) => Ok(Some(found)),
-        Some(Start::Failed(e)) => Err(e),
-        Some(Start::Leased(credentials)) => {
-            match refresh(&deps, &req, credentials, &mut reply).await {
-                Ok(Refreshed::Answered) => Ok(None),
-                Ok(Refreshed::CredentialsChanged) => lookup(&deps, &req, &mut reply).await,
-                Err(e) => Err(e),
-            }
-        }
-    };
+    let result = lookup(&deps, &req, leased, &mut reply).await;
     drop(registered);
     match result {
         Ok(Some(found)) => reply.send(Ok(found)),
@@ -138,29 +135,29 @@ pub async fn run<R: Send>(
 async fn lookup(
     deps: &BrokerDeps,
     req: &Request,
+    mut leased: Option<Credentials>,
     reply: &mut Reply,
 ) -> Result<Option<Found>, ApiError> {
-    let (keys, id) = (deps.keys.clone(), req.company.clone());
-    let read = Stamp::now();
-    let cached = deps
-        .db
-        .read(move |conn| schema::tokens::cached(conn, &keys, &id))
-        .await?;
-    if let Some(token) = cached {
-        if token.expires_at - Utc::now() > req.need {
-            return Ok(Some(Found {
-                token,
-                served: Served::CacheHit,
-                read,
-            }));
+    if leased.is_none() {
+        let (keys, id) = (deps.keys.clone(), req.company.clone());
+        let read = Stamp::now();
+        let cached = deps
+            .db
+            .read(move |conn| schema::tokens::cached(conn, &keys, &id))
+            .await?;
+        if let Some(found) = fresh_enough(cached, req, read) {
+            return Ok(Some(found));
         }
     }
     // Credentials saved while ChannelAdvisor was being asked make its answer one about the old
     // values: ask again with the new ones (a few times at most).
     for _ in 0..3 {
-        let credentials = match take_lease(deps, req).await? {
-            Leased::Answer(found) => return Ok(Some(found)),
-            Leased::Owner(credentials) => credentials,
+        let credentials = match leased.take() {
+            Some(credentials) => credentials,
+            None => match take_lease(deps, req).await? {
+                Leased::Answer(found) => return Ok(Some(found)),
+                Leased::Owner(credentials) => credentials,
+            },
         };
         match refresh(deps, req, credentials, reply).await? {
             Refreshed::Answered => return Ok(None),

@@ -67,8 +67,8 @@ impl Database {
             .map_err(|_| StoreError::Worker("the grouped write was not run".into()))?
     }
 
-    /// A short read or write on the calling thread, if it can run there at once: SQLite, a
-    /// pooled connection idle and no group being written (whose lock it would wait for).
+    /// A short write on the calling thread, if it can run there at once: SQLite, a pooled
+    /// connection idle and no group being written (whose lock it would wait for).
     /// `None` when it cannot; the caller then goes the usual way. A token refresh takes its
     /// lease like this the moment its first caller is read: handed to a blocking thread in a
     /// burst, the lease waited behind the burst for a share of the CPU, and with it the call
@@ -77,9 +77,6 @@ impl Database {
     where
         F: FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
     {
-        if self.backend() != Backend::Sqlite {
-            return None;
-        }
         if self
             .group()
             .state
@@ -89,20 +86,8 @@ impl Database {
         {
             return None;
         }
-        let mut conn = self.try_get()?;
+        let mut conn = self.sqlite_connection_here()?;
         Some(write_tx(&mut conn, f))
-    }
-
-    /// Like `try_write_here`, for a read.
-    pub fn try_read_here<T, F>(&self, f: F) -> Option<Result<T, StoreError>>
-    where
-        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
-    {
-        if self.backend() != Backend::Sqlite {
-            return None;
-        }
-        let mut conn = self.try_get()?;
-        Some(f(&mut conn))
     }
 
     fn flush_groups(&self) {

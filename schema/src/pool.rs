@@ -179,16 +179,27 @@ impl Database {
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        if self.backend == Backend::Sqlite {
-            if let Some(mut conn) = self.pool.try_get() {
-                return f(&mut conn);
-            }
+        if let Some(mut conn) = self.sqlite_connection_here() {
+            return f(&mut conn);
         }
         self.run(f).await
     }
 
-    /// An idle pooled connection, if there is one right now.
-    pub(crate) fn try_get(&self) -> Option<Conn> {
+    /// Like `read` when the read can run on the calling thread at once; `None` (and `f` not
+    /// run) when it cannot, for callers that must not wait.
+    pub fn try_read_here<T, F>(&self, f: F) -> Option<Result<T, StoreError>>
+    where
+        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
+    {
+        let mut conn = self.sqlite_connection_here()?;
+        Some(f(&mut conn))
+    }
+
+    /// An idle pooled connection for a short statement on the calling thread: SQLite only.
+    pub(crate) fn sqlite_connection_here(&self) -> Option<Conn> {
+        if self.backend != Backend::Sqlite {
+            return None;
+        }
         self.pool.try_get()
     }
 
