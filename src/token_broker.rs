@@ -103,36 +103,27 @@ impl TokenBroker {
         }
         // One lookup per company at a time: however many callers miss the memory together, one
         // reads the database and, when that token will not do, refreshes; the rest share its
-        // answer (its error too) without a read of their own. A cached token found for a caller
-        // that needed less life than this one does not count: look again, with this need.
-        for _ in 0..2 {
-            let (token, served) = self.join_lookup(deps, &company, need, deadline).await?;
-            if served == Served::Refreshed || token.expires_at - Utc::now() > need {
-                return Ok((token, served));
-            }
-        }
-        self.join_lookup(deps, &company, need, deadline).await
-    }
-
-    async fn join_lookup(
-        &self,
-        deps: &BrokerDeps,
-        company: &CompanyId,
-        need: chrono::Duration,
-        deadline: Duration,
-    ) -> Result<(CachedToken, Served), ApiError> {
+        // answer (its error too) without a read of their own.
+        let mut short_answers = 0;
         loop {
             let joined = Instant::now();
-            let lookup = self.lookup(deps, company, need, deadline);
-            // A new token stored moments ago is, to a caller that did not wait for it, cached.
+            let lookup = self.lookup(deps, &company, need, deadline);
             let waited = lookup.answer.peek().is_none();
             let mut found = lookup.answer.await?;
             if !waited {
+                // A new token answered before this caller came is, to this caller, cached.
                 found.served = Served::CacheHit;
             }
-            if !found.read.usable_by(joined) {
-                // Joined when the answer's read was older than the memory window (its new token
-                // was still being stored): a save may have answered since. Look again.
+            // An answer that will not do for this caller: its read began more than the memory
+            // window before the caller asked (a save may have answered since), or it is a cached
+            // token with less life than this caller needs (found for one that needed less). The
+            // lookup may stay registered until its new token is written: wait for its end, then
+            // look again, with this caller's need (for a short token, twice at most).
+            let stale = !found.read.usable_by(joined);
+            let short =
+                found.served == Served::CacheHit && found.token.expires_at - Utc::now() <= need;
+            if stale || (short && short_answers < 2) {
+                short_answers += usize::from(short);
                 lookup.ended.await;
                 continue;
             }

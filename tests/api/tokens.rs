@@ -67,11 +67,19 @@ async fn cached_token_is_reused_until_the_margin(backend: Backend) {
     }
     assert_eq!(sim.token_calls(), 1, "one refresh, then the cache");
     assert_eq!(sim.profile_calls(), 0, "a job token needs no probe");
-    let status = app
-        .get_json("/api/v1/companies/acme/connection", &admin(&["acme"]))
-        .await
-        .1;
-    assert!(status["access_token_expires_at"].is_string());
+    // The token is written just after its callers have it: the status shows it moments later.
+    let deadline = std::time::Instant::now() + Duration::from_secs(2);
+    let status = loop {
+        let status = app
+            .get_json("/api/v1/companies/acme/connection", &admin(&["acme"]))
+            .await
+            .1;
+        if status["access_token_expires_at"].is_string() || std::time::Instant::now() > deadline {
+            break status;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(status["access_token_expires_at"].is_string(), "{status}");
     let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"ca_connector_token_requests_total{outcome="cache_hit"} 5"#),
