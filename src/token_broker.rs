@@ -19,7 +19,7 @@ use crate::memo::Memo;
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
 pub use crate::token_refresh::Served;
-use crate::token_refresh::{Found, Request, Start};
+use crate::token_refresh::{Found, Need, Request, Start};
 
 type Shareable<T> = Shared<BoxFuture<'static, T>>;
 
@@ -28,6 +28,7 @@ type Shareable<T> = Shared<BoxFuture<'static, T>>;
 #[derive(Clone)]
 struct Lookup {
     id: u64,
+    need: Need,
     /// Its answer: ready when the callers can have it, maybe before the lookup has ended.
     answer: Shareable<Result<Found, ApiError>>,
     /// Ready when the lookup has ended and unregistered itself.
@@ -116,9 +117,9 @@ impl TokenBroker {
             }
             // An answer that will not do for this caller: its read began more than the memory
             // window before the caller asked (a save may have answered since), or it is a cached
-            // token with less life than this caller needs (found for one that needed less). The
-            // lookup may stay registered until its new token is written: wait for its end, then
-            // look again, with this caller's need (for a short token, twice at most).
+            // token with less life than this caller needs (joining raised the lookup's need, but
+            // it had already decided). The lookup may stay registered until its new token is
+            // written: wait for its end, then look again (for a short token, twice at most).
             let stale = !found.read.usable_by(joined);
             let short =
                 found.served == Served::CacheHit && found.token.expires_at - Utc::now() <= need;
@@ -146,12 +147,14 @@ impl TokenBroker {
         let (lookup, answer, ended) = {
             let mut map = self.lookups.lock().unwrap_or_else(|p| p.into_inner());
             if let Some(running) = map.get(company.as_str()) {
+                running.need.raise(need);
                 return running.clone();
             }
             let (answer, answered) = oneshot::channel();
             let (ended, on_end) = oneshot::channel::<()>();
             let lookup = Lookup {
                 id: self.next_lookup.fetch_add(1, Ordering::Relaxed),
+                need: Need::new(need),
                 answer: async move {
                     answered.await.unwrap_or_else(|_| {
                         Err(ApiError::internal(
@@ -180,7 +183,7 @@ impl TokenBroker {
         let request = Request {
             owner: self.instance.clone(),
             company: company.clone(),
-            need,
+            need: lookup.need.clone(),
             deadline,
         };
         // Synchronous: nothing between registering and answering or spawning can be cancelled.

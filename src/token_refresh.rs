@@ -7,6 +7,8 @@
 //! registered until the token is stored, so no caller here starts a second refresh meanwhile, and
 //! the lease keeps other instances waiting until it is released with the stored token.
 
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::http::header::RETRY_AFTER;
@@ -55,13 +57,32 @@ impl Reply {
     }
 }
 
-/// What a lookup needs to know about its first caller.
+/// What a lookup needs to know about its callers.
 #[derive(Clone)]
 pub struct Request {
     pub owner: String,
     pub company: CompanyId,
-    pub need: chrono::Duration,
+    pub need: Need,
     pub deadline: Duration,
+}
+
+/// The most remaining life any caller of a lookup has asked for. Callers joining a lookup raise
+/// it, so a cached token short for one of them is refreshed for all instead of handed to it.
+#[derive(Clone)]
+pub struct Need(Arc<AtomicI64>);
+
+impl Need {
+    pub fn new(need: chrono::Duration) -> Need {
+        Need(Arc::new(AtomicI64::new(need.num_milliseconds())))
+    }
+
+    pub fn raise(&self, need: chrono::Duration) {
+        self.0.fetch_max(need.num_milliseconds(), Ordering::AcqRel);
+    }
+
+    pub fn get(&self) -> chrono::Duration {
+        chrono::Duration::milliseconds(self.0.load(Ordering::Acquire))
+    }
 }
 
 /// How far the first steps got on the first caller's thread (`first_steps_here`).
@@ -100,9 +121,9 @@ pub fn first_steps_here(deps: &BrokerDeps, req: &Request) -> Option<Start> {
     }
 }
 
-/// The cached token as the answer, when it has the life the lookup's first caller needs.
+/// The cached token as the answer, when it has the life the lookup's callers need.
 fn fresh_enough(cached: Option<CachedToken>, req: &Request, read: Stamp) -> Option<Found> {
-    let token = cached.filter(|t| t.expires_at - Utc::now() > req.need)?;
+    let token = cached.filter(|t| t.expires_at - Utc::now() > req.need.get())?;
     let served = Served::CacheHit;
     Some(Found {
         token,
@@ -207,7 +228,7 @@ async fn take_lease(deps: &BrokerDeps, req: &Request) -> Result<Leased, ApiError
 fn begin_request(req: &Request, waiting_since: chrono::DateTime<Utc>) -> BeginRequest<'_> {
     BeginRequest {
         company: &req.company,
-        need: req.need,
+        need: req.need.get(),
         owner: &req.owner,
         // Outlives the upstream deadline, so only a crashed owner's lease runs out.
         lease: chrono::Duration::from_std(req.deadline + Duration::from_secs(5))
