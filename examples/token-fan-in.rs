@@ -6,7 +6,8 @@
 //! - `no token cached, new connections`: on other companies, each request opening its own TCP
 //!   connection in the burst (a connection storm: a SYN the listen queue drops costs 1 s).
 //!
-//! Prints p50/p99/max latency and the simulator's token-call count for each.
+//! Prints p50/p99/max latency and the simulator's token-call count for each, and the latency of
+//! the upstream token calls made in the run, read off the service's `/metrics` histogram.
 //! Usage: token-fan-in BASE_URL JWT COMPANIES REQUESTS SIM_URL [FIRST_COMPANY [first-only]]
 //! (`first-only`: just the first run, for repeated bursts.)
 
@@ -121,6 +122,58 @@ async fn fire(
     Ok(run)
 }
 
+/// The cumulative buckets of the service's `token_refresh_seconds` histogram (upper bound in
+/// seconds, count); none when it could not be read.
+async fn refresh_buckets(http: &reqwest::Client, base: &str) -> Option<Vec<(f64, f64)>> {
+    let answer = http.get(format!("{base}/metrics")).send().await.ok()?;
+    let text = answer.error_for_status().ok()?.text().await.ok()?;
+    let buckets: Vec<(f64, f64)> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("ca_connector_token_refresh_seconds_bucket{le=\""))
+        .filter_map(|l| {
+            let (le, count) = l.split_once("\"} ")?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse().ok()?
+            };
+            Some((le, count.trim().parse().ok()?))
+        })
+        .collect();
+    (!buckets.is_empty()).then_some(buckets)
+}
+
+/// The q-quantile of the upstream calls made between two readings of the histogram, in ms,
+/// interpolated within its bucket as Prometheus' `histogram_quantile` does.
+fn upstream_quantile(before: &[(f64, f64)], after: &[(f64, f64)], q: f64) -> Option<f64> {
+    let counts: Vec<(f64, f64)> = after
+        .iter()
+        .map(|&(le, n)| {
+            (
+                le,
+                n - before.iter().find(|b| b.0 == le).map_or(0.0, |b| b.1),
+            )
+        })
+        .collect();
+    let total = counts.last()?.1;
+    if total == 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = (0.0, 0.0);
+    for &(le, n) in &counts {
+        if n >= rank {
+            if le.is_infinite() {
+                return Some(lower.0 * 1000.0);
+            }
+            let share = (rank - lower.1) / (n - lower.1);
+            return Some((lower.0 + (le - lower.0) * share) * 1000.0);
+        }
+        lower = (le, n);
+    }
+    None
+}
+
 async fn token_calls(http: &reqwest::Client, sim: &str) -> Result<u64, reqwest::Error> {
     let stats: serde_json::Value = http
         .get(format!("{sim}/_sim/stats"))
@@ -162,8 +215,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let runs = if first_only { &runs[..1] } else { &runs[..] };
     for &(name, first, kept_alive) in runs {
         let before = token_calls(&stats, sim).await?;
+        let buckets_before = refresh_buckets(&stats, base).await;
         let run = fire(host, jwt, first, companies, requests, kept_alive).await?;
         let upstream = token_calls(&stats, sim).await? - before;
+        let buckets_after = refresh_buckets(&stats, base).await;
         let pct = |p: f64| {
             run.latencies[((run.latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)]
         };
@@ -175,6 +230,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             pct(0.99),
             pct(1.0)
         );
+        let quantile = |q| upstream_quantile(buckets_before.as_ref()?, buckets_after.as_ref()?, q);
+        if let (Some(p50), Some(p99)) = (quantile(0.50), quantile(0.99)) {
+            println!(
+                "  its upstream token calls as the service measured them: p50 {p50:.1} ms, p99 {p99:.1} ms"
+            );
+        }
     }
     Ok(())
 }
