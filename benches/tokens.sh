@@ -41,7 +41,7 @@ for burst in 1 2 3 4 5; do
   "$rel/examples/token-fan-in" http://127.0.0.1:19092 "$jwt" 100 1000 http://127.0.0.1:19090 $((burst * 300)) $only | tee -a "$work/fan-in.log"
   sleep 0.5 # the log is written by a background thread
   # The first 100 refreshes after the burst began are its own (the first run of burst 1).
-  refreshed | tail -n +$((logged + 1)) | head -n 100 | sed -E 's/.*"upstream_ms":([0-9.]+).*/\1/' | paste -sd, >>"$work/upstream.log"
+  refreshed | tail -n +$((logged + 1)) | sed -n '1,100p' | sed -E 's/.*"upstream_ms":([0-9.]+).*/\1/' | paste -sd, >>"$work/upstream.log"
   "$rel/examples/token-fan-in" http://127.0.0.1:19093 "$jwt" 100 1000 http://127.0.0.1:19090 $((burst * 300)) first-only >>"$work/ideal.log"
 done
 python3 - "$work/fan-in.log" "$work/upstream.log" "$work/ideal.log" <<'PY'

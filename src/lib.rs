@@ -6,6 +6,7 @@ pub mod commands;
 pub mod connection_test;
 pub mod dev_secrets;
 pub mod health_checks;
+pub mod lease_batch;
 pub mod memo;
 pub mod metrics;
 pub mod openapi;

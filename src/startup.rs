@@ -48,6 +48,7 @@ impl AppState {
             keys: self.keys.clone(),
             client: self.upstream.clone(),
             metrics: self.metrics.clone(),
+            leases: self.tokens.leases.clone(),
             runtime: self.background.clone(),
         }
     }

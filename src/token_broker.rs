@@ -15,6 +15,7 @@ use schema::{CompanyId, Database, KeyRing};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
+use crate::lease_batch::LeaseBatches;
 use crate::memo::Memo;
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
@@ -44,6 +45,8 @@ pub struct TokenBroker {
     next_lookup: AtomicU64,
     /// Tokens read from the database moments ago (see `memo` for why this is safe).
     recent: Memo<CachedToken>,
+    /// Leases of this instance's lookups, taken together.
+    pub leases: Arc<LeaseBatches>,
 }
 
 impl Default for TokenBroker {
@@ -53,6 +56,7 @@ impl Default for TokenBroker {
             lookups: Lookups::default(),
             next_lookup: AtomicU64::new(0),
             recent: Memo::default(),
+            leases: Arc::default(),
         }
     }
 }
@@ -64,6 +68,7 @@ pub struct BrokerDeps {
     pub keys: Arc<KeyRing>,
     pub client: ChannelAdvisorClient,
     pub metrics: Arc<Metrics>,
+    pub leases: Arc<LeaseBatches>,
     /// Where refreshes run: on an HTTP worker they waited behind every request queued there,
     /// so in a burst a company's refresh started tens of milliseconds after its first caller.
     pub runtime: tokio::runtime::Handle,

@@ -159,17 +159,7 @@ async fn lookup(
     mut leased: Option<Credentials>,
     reply: &mut Reply,
 ) -> Result<Option<Found>, ApiError> {
-    if leased.is_none() {
-        let (keys, id) = (deps.keys.clone(), req.company.clone());
-        let read = Stamp::now();
-        let cached = deps
-            .db
-            .read(move |conn| schema::tokens::cached(conn, &keys, &id))
-            .await?;
-        if let Some(found) = fresh_enough(cached, req, read) {
-            return Ok(Some(found));
-        }
-    }
+    // Without the lease from the first steps, taking it (in a batch) reads the cached token too.
     // Credentials saved while ChannelAdvisor was being asked make its answer one about the old
     // values: ask again with the new ones (a few times at most).
     for _ in 0..3 {
@@ -206,13 +196,10 @@ async fn take_lease(deps: &BrokerDeps, req: &Request) -> Result<Leased, ApiError
     let waiting_since = Utc::now();
     let give_up = Instant::now() + req.deadline + Duration::from_secs(5);
     loop {
-        let (keys, request) = (deps.keys.clone(), Request::clone(req));
         let read = Stamp::now();
         let begin = deps
-            .db
-            .write_grouped(move |conn| {
-                schema::tokens::begin_refresh(conn, &keys, &begin_request(&request, waiting_since))
-            })
+            .leases
+            .begin(&deps.db, &deps.keys, begin_request(req, waiting_since))
             .await?;
         if let Some(leased) = leased(begin, read)? {
             return Ok(leased);
@@ -225,11 +212,11 @@ async fn take_lease(deps: &BrokerDeps, req: &Request) -> Result<Leased, ApiError
     }
 }
 
-fn begin_request(req: &Request, waiting_since: chrono::DateTime<Utc>) -> BeginRequest<'_> {
+fn begin_request(req: &Request, waiting_since: chrono::DateTime<Utc>) -> BeginRequest {
     BeginRequest {
-        company: &req.company,
+        company: req.company.clone(),
         need: req.need.get(),
-        owner: &req.owner,
+        owner: req.owner.clone(),
         // Outlives the upstream deadline, so only a crashed owner's lease runs out.
         lease: chrono::Duration::from_std(req.deadline + Duration::from_secs(5))
             .unwrap_or(chrono::Duration::seconds(20)),

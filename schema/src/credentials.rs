@@ -174,6 +174,23 @@ pub(crate) fn load_row_for_update(
     }
 }
 
+/// `load_row_for_update` for several companies, locked in company order on PostgreSQL.
+pub(crate) fn load_rows_for_update(
+    conn: &mut AnyConnection,
+    companies: &[&str],
+) -> QueryResult<Vec<CredentialsRow>> {
+    let query = credentials::table
+        .filter(credentials::company.eq_any(companies))
+        .order(credentials::company);
+    match conn {
+        AnyConnection::Postgresql(pg) => query
+            .select(CredentialsRow::as_select())
+            .for_update()
+            .load(pg),
+        other => query.select(CredentialsRow::as_select()).load(other),
+    }
+}
+
 pub(crate) fn open_field(
     keys: &KeyRing,
     row: &CredentialsRow,
