@@ -1,12 +1,12 @@
 //! ca-connector: the HTTP service and CLI behind an ERP's ChannelAdvisor settings screen.
 
 pub mod auth;
+pub mod batches;
 pub mod body;
 pub mod commands;
 pub mod connection_test;
 pub mod dev_secrets;
 pub mod health_checks;
-pub mod lease_batch;
 pub mod memo;
 pub mod metrics;
 pub mod openapi;

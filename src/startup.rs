@@ -8,9 +8,11 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use schema::{Backend, Database, KeyRing};
+use schema::tokens::{Begin, BeginRequest};
+use schema::{Backend, CompanyId, Database, KeyRing};
 
 use crate::auth::Authenticator;
+use crate::batches::Batches;
 use crate::body::BODY_LIMIT;
 use crate::connection_test::TestRunner;
 use crate::memo::Memo;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub upstream: ChannelAdvisorClient,
     pub tests: TestRunner,
     pub tokens: TokenBroker,
+    pub leases: Arc<Batches<BeginRequest, Begin>>,
+    pub versions: Arc<Batches<CompanyId, Option<i64>>>,
     /// Connection status bodies read moments ago (see `memo`).
     pub statuses: Memo<web::Bytes>,
     /// The multi-threaded runtime the service was started on. Work that must not queue behind
@@ -48,7 +52,8 @@ impl AppState {
             keys: self.keys.clone(),
             client: self.upstream.clone(),
             metrics: self.metrics.clone(),
-            leases: self.tokens.leases.clone(),
+            leases: self.leases.clone(),
+            versions: self.versions.clone(),
             runtime: self.background.clone(),
         }
     }
@@ -89,9 +94,18 @@ impl Application {
         let listener = TcpListener::bind(&config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let port = listener.local_addr()?.port();
+        let keys = Arc::new(config.keys.clone());
+        let lease_keys = keys.clone();
+        let leases = Batches::new(
+            db.clone(),
+            Box::new(move |conn, reqs| {
+                schema::tokens::begin_refresh_batch(conn, &lease_keys, reqs)
+            }),
+        );
+        let versions = Batches::new(db.clone(), Box::new(schema::tokens::credentials_versions));
         let state = web::Data::new(AppState {
             db,
-            keys: Arc::new(config.keys.clone()),
+            keys,
             auth,
             metrics: Arc::new(Metrics::new()?),
             upstream: ChannelAdvisorClient::new(
@@ -102,6 +116,8 @@ impl Application {
             .map_err(anyhow::Error::msg)?,
             tests: TestRunner::default(),
             tokens: TokenBroker::default(),
+            leases,
+            versions,
             statuses: Memo::default(),
             background: tokio::runtime::Handle::current(),
             webhook_wake: Arc::default(),

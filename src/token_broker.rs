@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use connector::ChannelAdvisorClient;
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use schema::tokens::CachedToken;
+use schema::tokens::{Begin, BeginRequest, CachedToken};
 use schema::{CompanyId, Database, KeyRing};
 use tokio::sync::oneshot;
 use tracing::Instrument;
 
-use crate::lease_batch::LeaseBatches;
+use crate::batches::Batches;
 use crate::memo::Memo;
 use crate::metrics::Metrics;
 use crate::problem::ApiError;
@@ -45,8 +45,6 @@ pub struct TokenBroker {
     next_lookup: AtomicU64,
     /// Tokens read from the database moments ago (see `memo` for why this is safe).
     recent: Memo<CachedToken>,
-    /// Leases of this instance's lookups, taken together.
-    pub leases: Arc<LeaseBatches>,
 }
 
 impl Default for TokenBroker {
@@ -56,7 +54,6 @@ impl Default for TokenBroker {
             lookups: Lookups::default(),
             next_lookup: AtomicU64::new(0),
             recent: Memo::default(),
-            leases: Arc::default(),
         }
     }
 }
@@ -68,7 +65,10 @@ pub struct BrokerDeps {
     pub keys: Arc<KeyRing>,
     pub client: ChannelAdvisorClient,
     pub metrics: Arc<Metrics>,
-    pub leases: Arc<LeaseBatches>,
+    /// Refresh leases asked for together, taken together (`begin_refresh_batch`).
+    pub leases: Arc<Batches<BeginRequest, Begin>>,
+    /// Credentials versions read together, for the check before callers are answered.
+    pub versions: Arc<Batches<CompanyId, Option<i64>>>,
     /// Where refreshes run: on an HTTP worker they waited behind every request queued there,
     /// so in a burst a company's refresh started tens of milliseconds after its first caller.
     pub runtime: tokio::runtime::Handle,

@@ -197,10 +197,7 @@ async fn take_lease(deps: &BrokerDeps, req: &Request) -> Result<Leased, ApiError
     let give_up = Instant::now() + req.deadline + Duration::from_secs(5);
     loop {
         let read = Stamp::now();
-        let begin = deps
-            .leases
-            .begin(&deps.db, &deps.keys, begin_request(req, waiting_since))
-            .await?;
+        let begin = deps.leases.call(begin_request(req, waiting_since)).await?;
         if let Some(leased) = leased(begin, read)? {
             return Ok(leased);
         }
@@ -331,12 +328,15 @@ async fn deliver(
     };
     let rotated = obtained.rotated_refresh_token.is_some();
     if !rotated {
-        let id = req.company.clone();
         let read = Stamp::now();
-        let current = deps
+        // On SQLite a read on this thread; otherwise with the other refreshes answered now.
+        let current = match deps
             .db
-            .read(move |conn| schema::tokens::credentials_version(conn, &id))
-            .await?;
+            .try_read_here(|conn| schema::tokens::credentials_version(conn, &req.company))
+        {
+            Some(current) => current?,
+            None => deps.versions.call(req.company.clone()).await?,
+        };
         if current != Some(version) {
             return Ok(Refreshed::CredentialsChanged);
         }

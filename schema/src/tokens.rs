@@ -64,6 +64,21 @@ pub fn credentials_version(
         .optional()?)
 }
 
+/// `credentials_version` of several companies, in their order, by one statement.
+pub fn credentials_versions(
+    conn: &mut AnyConnection,
+    companies: &[CompanyId],
+) -> Result<Vec<Option<i64>>, StoreError> {
+    let ids: Vec<&str> = companies.iter().map(CompanyId::as_str).collect();
+    let found: HashMap<String, i64> = credentials::table
+        .filter(credentials::company.eq_any(&ids))
+        .select((credentials::company, credentials::version))
+        .load::<(String, i64)>(conn)?
+        .into_iter()
+        .collect();
+    Ok(ids.iter().map(|id| found.get(*id).copied()).collect())
+}
+
 /// What a caller should do next.
 #[derive(Debug)]
 pub enum Begin {
