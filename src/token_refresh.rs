@@ -346,8 +346,6 @@ async fn deliver(
             served,
             read,
         }));
-    }
-    if !rotated {
         // The callers have their token; the write waits until the answers of a burst are out.
         tokio::time::sleep(STORE_AFTER_ANSWER).await;
     }

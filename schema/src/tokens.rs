@@ -2,14 +2,14 @@
 //! refresh a company's token. The lease is taken and released in short transactions; nobody holds
 //! a database connection while ChannelAdvisor is being called.
 
+use std::collections::{BTreeMap, HashMap, HashSet};
+
 use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use secrecy::SecretString;
 
 use crate::company::CompanyId;
 use crate::connection::{store_token, ObtainedToken, StateChange, ACCESS_TOKEN};
-use std::collections::{BTreeMap, HashMap, HashSet};
-
 use crate::credentials::{
     load_row_for_update, load_rows_for_update, now, open_row, to_utc, ConnectionState, Credentials,
     CredentialsRow,
