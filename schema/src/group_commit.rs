@@ -123,20 +123,27 @@ impl Database {
     }
 }
 
-/// Lets the next write start a new flusher if this one ends by a panic.
+/// After a flusher ended by a panic (the writes of its group get errors: their deliveries are
+/// dropped), the writes queued meanwhile get a new flusher rather than failing with it or waiting
+/// for one that never comes.
 struct ResetOnDrop<'a>(&'a Database);
 
 impl Drop for ResetOnDrop<'_> {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            let mut queue = self
-                .0
-                .group()
-                .state
-                .lock()
-                .unwrap_or_else(|p| p.into_inner());
-            queue.jobs.clear();
+        if !std::thread::panicking() {
+            return;
+        }
+        let mut queue = self
+            .0
+            .group()
+            .state
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if queue.jobs.is_empty() {
             queue.flushing = false;
+        } else {
+            let db = self.0.clone();
+            tokio::task::spawn_blocking(move || db.flush_groups());
         }
     }
 }
@@ -196,5 +203,38 @@ mod tests {
             .unwrap();
         assert_eq!(rows[0].n, 199);
         assert!(commits < 100, "200 writes in {commits} transactions");
+    }
+
+    /// A write that panics fails its own group; writes queued while it ran are still written.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn writes_queued_behind_a_panicking_group_are_written() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Database::connect(
+            &format!("sqlite://{}", dir.path().join("p.db").display()),
+            4,
+        )
+        .unwrap();
+        let panicking = tokio::spawn({
+            let db = db.clone();
+            async move {
+                db.write_grouped(|_conn| -> Result<(), StoreError> {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    panic!("a write that panics")
+                })
+                .await
+            }
+        });
+        // Queued while the panicking group runs: the next group.
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        let behind: Vec<_> = (0..5)
+            .map(|_| {
+                let db = db.clone();
+                tokio::spawn(async move { db.write_grouped(|_conn| Ok(7)).await })
+            })
+            .collect();
+        assert!(panicking.await.unwrap().is_err());
+        for write in behind {
+            assert_eq!(write.await.unwrap().unwrap(), 7);
+        }
     }
 }
