@@ -129,7 +129,8 @@ impl TokenBroker {
             let short =
                 found.served == Served::CacheHit && found.token.expires_at - Utc::now() <= need;
             if stale || (short && short_answers < 2) {
-                short_answers += usize::from(short);
+                // Only fresh answers count against the bound: a stale one is never used anyway.
+                short_answers += usize::from(short && !stale);
                 lookup.ended.await;
                 continue;
             }
