@@ -66,6 +66,13 @@ pub struct Request {
     pub deadline: Duration,
 }
 
+impl Request {
+    /// Whether a cached token has the life every caller so far has asked for.
+    fn will_do(&self, token: &CachedToken) -> bool {
+        token.expires_at - Utc::now() > self.need.get()
+    }
+}
+
 /// The most remaining life any caller of a lookup has asked for. Callers joining a lookup raise
 /// it, so a cached token short for one of them is refreshed for all instead of handed to it.
 #[derive(Clone)]
@@ -123,7 +130,7 @@ pub fn first_steps_here(deps: &BrokerDeps, req: &Request) -> Option<Start> {
 
 /// The cached token as the answer, when it has the life the lookup's callers need.
 fn fresh_enough(cached: Option<CachedToken>, req: &Request, read: Stamp) -> Option<Found> {
-    let token = cached.filter(|t| t.expires_at - Utc::now() > req.need.get())?;
+    let token = cached.filter(|t| req.will_do(t))?;
     let served = Served::CacheHit;
     Some(Found {
         token,
@@ -202,11 +209,7 @@ async fn take_lease(deps: &BrokerDeps, req: &Request) -> Result<Leased, ApiError
             // Callers who joined while the batch ran may have raised the life the token must
             // have: one short for them is not the answer; ask again with the need as it is now
             // (it only rises, so this ends).
-            Some(Leased::Answer(found))
-                if fresh_enough(Some(found.token.clone()), req, read).is_none() =>
-            {
-                continue
-            }
+            Some(Leased::Answer(found)) if !req.will_do(&found.token) => continue,
             Some(leased) => return Ok(leased),
             None => {}
         }

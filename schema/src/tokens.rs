@@ -31,25 +31,7 @@ pub fn cached(
     keys: &KeyRing,
     company: &CompanyId,
 ) -> Result<Option<CachedToken>, StoreError> {
-    let row: Option<(String, Vec<u8>, chrono::NaiveDateTime)> = access_tokens::table
-        .inner_join(credentials::table.on(credentials::company.eq(access_tokens::company)))
-        .filter(access_tokens::company.eq(company.as_str()))
-        .filter(access_tokens::credentials_version.eq(credentials::version))
-        .select((
-            access_tokens::key_id,
-            access_tokens::token,
-            access_tokens::expires_at,
-        ))
-        .load(conn)?
-        .into_iter()
-        .next();
-    row.map(|(key_id, bytes, expires_at)| {
-        Ok(CachedToken {
-            access_token: keys.open(company.as_str(), ACCESS_TOKEN, &key_id, &bytes)?,
-            expires_at: to_utc(expires_at),
-        })
-    })
-    .transpose()
+    Ok(cached_many(conn, keys, &[company.as_str()])?.remove(company.as_str()))
 }
 
 /// The version of the company's credentials, or `None` once they are deleted.
