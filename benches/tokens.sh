@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release -q --bin ca-connector --example seed-companies --example minimal-actix --example token-fan-in --example ideal-fan-in
+cargo build --release -q --bin ca-connector --example seed-companies --example minimal-actix --example token-fan-in --example ideal-fan-in --example store-steps
 cargo build --release -q -p connector --features simulator --bin ca-sim
 rel=target/release
 work=$(mktemp -d)
@@ -25,6 +25,9 @@ export CA_CONNECTOR_ENCRYPTION_KEYS="$keys"
 "$rel/ca-sim" --listen 127.0.0.1:19090 --any-app --latency-ms "$latency_ms" 2>/dev/null & pids+=($!)
 "$rel/examples/minimal-actix" 127.0.0.1:19091 & pids+=($!)
 "$rel/examples/seed-companies" "$db" "$keys" 10000 100
+# The per-request store steps alone, on a SQLite file of their own (they leave leases behind).
+"$rel/examples/seed-companies" "sqlite://$work/steps.db" "$keys" 2000 100
+"$rel/examples/store-steps" "sqlite://$work/steps.db" "$keys"
 "$rel/ca-connector" serve --listen 127.0.0.1:19092 --database-url "$db" --data-dir "$work" \
   --channeladvisor-url http://127.0.0.1:19090 --log-format json 2>"$work/serve.log" & server=$!; pids+=($server)
 for _ in $(seq 50); do curl -sf http://127.0.0.1:19092/readyz >/dev/null && break; sleep 0.1; done

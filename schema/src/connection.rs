@@ -12,7 +12,7 @@ use crate::credentials::{
 };
 use crate::error::StoreError;
 use crate::outbox;
-use crate::pool::{write_tx, AnyConnection};
+use crate::pool::{on_backend, write_tx, AnyConnection};
 use crate::schema::{access_tokens, connection_tests, credentials};
 use crate::seal::KeyRing;
 
@@ -201,12 +201,12 @@ pub struct Status {
 }
 
 pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, StoreError> {
-    let row = credentials::table
+    // The statements of every status read on the backend's own connection (see `on_backend`).
+    let row = on_backend!(&mut *conn, |c| credentials::table
         .find(company.as_str())
         .select(CredentialsRow::as_select())
-        .load(conn)?
-        .into_iter()
-        .next();
+        .first(c)
+        .optional())?;
     let Some(row) = row else {
         return Ok(Status {
             state: ConnectionState::NotConfigured,
@@ -217,13 +217,12 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
             access_token_expires_at: None,
         });
     };
-    let expires: Option<NaiveDateTime> = access_tokens::table
+    let expires: Option<NaiveDateTime> = on_backend!(conn, |c| access_tokens::table
         .find(company.as_str())
         .filter(access_tokens::credentials_version.eq(row.version))
         .select(access_tokens::expires_at)
-        .load(conn)?
-        .into_iter()
-        .next();
+        .first(c)
+        .optional())?;
     let missing = missing_fields(
         row.application_id.is_some(),
         row.shared_secret.is_some(),
@@ -240,12 +239,11 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
 }
 
 pub fn test_result(conn: &mut AnyConnection, id: &str) -> Result<Option<String>, StoreError> {
-    Ok(connection_tests::table
+    Ok(on_backend!(conn, |c| connection_tests::table
         .find(id)
         .select(connection_tests::result)
-        .load(conn)?
-        .into_iter()
-        .next())
+        .first(c)
+        .optional())?)
 }
 
 /// Results, newest first, as stored JSON.

@@ -179,15 +179,23 @@ pub(crate) fn load_rows_for_update(
     conn: &mut AnyConnection,
     companies: &[&str],
 ) -> QueryResult<Vec<CredentialsRow>> {
-    let query = credentials::table
-        .filter(credentials::company.eq_any(companies))
-        .order(credentials::company);
-    match conn {
-        AnyConnection::Postgresql(pg) => query
+    let query = credentials::table.order(credentials::company);
+    match (conn, companies) {
+        (AnyConnection::Postgresql(pg), _) => query
+            .filter(credentials::company.eq_any(companies))
             .select(CredentialsRow::as_select())
             .for_update()
             .load(pg),
-        other => query.select(CredentialsRow::as_select()).load(other),
+        // One company by `=`, a statement SQLite prepares once: its `IN (…)` form is prepared
+        // anew on every call, and the single-company lease is taken on an HTTP worker.
+        (AnyConnection::Sqlite(lite), [one]) => query
+            .filter(credentials::company.eq(*one))
+            .select(CredentialsRow::as_select())
+            .load(lite),
+        (AnyConnection::Sqlite(lite), many) => query
+            .filter(credentials::company.eq_any(many))
+            .select(CredentialsRow::as_select())
+            .load(lite),
     }
 }
 

@@ -20,6 +20,22 @@ pub enum AnyConnection {
     Sqlite(SqliteConnection),
 }
 
+/// `$body` with `$c` bound to the backend's own connection, for the statements run on every
+/// token request and status read. Through `AnyConnection` diesel writes out a statement's SQL on
+/// each run to find it in its statement cache, and prepares an `UPDATE` anew; on the backend's
+/// own connection a statement of fixed shape is found by its type. On SQLite (`store-steps`):
+/// the cached-token read 44 → 7 µs, the refresh lease 168 → 49 µs (with `=` for one company —
+/// SQLite prepares every `IN (…)` anew), both taken on an HTTP worker.
+macro_rules! on_backend {
+    ($conn:expr, |$c:ident| $body:expr) => {
+        match $conn {
+            $crate::pool::AnyConnection::Postgresql($c) => $body,
+            $crate::pool::AnyConnection::Sqlite($c) => $body,
+        }
+    };
+}
+pub(crate) use on_backend;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,

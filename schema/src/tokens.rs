@@ -15,7 +15,7 @@ use crate::credentials::{
     CredentialsRow,
 };
 use crate::error::StoreError;
-use crate::pool::{write_tx, AnyConnection};
+use crate::pool::{on_backend, write_tx, AnyConnection};
 use crate::schema::{access_tokens, credentials};
 use crate::seal::KeyRing;
 
@@ -39,11 +39,10 @@ pub fn credentials_version(
     conn: &mut AnyConnection,
     company: &CompanyId,
 ) -> Result<Option<i64>, StoreError> {
-    Ok(credentials::table
+    let query = credentials::table
         .find(company.as_str())
-        .select(credentials::version)
-        .first(conn)
-        .optional()?)
+        .select(credentials::version);
+    Ok(on_backend!(conn, |c| query.first(c).optional())?)
 }
 
 /// `credentials_version` of several companies, in their order, by one statement.
@@ -150,12 +149,20 @@ pub fn begin_refresh_many(
         }
         // One statement per owner and lease end: in practice one for the whole call.
         for ((owner, until), companies) in leases {
-            diesel::update(credentials::table.filter(credentials::company.eq_any(companies)))
-                .set((
-                    credentials::token_lease_until.eq(Some(until.naive_utc())),
-                    credentials::token_lease_owner.eq(Some(owner)),
-                ))
-                .execute(conn)?;
+            let lease = (
+                credentials::token_lease_until.eq(Some(until.naive_utc())),
+                credentials::token_lease_owner.eq(Some(owner)),
+            );
+            match companies.as_slice() {
+                [one] => on_backend!(conn, |c| diesel::update(credentials::table.find(*one))
+                    .set(lease)
+                    .execute(c))?,
+                many => on_backend!(conn, |c| diesel::update(
+                    credentials::table.filter(credentials::company.eq_any(many))
+                )
+                .set(lease)
+                .execute(c))?,
+            };
         }
         Ok(begins)
     })
@@ -248,17 +255,23 @@ fn cached_many(
     keys: &KeyRing,
     companies: &[&str],
 ) -> Result<HashMap<String, CachedToken>, StoreError> {
-    let rows: Vec<(String, String, Vec<u8>, chrono::NaiveDateTime)> = access_tokens::table
+    let query = access_tokens::table
         .inner_join(credentials::table.on(credentials::company.eq(access_tokens::company)))
-        .filter(access_tokens::company.eq_any(companies))
         .filter(access_tokens::credentials_version.eq(credentials::version))
         .select((
             access_tokens::company,
             access_tokens::key_id,
             access_tokens::token,
             access_tokens::expires_at,
-        ))
-        .load(conn)?;
+        ));
+    let rows: Vec<(String, String, Vec<u8>, chrono::NaiveDateTime)> = match companies {
+        [one] => on_backend!(conn, |c| query
+            .filter(access_tokens::company.eq(*one))
+            .load(c))?,
+        many => on_backend!(conn, |c| query
+            .filter(access_tokens::company.eq_any(many))
+            .load(c))?,
+    };
     rows.into_iter()
         .map(|(company, key_id, bytes, expires_at)| {
             let token = CachedToken {
