@@ -149,7 +149,7 @@ pub fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-/// `connection.status_changed` data for a change no test caused (a save or a delete).
+/// A stored timestamp (UTC without zone, as both backends keep it) as a UTC instant.
 pub(crate) fn to_utc(t: NaiveDateTime) -> DateTime<Utc> {
     DateTime::from_naive_utc_and_offset(t, Utc)
 }
@@ -160,21 +160,11 @@ pub(crate) fn load_row_for_update(
     conn: &mut AnyConnection,
     company: &str,
 ) -> QueryResult<Option<CredentialsRow>> {
-    let query = credentials::table.find(company.to_string());
-    match conn {
-        AnyConnection::Postgresql(pg) => query
-            .select(CredentialsRow::as_select())
-            .for_update()
-            .load(pg)
-            .map(|rows| rows.into_iter().next()),
-        other => query
-            .select(CredentialsRow::as_select())
-            .load(other)
-            .map(|rows| rows.into_iter().next()),
-    }
+    Ok(load_rows_for_update(conn, &[company])?.pop())
 }
 
-/// `load_row_for_update` for several companies, locked in company order on PostgreSQL.
+/// `load_row_for_update` for several companies, locked in company order on PostgreSQL (two
+/// writers locking overlapping sets cannot deadlock).
 pub(crate) fn load_rows_for_update(
     conn: &mut AnyConnection,
     companies: &[&str],

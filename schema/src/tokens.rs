@@ -39,10 +39,9 @@ pub fn credentials_version(
     conn: &mut AnyConnection,
     company: &CompanyId,
 ) -> Result<Option<i64>, StoreError> {
-    let query = credentials::table
-        .find(company.as_str())
-        .select(credentials::version);
-    Ok(on_backend!(conn, |c| query.first(c).optional())?)
+    Ok(credentials_versions(conn, std::slice::from_ref(company))?
+        .pop()
+        .flatten())
 }
 
 /// `credentials_version` of several companies, in their order, by one statement.
@@ -51,12 +50,16 @@ pub fn credentials_versions(
     companies: &[CompanyId],
 ) -> Result<Vec<Option<i64>>, StoreError> {
     let ids: Vec<&str> = companies.iter().map(CompanyId::as_str).collect();
-    let found: HashMap<String, i64> = credentials::table
-        .filter(credentials::company.eq_any(&ids))
-        .select((credentials::company, credentials::version))
-        .load::<(String, i64)>(conn)?
-        .into_iter()
-        .collect();
+    let query = credentials::table.select((credentials::company, credentials::version));
+    let found: Vec<(String, i64)> = match ids.as_slice() {
+        [one] => on_backend!(conn, |c| query
+            .filter(credentials::company.eq(*one))
+            .load(c))?,
+        many => on_backend!(conn, |c| query
+            .filter(credentials::company.eq_any(many))
+            .load(c))?,
+    };
+    let found: HashMap<String, i64> = found.into_iter().collect();
     Ok(ids.iter().map(|id| found.get(*id).copied()).collect())
 }
 
@@ -90,6 +93,13 @@ pub struct BeginRequest {
     pub waiting_since: DateTime<Utc>,
     /// A permanent rejection of the same credentials is repeated without asking upstream for this long.
     pub remember_permanent: Duration,
+}
+
+impl BeginRequest {
+    /// Whether a cached token has, at `at`, the life this caller needs.
+    fn will_do(&self, token: &CachedToken, at: DateTime<Utc>) -> bool {
+        token.expires_at - at > self.need
+    }
 }
 
 pub fn begin_refresh(
@@ -186,7 +196,7 @@ pub fn begin_refresh_batch(
         .map(|req| {
             tokens
                 .get(req.company.as_str())
-                .filter(|token| token.expires_at - at > req.need)
+                .filter(|token| req.will_do(token, at))
                 .map(|token| Begin::Fresh(token.clone()))
         })
         .collect();
@@ -216,10 +226,8 @@ fn decide(
     token: Option<CachedToken>,
     at: DateTime<Utc>,
 ) -> Result<Begin, StoreError> {
-    if let Some(token) = token {
-        if token.expires_at - at > req.need {
-            return Ok(Begin::Fresh(token));
-        }
+    if let Some(token) = token.filter(|t| req.will_do(t, at)) {
+        return Ok(Begin::Fresh(token));
     }
     if let (Some(error), Some(error_at)) = (&row.token_error, row.token_error_at.map(to_utc)) {
         let same_values = row.token_error_version == Some(row.version);
