@@ -6,8 +6,9 @@
 //! - `no token cached, new connections`: on other companies, each request opening its own TCP
 //!   connection in the burst (a connection storm: a SYN the listen queue drops costs 1 s).
 //!
-//! Prints p50/p99/max latency and the simulator's token-call count for each, and the latency of
-//! the upstream token calls made in the run, read off the service's `/metrics` histogram.
+//! Prints p50/p99/max latency, the simulator's token-call count and this generator's own CPU time
+//! for each, and the latency of the upstream token calls made in the run, read off the service's
+//! `/metrics` histogram.
 //! Usage: token-fan-in BASE_URL JWT COMPANIES REQUESTS SIM_URL [FIRST_COMPANY [first-only]]
 //! (`first-only`: just the first run, for repeated bursts.)
 
@@ -23,6 +24,9 @@ struct Run {
     latencies: Vec<f64>,
     failures: usize,
     wall: f64,
+    /// This generator's own CPU time over the run, in ms: its share of the cores the service and
+    /// the simulator run on too.
+    own_cpu: f64,
 }
 
 /// The load generator speaks HTTP/1.1 over plain sockets, as wrk does: a full HTTP client per
@@ -83,6 +87,7 @@ async fn fire(
     } else {
         open.resize_with(requests, || None);
     }
+    let cpu_before = thread_cpu_ms();
     let started = Instant::now();
     let calls: Vec<_> = open
         .into_iter()
@@ -111,6 +116,7 @@ async fn fire(
         latencies: Vec::new(),
         failures: 0,
         wall: 0.0,
+        own_cpu: 0.0,
     };
     for c in calls {
         let (ms, ok) = c.await?;
@@ -118,8 +124,18 @@ async fn fire(
         run.failures += usize::from(!ok);
     }
     run.wall = started.elapsed().as_secs_f64();
+    run.own_cpu = thread_cpu_ms() - cpu_before;
     run.latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     Ok(run)
+}
+
+/// CPU time of the calling thread so far, in ms (Linux; 0 elsewhere). The generator runs on one
+/// thread, so this is all of its CPU.
+fn thread_cpu_ms() -> f64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |ns| ns / 1e6)
 }
 
 /// The cumulative buckets of the service's `token_refresh_seconds` histogram (upper bound in
@@ -223,12 +239,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             run.latencies[((run.latencies.len() as f64 * p).ceil() as usize).saturating_sub(1)]
         };
         println!(
-            "fan-in ({name}): {requests} requests over {companies} companies in {:.3} s; failures {}; upstream token calls {upstream}; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+            "fan-in ({name}): {requests} requests over {companies} companies in {:.3} s; failures {}; upstream token calls {upstream}; latency p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; load generator's own CPU {:.1} ms",
             run.wall,
             run.failures,
             pct(0.50),
             pct(0.99),
-            pct(1.0)
+            pct(1.0),
+            run.own_cpu
         );
         let quantile = |q| upstream_quantile(buckets_before.as_ref()?, buckets_after.as_ref()?, q);
         if let (Some(p50), Some(p99)) = (quantile(0.50), quantile(0.99)) {

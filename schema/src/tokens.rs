@@ -431,19 +431,45 @@ mod tests {
         crate::credentials::save(conn, keys, &id, &change, None, "test").unwrap();
     }
 
-    /// One batch answers each company as `begin_refresh` alone would, leases only the companies
-    /// it hands to this owner, and a batch of cached tokens only is no write at all.
-    #[test]
-    fn a_batch_answers_each_company_and_leases_only_its_owners() {
-        let dir = tempfile::TempDir::new().unwrap();
-        let db = Database::connect(
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            2,
-        )
-        .unwrap();
+    /// A fresh database: a SQLite file, or a new PostgreSQL database when `postgres` and
+    /// TEST_DATABASE_URL is set (`None` otherwise: the PostgreSQL run is skipped).
+    fn database(dir: &tempfile::TempDir, postgres: bool) -> Option<Database> {
+        let url = if postgres {
+            let admin = std::env::var("TEST_DATABASE_URL")
+                .ok()
+                .filter(|u| !u.is_empty())?;
+            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+            let mut conn = diesel::PgConnection::establish(&admin).unwrap();
+            diesel::sql_query(format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .unwrap();
+            let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
+            let server = &base[..base.rfind('/').unwrap()];
+            format!("{server}/{name}?{query}")
+        } else {
+            format!("sqlite://{}", dir.path().join("t.db").display())
+        };
+        let db = Database::connect(&url, 2).unwrap();
         db.migrate().unwrap();
-        let keys =
-            KeyRing::parse(&SecretString::from(format!("k1:{}", "A".repeat(43) + "="))).unwrap();
+        Some(db)
+    }
+
+    fn describe(begins: &[Begin]) -> Vec<String> {
+        begins
+            .iter()
+            .map(|b| match b {
+                Begin::Fresh(t) => format!("fresh {}", t.access_token.expose_secret()),
+                Begin::Owner { credentials } => format!("owner {}", credentials.company),
+                Begin::Busy => "busy".into(),
+                Begin::NotReady { state, .. } => format!("not ready {}", state.as_str()),
+                Begin::Failed { .. } => "failed".into(),
+            })
+            .collect()
+    }
+
+    /// One batch answers each company as `begin_refresh` alone would and leases only the
+    /// companies it hands to this owner.
+    fn a_batch_answers_each_company(db: &Database, keys: &KeyRing) {
         let mut conn = db.get().unwrap();
         for (company, complete) in [
             ("fresh", true),
@@ -451,11 +477,11 @@ mod tests {
             ("busy", true),
             ("half", false),
         ] {
-            save(&mut conn, &keys, company, complete);
+            save(&mut conn, keys, company, complete);
         }
         // `fresh` gets a cached token; another instance holds `busy`'s lease.
         let Begin::Owner { credentials } =
-            begin_refresh(&mut conn, &keys, &request("fresh", "me")).unwrap()
+            begin_refresh(&mut conn, keys, &request("fresh", "me")).unwrap()
         else {
             panic!("fresh: expected the lease")
         };
@@ -465,9 +491,9 @@ mod tests {
             rotated_refresh_token: None,
         };
         let id = CompanyId::parse("fresh").unwrap();
-        assert!(finish_ok(&mut conn, &keys, &id, credentials.version, "me", &token).unwrap());
+        assert!(finish_ok(&mut conn, keys, &id, credentials.version, "me", &token).unwrap());
         assert!(matches!(
-            begin_refresh(&mut conn, &keys, &request("busy", "other")).unwrap(),
+            begin_refresh(&mut conn, keys, &request("busy", "other")).unwrap(),
             Begin::Owner { .. }
         ));
 
@@ -475,33 +501,64 @@ mod tests {
             .into_iter()
             .map(|c| request(c, "me"))
             .collect();
-        let begins = begin_refresh_batch(&mut conn, &keys, &reqs).unwrap();
-        let described: Vec<String> = begins
-            .iter()
-            .map(|b| match b {
-                Begin::Fresh(t) => format!("fresh {}", t.access_token.expose_secret()),
-                Begin::Owner { credentials } => format!("owner {}", credentials.company),
-                Begin::Busy => "busy".into(),
-                Begin::NotReady { state, .. } => format!("not ready {}", state.as_str()),
-                Begin::Failed { .. } => "failed".into(),
-            })
-            .collect();
+        let expected = [
+            "fresh token-of-fresh",
+            "owner owned",
+            "busy",
+            "not ready incomplete",
+            "not ready not_configured",
+            "busy",
+        ];
+        // The lease step alone (no plain read before it) and the batch give the same answers.
+        let all: Vec<&BeginRequest> = reqs.iter().collect();
         assert_eq!(
-            described,
-            [
-                "fresh token-of-fresh",
-                "owner owned",
-                "busy",
-                "not ready incomplete",
-                "not ready not_configured",
-                "busy",
-            ]
+            describe(&begin_refresh_many(&mut conn, keys, &all).unwrap()),
+            expected
+        );
+        assert_eq!(
+            describe(&begin_refresh_batch(&mut conn, keys, &reqs).unwrap()),
+            expected
         );
         // `owned` is leased to "me" now: another instance finds it busy.
         assert!(matches!(
-            begin_refresh(&mut conn, &keys, &request("owned", "other")).unwrap(),
+            begin_refresh(&mut conn, keys, &request("owned", "other")).unwrap(),
             Begin::Busy
         ));
+        // `half` and `fresh` were not left leased to "me": another instance is answered as if
+        // "me" had never asked (a caller that needs more life than `fresh`'s token has leases it).
+        assert!(matches!(
+            begin_refresh(&mut conn, keys, &request("half", "other")).unwrap(),
+            Begin::NotReady { .. }
+        ));
+        let mut longer = request("fresh", "other");
+        longer.need = Duration::hours(2);
+        assert!(matches!(
+            begin_refresh(&mut conn, keys, &longer).unwrap(),
+            Begin::Owner { .. }
+        ));
+    }
+
+    fn test_keys() -> KeyRing {
+        KeyRing::parse(&SecretString::from(format!("k1:{}", "A".repeat(43) + "="))).unwrap()
+    }
+
+    #[test]
+    fn a_batch_answers_each_company_and_leases_only_its_owners_on_postgres() {
+        let dir = tempfile::TempDir::new().unwrap();
+        match database(&dir, true) {
+            Some(db) => a_batch_answers_each_company(&db, &test_keys()),
+            None => eprintln!("skipped: TEST_DATABASE_URL is not set"),
+        }
+    }
+
+    /// On SQLite also: a batch of cached tokens only is no write at all.
+    #[test]
+    fn a_batch_answers_each_company_and_leases_only_its_owners() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = database(&dir, false).unwrap();
+        let keys = test_keys();
+        a_batch_answers_each_company(&db, &keys);
+        let mut conn = db.get().unwrap();
         // Only cached tokens asked for: answered by a read, even while another connection holds
         // the write lock (this one gives up on a lock at once).
         diesel::sql_query("PRAGMA busy_timeout = 0")
