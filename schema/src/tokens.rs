@@ -431,25 +431,30 @@ mod tests {
         crate::credentials::save(conn, keys, &id, &change, None, "test").unwrap();
     }
 
-    /// A fresh database: a SQLite file, or a new PostgreSQL database when `postgres` and
-    /// TEST_DATABASE_URL is set (`None` otherwise: the PostgreSQL run is skipped).
-    fn database(dir: &tempfile::TempDir, postgres: bool) -> Option<Database> {
-        let url = if postgres {
-            let admin = std::env::var("TEST_DATABASE_URL")
-                .ok()
-                .filter(|u| !u.is_empty())?;
-            let name = format!("t_{}", uuid::Uuid::new_v4().simple());
-            let mut conn = diesel::PgConnection::establish(&admin).unwrap();
-            diesel::sql_query(format!("CREATE DATABASE {name}"))
-                .execute(&mut conn)
-                .unwrap();
-            let (base, query) = admin.split_once('?').unwrap_or((&admin, ""));
-            let server = &base[..base.rfind('/').unwrap()];
-            format!("{server}/{name}?{query}")
-        } else {
-            format!("sqlite://{}", dir.path().join("t.db").display())
-        };
-        let db = Database::connect(&url, 2).unwrap();
+    fn sqlite_database(dir: &tempfile::TempDir) -> Database {
+        let db = Database::connect(
+            &format!("sqlite://{}", dir.path().join("t.db").display()),
+            2,
+        )
+        .unwrap();
+        db.migrate().unwrap();
+        db
+    }
+
+    /// A new PostgreSQL database on the server of TEST_DATABASE_URL; `None` when it is not set.
+    fn postgres_database() -> Option<Database> {
+        let admin = std::env::var("TEST_DATABASE_URL")
+            .ok()
+            .filter(|u| !u.is_empty())?;
+        let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+        let mut conn = diesel::PgConnection::establish(&admin).unwrap();
+        diesel::sql_query(format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .unwrap();
+        // The same server and options, the new database's name as the path.
+        let (base, options) = admin.split_once('?').unwrap_or((&admin, ""));
+        let server = &base[..base.rfind('/').unwrap()];
+        let db = Database::connect(&format!("{server}/{name}?{options}"), 2).unwrap();
         db.migrate().unwrap();
         Some(db)
     }
@@ -544,8 +549,7 @@ mod tests {
 
     #[test]
     fn a_batch_answers_each_company_and_leases_only_its_owners_on_postgres() {
-        let dir = tempfile::TempDir::new().unwrap();
-        match database(&dir, true) {
+        match postgres_database() {
             Some(db) => a_batch_answers_each_company(&db, &test_keys()),
             None => eprintln!("skipped: TEST_DATABASE_URL is not set"),
         }
@@ -555,7 +559,7 @@ mod tests {
     #[test]
     fn a_batch_answers_each_company_and_leases_only_its_owners() {
         let dir = tempfile::TempDir::new().unwrap();
-        let db = database(&dir, false).unwrap();
+        let db = sqlite_database(&dir);
         let keys = test_keys();
         a_batch_answers_each_company(&db, &keys);
         let mut conn = db.get().unwrap();
