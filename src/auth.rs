@@ -164,6 +164,9 @@ pub struct Authenticator {
     key: DecodingKey,
     validation: Validation,
     verified: VerifiedTokens,
+    algorithm: Algorithm,
+    audience: String,
+    issuer: Option<String>,
 }
 
 impl Authenticator {
@@ -198,6 +201,9 @@ impl Authenticator {
             key,
             validation,
             verified,
+            algorithm,
+            audience: jwt.audience.clone(),
+            issuer: jwt.issuer.clone(),
         })
     }
 
@@ -218,7 +224,7 @@ impl Authenticator {
         }
         let data = decode::<IncomingClaims>(token, &self.key, &self.validation).map_err(|e| {
             tracing::info!(reason = %e, "token refused");
-            unauthorized("The bearer token is not valid (signature, algorithm, audience, issuer, expiry or claims).")
+            unauthorized(&self.refusal(token, &e))
         })?;
         let claims = data.claims;
         let caller = Caller(Arc::new(Identity {
@@ -237,9 +243,81 @@ impl Authenticator {
     }
 }
 
+impl Authenticator {
+    /// Why a token was refused, in words that name the cure where the caller can fix it. Only
+    /// settings the caller must match are named (audience, issuer, algorithm), never the key.
+    fn refusal(&self, token: &str, e: &jsonwebtoken::errors::Error) -> String {
+        use jsonwebtoken::errors::ErrorKind;
+        let claim_time = |name: &str| {
+            unverified_claims(token)
+                .and_then(|c| c.get(name).and_then(serde_json::Value::as_i64))
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|| "an unreadable time".into())
+        };
+        let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        match e.kind() {
+            ErrorKind::ExpiredSignature => format!(
+                "The bearer token expired at {} (it is now {now}); get a new one from the ERP, or with `ca-connector token`.",
+                claim_time("exp")
+            ),
+            ErrorKind::ImmatureSignature => format!(
+                "The bearer token is not valid before {} (nbf; it is now {now}, 60 s leeway): the clocks of the token's issuer and this server disagree, fix the clock that is wrong.",
+                claim_time("nbf")
+            ),
+            ErrorKind::InvalidAudience => format!(
+                "The bearer token's audience (aud) is not '{}', which this service requires (--jwt-audience); issue the token with aud '{}'.",
+                self.audience, self.audience
+            ),
+            ErrorKind::InvalidIssuer => format!(
+                "The bearer token's issuer (iss) is not '{}', which this service requires (--jwt-issuer).",
+                self.issuer.as_deref().unwrap_or_default()
+            ),
+            ErrorKind::InvalidSignature => "The bearer token's signature does not match the key this service is configured with (--jwt-secret or --jwt-public-key): it was signed with another key, for example one generated in another data dir. Sign it with the configured key (`ca-connector token` run with the same --data-dir does).".into(),
+            ErrorKind::InvalidAlgorithm => format!(
+                "The bearer token is signed with another algorithm; this service accepts {:?} only.",
+                self.algorithm
+            ),
+            ErrorKind::MissingRequiredClaim(claim) => {
+                format!("The bearer token lacks the required '{claim}' claim.")
+            }
+            ErrorKind::Json(err) => match missing_field(&err.to_string()) {
+                Some("companies") => "The bearer token lacks the required 'companies' claim (an array of company ids, [\"*\"] for all).".into(),
+                Some(claim) => format!("The bearer token lacks the required '{claim}' claim."),
+                None => "The bearer token's claims are not of the expected types (sub a string, exp a number, companies an array of strings).".into(),
+            },
+            _ => "The bearer token is not a valid JWT.".into(),
+        }
+    }
+}
+
+/// The claim serde found missing, from its message "missing field `exp` at line …".
+fn missing_field(message: &str) -> Option<&str> {
+    let rest = message.split_once("missing field `")?.1;
+    rest.split_once('`').map(|(field, _)| field)
+}
+
+/// The payload of a token whose signature was already checked, read only to quote its times.
+fn unverified_claims(token: &str) -> Option<serde_json::Value> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 fn unauthorized(detail: &str) -> ApiError {
-    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", detail)
-        .header(WWW_AUTHENTICATE, "Bearer error=\"invalid_token\"")
+    // RFC 6750 §3: error_description is a quoted string, so it may not hold a double quote.
+    let description: String = detail
+        .chars()
+        .map(|c| if c == '"' || c == '\\' { '\'' } else { c })
+        .filter(|c| (' '..='~').contains(c))
+        .collect();
+    ApiError::new(StatusCode::UNAUTHORIZED, "invalid_token", detail).header(
+        WWW_AUTHENTICATE,
+        format!("Bearer error=\"invalid_token\", error_description=\"{description}\""),
+    )
 }
 
 impl FromRequest for Caller {

@@ -72,14 +72,28 @@ impl FromRequest for JsonBody {
                     ApiError::new(
                         StatusCode::BAD_REQUEST,
                         "malformed_body",
-                        format!(
-                            "The request body is not valid JSON (line {}, column {}).",
-                            e.line(),
-                            e.column()
-                        ),
+                        malformed_detail(&e),
                     )
                 })
         })
+    }
+}
+
+/// What is wrong with a body that is not JSON, and where. A raw control character inside a
+/// string (a pasted tab or line break) is named as such: the value looks fine to the person.
+fn malformed_detail(e: &serde_json::Error) -> String {
+    if e.to_string().contains("control character") {
+        format!(
+            "The request body has a raw control character (a tab, line break or similar) inside a string at line {}, column {}; remove it, or write it escaped (\\t, \\n, \\u0009).",
+            e.line(),
+            e.column()
+        )
+    } else {
+        format!(
+            "The request body is not valid JSON (line {}, column {}).",
+            e.line(),
+            e.column()
+        )
     }
 }
 

@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
 use ca_connector::commands::{self, Cli, Command};
+use ca_connector::settings::LogFormat;
 use ca_connector::{telemetry, Application, Config};
-use clap::Parser;
+use schema::pool::redact_url;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
@@ -30,44 +31,61 @@ fn limit_malloc_arenas() {
 }
 
 async fn start() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::parse_checked() {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let format = cli
-        .settings
+        .logging
         .log_format
         .unwrap_or_else(telemetry::default_format);
     // Log lines are written by a background thread: a request never waits for stderr, which was
     // one write(2) per line on the request's own thread. Not lossy: a full buffer waits.
-    let (writer, _flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+    let (writer, flush_on_exit) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
         .finish(std::io::stderr());
-    telemetry::init(&cli.settings.log, format, writer);
-    match run(cli).await {
+    telemetry::init(&cli.logging.log, format, writer);
+    let outcome = run(cli).await;
+    // A fatal error is printed once: as a JSON log line where logs are JSON (read by machines),
+    // else as one plain line after the log is flushed, so it is the last thing a person sees.
+    if let (Err(e), LogFormat::Json) = (&outcome, format) {
+        tracing::error!(error = format!("{e:#}"), "ca-connector stopped");
+    }
+    drop(flush_on_exit);
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "ca-connector stopped");
-            eprintln!("error: {e:#}");
+            if format == LogFormat::Text {
+                eprintln!("error: {e:#}");
+            }
             ExitCode::FAILURE
         }
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let config = Config::resolve(&cli.settings)?;
-    let command = cli.command.unwrap_or(Command::Serve);
-    if !config.dev_secrets.is_empty() && matches!(command, Command::Serve) {
-        tracing::warn!(
-            files = config.dev_secrets.join(", "),
-            "using development secrets from the data dir (embedded default); set CA_CONNECTOR_ENCRYPTION_KEYS and CA_CONNECTOR_JWT_SECRET for production"
-        );
-    }
-    match command {
-        Command::Serve => {
-            let app = Application::build(config).await?;
-            tracing::info!(port = app.port(), "serving");
+    match cli.into_command() {
+        Command::Serve(settings) => {
+            let config = Config::resolve(&settings)?;
+            if !config.dev_secrets.is_empty() {
+                tracing::warn!(
+                    files = config.dev_secrets.join(", "),
+                    "using development secrets from the data dir (embedded default); set CA_CONNECTOR_ENCRYPTION_KEYS and CA_CONNECTOR_JWT_SECRET for production"
+                );
+            }
+            let app = Application::build(config.clone()).await?;
+            tracing::info!(
+                port = app.port(),
+                address = %app.address(),
+                database = %redact_url(&config.database_url),
+                channeladvisor = %config.channeladvisor_url,
+                "serving"
+            );
             app.run_until_stopped().await?;
             tracing::info!("stopped");
         }
-        Command::Migrate => {
+        Command::Migrate(settings) => {
+            let config = Config::resolve(&settings)?;
             let db = schema::Database::connect(&config.database_url, 1)?;
             let applied = tokio::task::spawn_blocking(move || db.migrate()).await??;
             println!("{} migrations applied", applied.len());
@@ -75,9 +93,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 println!("  {name}");
             }
         }
-        Command::Token(args) => println!("{}", commands::token::run(&config, &args)?),
-        Command::RotateKeys(args) => commands::rotate_keys::run(&config, &args).await?,
-        Command::CheckConfig => commands::check_config::run(&config).await?,
+        Command::Token(args) => println!("{}", commands::token::run(&args)?),
+        Command::RotateKeys(args) => commands::rotate_keys::run(&args).await?,
+        Command::CheckConfig(settings) => {
+            commands::check_config::run(&Config::resolve(&settings)?).await?
+        }
     }
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Every setting of contract §1 as a flag with its environment variable, and their resolution into
 //! a `Config` the service runs with (generated dev secrets included).
 
-use std::path::{Path, PathBuf};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{ArgAction, Args, ValueEnum};
@@ -16,123 +17,110 @@ pub enum LogFormat {
     Json,
 }
 
-/// The settings as given. Not `Debug`: it holds secrets as plain strings until resolved.
+/// Where the data lives: shared by every command.
 #[derive(Clone, Args)]
-pub struct Settings {
-    /// Address to serve HTTP on
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_LISTEN",
-        default_value = "127.0.0.1:8080",
-        global = true
-    )]
-    pub listen: String,
-    /// Where the embedded database and generated dev keys live
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_DATA_DIR",
-        default_value = "./data",
-        global = true
-    )]
-    pub data_dir: PathBuf,
+pub struct DataArgs {
+    /// Where the embedded database and generated dev keys live [default: ./data; inside a
+    /// checkout, the checkout's data/]
+    #[arg(long, env = "CA_CONNECTOR_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
     /// sqlite://PATH or postgres://… (PostgreSQL 13+); default: SQLite file <data-dir>/ca-connector.db
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_DATABASE_URL",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "CA_CONNECTOR_DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// ChannelAdvisor base URL; /oauth2/token and /v1/… hang off it
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_CHANNELADVISOR_URL",
-        default_value = "https://api.channeladvisor.com",
-        global = true
-    )]
-    pub channeladvisor_url: String,
+}
+
+/// The encryption keys, for the commands that open sealed values.
+#[derive(Clone, Args)]
+pub struct KeyArgs {
     /// ID:BASE64KEY[,ID:BASE64KEY…]; the first encrypts, all decrypt (generated on the embedded default)
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_ENCRYPTION_KEYS",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "CA_CONNECTOR_ENCRYPTION_KEYS", hide_env_values = true)]
     pub encryption_keys: Option<String>,
+}
+
+/// How JWTs are verified (and, by `token`, signed).
+#[derive(Clone, Args)]
+pub struct JwtArgs {
     /// HS256 secret shared with the ERP, at least 32 bytes (generated on the embedded default)
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_JWT_SECRET",
-        hide_env_values = true,
-        global = true
-    )]
+    #[arg(long, env = "CA_CONNECTOR_JWT_SECRET", hide_env_values = true)]
     pub jwt_secret: Option<String>,
     /// Path of a PEM public key: RS256 or ES256 instead of HS256
-    #[arg(long, env = "CA_CONNECTOR_JWT_PUBLIC_KEY", global = true)]
+    #[arg(long, env = "CA_CONNECTOR_JWT_PUBLIC_KEY")]
     pub jwt_public_key: Option<PathBuf>,
     /// Required `aud` claim
     #[arg(
         long,
         env = "CA_CONNECTOR_JWT_AUDIENCE",
-        default_value = "ca-connector",
-        global = true
+        default_value = "ca-connector"
     )]
     pub jwt_audience: String,
     /// Required `iss` claim when set
-    #[arg(long, env = "CA_CONNECTOR_JWT_ISSUER", global = true)]
+    #[arg(long, env = "CA_CONNECTOR_JWT_ISSUER")]
     pub jwt_issuer: Option<String>,
-    /// Whole-request deadline for one upstream call, in seconds
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_UPSTREAM_TIMEOUT_SECS",
-        default_value_t = 15,
-        global = true
-    )]
-    pub upstream_timeout_secs: u64,
-    /// Most upstream calls in flight per Application ID
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_UPSTREAM_CONCURRENCY",
-        default_value_t = 4,
-        global = true
-    )]
-    pub upstream_concurrency: usize,
-    /// Refresh a cached access token when less than this many seconds are left
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_TOKEN_REFRESH_MARGIN_SECS",
-        default_value_t = 300,
-        global = true
-    )]
-    pub token_refresh_margin_secs: u64,
-    /// Scheduled re-test of every complete connection, in seconds; 0 = off
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_HEALTH_CHECK_INTERVAL_SECS",
-        default_value_t = 21600,
-        global = true
-    )]
-    pub health_check_interval_secs: u64,
-    /// Seconds before each web-hook delivery attempt
-    #[arg(
-        long,
-        env = "CA_CONNECTOR_WEBHOOK_RETRY_SCHEDULE",
-        default_value = "0,5,300,1800,7200,18000,36000,36000",
-        global = true
-    )]
-    pub webhook_retry_schedule: String,
-    /// Allow web-hook targets on loopback/private addresses
-    #[arg(long, env = "CA_CONNECTOR_WEBHOOK_ALLOW_PRIVATE", action = ArgAction::SetTrue, global = true)]
-    pub webhook_allow_private: bool,
-    /// Allow http:// web-hook targets
-    #[arg(long, env = "CA_CONNECTOR_WEBHOOK_ALLOW_HTTP", action = ArgAction::SetTrue, global = true)]
-    pub webhook_allow_http: bool,
+}
+
+/// Logging, accepted by every command.
+#[derive(Clone, Args)]
+pub struct LogArgs {
     /// tracing filter, e.g. info or ca_connector=debug
     #[arg(long, env = "CA_CONNECTOR_LOG", default_value = "info", global = true)]
     pub log: String,
     /// Log format; default text on a terminal, else json
     #[arg(long, env = "CA_CONNECTOR_LOG_FORMAT", value_enum, global = true)]
     pub log_format: Option<LogFormat>,
+}
+
+/// Every setting of the service. Not `Debug`: it holds secrets as plain strings until resolved.
+#[derive(Clone, Args)]
+pub struct Settings {
+    /// Address to serve HTTP on: HOST:PORT, or :PORT on 127.0.0.1 (:0 picks a free port)
+    #[arg(long, env = "CA_CONNECTOR_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// ChannelAdvisor base URL; /oauth2/token and /v1/… hang off it
+    #[arg(
+        long,
+        env = "CA_CONNECTOR_CHANNELADVISOR_URL",
+        default_value = "https://api.channeladvisor.com"
+    )]
+    pub channeladvisor_url: String,
+    #[command(flatten)]
+    pub keys: KeyArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
+    /// Whole-request deadline for one upstream call, in seconds
+    #[arg(long, env = "CA_CONNECTOR_UPSTREAM_TIMEOUT_SECS", default_value_t = 15)]
+    pub upstream_timeout_secs: u64,
+    /// Most upstream calls in flight per Application ID
+    #[arg(long, env = "CA_CONNECTOR_UPSTREAM_CONCURRENCY", default_value_t = 4)]
+    pub upstream_concurrency: usize,
+    /// Refresh a cached access token when less than this many seconds are left
+    #[arg(
+        long,
+        env = "CA_CONNECTOR_TOKEN_REFRESH_MARGIN_SECS",
+        default_value_t = 300
+    )]
+    pub token_refresh_margin_secs: u64,
+    /// Scheduled re-test of every complete connection, in seconds; 0 = off
+    #[arg(
+        long,
+        env = "CA_CONNECTOR_HEALTH_CHECK_INTERVAL_SECS",
+        default_value_t = 21600
+    )]
+    pub health_check_interval_secs: u64,
+    /// Seconds before each web-hook delivery attempt
+    #[arg(
+        long,
+        env = "CA_CONNECTOR_WEBHOOK_RETRY_SCHEDULE",
+        default_value = "0,5,300,1800,7200,18000,36000,36000"
+    )]
+    pub webhook_retry_schedule: String,
+    /// Allow web-hook targets on loopback/private addresses
+    #[arg(long, env = "CA_CONNECTOR_WEBHOOK_ALLOW_PRIVATE", action = ArgAction::SetTrue)]
+    pub webhook_allow_private: bool,
+    /// Allow http:// web-hook targets
+    #[arg(long, env = "CA_CONNECTOR_WEBHOOK_ALLOW_HTTP", action = ArgAction::SetTrue)]
+    pub webhook_allow_http: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,6 +134,10 @@ pub enum ConfigError {
     MissingSecret(&'static str),
     #[error("data dir: {0}")]
     DataDir(String),
+    /// A generated secret file that does not hold what it should: named as the file, since the
+    /// user never set the flag it stands in for.
+    #[error("{path}: {message}; restore the file from a backup, or delete it to generate a new one (anything sealed or signed with the old one is then lost)")]
+    DamagedFile { path: String, message: String },
 }
 
 fn invalid(setting: &'static str, message: impl Into<String>) -> ConfigError {
@@ -178,6 +170,14 @@ pub struct WebhookSettings {
 }
 
 impl Config {
+    pub fn store(&self) -> Store {
+        Store {
+            data_dir: self.data_dir.clone(),
+            database_url: self.database_url.clone(),
+            backend: self.backend,
+        }
+    }
+
     pub fn webhook_policy(&self) -> web_hooks::target::TargetPolicy {
         web_hooks::target::TargetPolicy {
             allow_http: self.webhooks.allow_http,
@@ -186,10 +186,176 @@ impl Config {
     }
 }
 
+/// Where the data is: the data dir and the database in it (or elsewhere).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub backend: Backend,
+}
+
+impl Store {
+    pub fn embedded(&self) -> bool {
+        self.backend == Backend::Sqlite
+    }
+
+    /// The SQLite file, for messages about it.
+    pub fn sqlite_path(&self) -> Option<PathBuf> {
+        self.embedded().then(|| {
+            PathBuf::from(
+                self.database_url
+                    .strip_prefix("sqlite://")
+                    .unwrap_or(&self.database_url),
+            )
+        })
+    }
+}
+
+impl DataArgs {
+    /// The data dir and database URL, without touching the disk.
+    pub fn locate(&self) -> Result<Store, ConfigError> {
+        let data_dir = self
+            .data_dir
+            .clone()
+            .unwrap_or_else(dev_secrets::default_data_dir);
+        let database_url = match &self.database_url {
+            Some(url) => url.clone(),
+            None => format!(
+                "sqlite://{}",
+                data_dir.join(dev_secrets::DATABASE_FILE).display()
+            ),
+        };
+        let backend = if database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+        {
+            Backend::Postgres
+        } else if database_url.starts_with("sqlite://") || !database_url.contains("://") {
+            Backend::Sqlite
+        } else {
+            return Err(invalid(
+                "--database-url",
+                "must be sqlite://PATH or postgres://…",
+            ));
+        };
+        Ok(Store {
+            data_dir,
+            database_url,
+            backend,
+        })
+    }
+
+    /// Locates the store and, on the embedded default, creates the data dir and the private
+    /// database file. A data dir whose generated keys survive but whose database is gone is
+    /// warned about loudly: starting empty would otherwise look like lost data fixed itself.
+    pub fn prepare(&self) -> Result<Store, ConfigError> {
+        let store = self.locate()?;
+        if let Some(file) = store.sqlite_path() {
+            dev_secrets::ensure_dir(&store.data_dir).map_err(ConfigError::DataDir)?;
+            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
+                dev_secrets::ensure_dir(parent).map_err(ConfigError::DataDir)?;
+            }
+            let keys_file = store.data_dir.join(dev_secrets::ENCRYPTION_KEYS_FILE);
+            let empty = std::fs::metadata(&file).map_or(true, |m| m.len() == 0);
+            if empty && keys_file.is_file() {
+                tracing::warn!(
+                    database = %file.display(),
+                    keys = %keys_file.display(),
+                    "the data dir has generated encryption keys but the database is missing or empty: starting with an empty database. If credentials were stored before, stop now and restore {} from a backup (or point --data-dir / --database-url at the right one)",
+                    file.display()
+                );
+            }
+            dev_secrets::ensure_private_file(&file).map_err(ConfigError::DataDir)?;
+        }
+        Ok(store)
+    }
+}
+
+impl KeyArgs {
+    /// The key ring: configured, or generated into the data dir on the embedded default. The
+    /// note is for the start-up warning about development secrets.
+    pub fn resolve(&self, store: &Store) -> Result<(KeyRing, Option<String>), ConfigError> {
+        if let Some(spec) = &self.encryption_keys {
+            let keys = KeyRing::parse(&SecretString::from(spec.clone()))
+                .map_err(|e| invalid("--encryption-keys", e.to_string()))?;
+            return Ok((keys, None));
+        }
+        if !store.embedded() {
+            return Err(ConfigError::MissingSecret(
+                "CA_CONNECTOR_ENCRYPTION_KEYS (--encryption-keys)",
+            ));
+        }
+        dev_secrets::ensure_dir(&store.data_dir).map_err(ConfigError::DataDir)?;
+        let dev = dev_secrets::encryption_keys(&store.data_dir).map_err(ConfigError::DataDir)?;
+        let keys = KeyRing::parse(&dev.value).map_err(|e| ConfigError::DamagedFile {
+            path: dev.path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        Ok((keys, Some(dev.note)))
+    }
+}
+
+impl JwtArgs {
+    /// The verification key: configured, or generated into the data dir on the embedded default.
+    pub fn resolve(&self, store: &Store) -> Result<(JwtSettings, Option<String>), ConfigError> {
+        let (key, note) = match (&self.jwt_public_key, &self.jwt_secret) {
+            (Some(path), _) => (
+                JwtKey::PublicKey(std::fs::read(path).map_err(|e| {
+                    invalid("--jwt-public-key", format!("{}: {e}", path.display()))
+                })?),
+                None,
+            ),
+            (None, Some(secret)) => {
+                if secret.len() < 32 {
+                    return Err(invalid("--jwt-secret", "must be at least 32 bytes"));
+                }
+                (JwtKey::Hs256(SecretString::from(secret.clone())), None)
+            }
+            (None, None) if store.embedded() => {
+                dev_secrets::ensure_dir(&store.data_dir).map_err(ConfigError::DataDir)?;
+                let dev = dev_secrets::jwt_secret(&store.data_dir).map_err(ConfigError::DataDir)?;
+                if dev.value.expose_secret().len() < 32 {
+                    return Err(ConfigError::DamagedFile {
+                        path: dev.path.display().to_string(),
+                        message: "holds fewer than the 32 bytes a JWT secret needs".into(),
+                    });
+                }
+                (JwtKey::Hs256(dev.value), Some(dev.note))
+            }
+            (None, None) => {
+                return Err(ConfigError::MissingSecret(
+                    "CA_CONNECTOR_JWT_SECRET (--jwt-secret) or CA_CONNECTOR_JWT_PUBLIC_KEY",
+                ))
+            }
+        };
+        let settings = JwtSettings {
+            key,
+            audience: self.jwt_audience.clone(),
+            issuer: self.jwt_issuer.clone(),
+        };
+        Ok((settings, note))
+    }
+}
+
+/// `HOST:PORT`, or `:PORT` for the default host. Resolved here, so `check-config` refuses what
+/// `serve` would fail to bind.
+pub fn parse_listen(raw: &str) -> Result<SocketAddr, ConfigError> {
+    let spec = match raw.strip_prefix(':') {
+        Some(port) => format!("127.0.0.1:{port}"),
+        None => raw.to_string(),
+    };
+    let hint = format!(
+        "'{raw}' is not an address to listen on; give HOST:PORT (127.0.0.1:8080, 0.0.0.0:8080, [::1]:8080) or :PORT"
+    );
+    spec.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| invalid("--listen", hint))
+}
+
 /// The resolved configuration the service runs with.
 #[derive(Clone)]
 pub struct Config {
-    pub listen: String,
+    pub listen: SocketAddr,
     pub data_dir: PathBuf,
     pub database_url: String,
     pub backend: Backend,
@@ -207,78 +373,10 @@ pub struct Config {
 
 impl Config {
     pub fn resolve(s: &Settings) -> Result<Config, ConfigError> {
-        let database_url = match &s.database_url {
-            Some(url) => url.clone(),
-            None => format!("sqlite://{}", s.data_dir.join("ca-connector.db").display()),
-        };
-        let backend = if database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://")
-        {
-            Backend::Postgres
-        } else if database_url.starts_with("sqlite://") || !database_url.contains("://") {
-            Backend::Sqlite
-        } else {
-            return Err(invalid(
-                "--database-url",
-                "must be sqlite://PATH or postgres://…",
-            ));
-        };
-        let embedded = backend == Backend::Sqlite;
-        if embedded {
-            dev_secrets::ensure_dir(&s.data_dir).map_err(ConfigError::DataDir)?;
-            let file = Path::new(
-                database_url
-                    .strip_prefix("sqlite://")
-                    .unwrap_or(&database_url),
-            );
-            if let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty()) {
-                dev_secrets::ensure_dir(parent).map_err(ConfigError::DataDir)?;
-            }
-            dev_secrets::ensure_private_file(file).map_err(ConfigError::DataDir)?;
-        }
-        let mut dev = Vec::new();
-
-        let keys_spec = match &s.encryption_keys {
-            Some(spec) => SecretString::from(spec.clone()),
-            None if embedded => {
-                let (spec, note) =
-                    dev_secrets::encryption_keys(&s.data_dir).map_err(ConfigError::DataDir)?;
-                dev.push(note);
-                spec
-            }
-            None => {
-                return Err(ConfigError::MissingSecret(
-                    "CA_CONNECTOR_ENCRYPTION_KEYS (--encryption-keys)",
-                ))
-            }
-        };
-        let keys =
-            KeyRing::parse(&keys_spec).map_err(|e| invalid("--encryption-keys", e.to_string()))?;
-
-        let jwt_key = match (&s.jwt_public_key, &s.jwt_secret) {
-            (Some(path), _) => JwtKey::PublicKey(
-                std::fs::read(path)
-                    .map_err(|e| invalid("--jwt-public-key", format!("{}: {e}", path.display())))?,
-            ),
-            (None, Some(secret)) => JwtKey::Hs256(SecretString::from(secret.clone())),
-            (None, None) if embedded => {
-                let (secret, note) =
-                    dev_secrets::jwt_secret(&s.data_dir).map_err(ConfigError::DataDir)?;
-                dev.push(note);
-                JwtKey::Hs256(secret)
-            }
-            (None, None) => {
-                return Err(ConfigError::MissingSecret(
-                    "CA_CONNECTOR_JWT_SECRET (--jwt-secret) or CA_CONNECTOR_JWT_PUBLIC_KEY",
-                ))
-            }
-        };
-        if let JwtKey::Hs256(secret) = &jwt_key {
-            if secret.expose_secret().len() < 32 {
-                return Err(invalid("--jwt-secret", "must be at least 32 bytes"));
-            }
-        }
-
+        let listen = parse_listen(&s.listen)?;
+        let store = s.data.prepare()?;
+        let (keys, keys_note) = s.keys.resolve(&store)?;
+        let (jwt, jwt_note) = s.jwt.resolve(&store)?;
         let channeladvisor_url = url::Url::parse(&s.channeladvisor_url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
@@ -304,17 +402,13 @@ impl Config {
             })?;
 
         Ok(Config {
-            listen: s.listen.clone(),
-            data_dir: s.data_dir.clone(),
-            database_url,
-            backend,
+            listen,
+            data_dir: store.data_dir,
+            database_url: store.database_url,
+            backend: store.backend,
             channeladvisor_url,
             keys,
-            jwt: JwtSettings {
-                key: jwt_key,
-                audience: s.jwt_audience.clone(),
-                issuer: s.jwt_issuer.clone(),
-            },
+            jwt,
             upstream_timeout: Duration::from_secs(s.upstream_timeout_secs),
             upstream_concurrency: s.upstream_concurrency,
             token_refresh_margin: Duration::from_secs(s.token_refresh_margin_secs),
@@ -325,7 +419,29 @@ impl Config {
                 allow_private: s.webhook_allow_private,
                 allow_http: s.webhook_allow_http,
             },
-            dev_secrets: dev,
+            dev_secrets: keys_note.into_iter().chain(jwt_note).collect(),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_listen;
+
+    #[test]
+    fn listen_takes_host_and_port_or_port_alone() {
+        assert_eq!(
+            parse_listen("127.0.0.1:8080").unwrap().to_string(),
+            "127.0.0.1:8080"
+        );
+        assert_eq!(parse_listen(":0").unwrap().to_string(), "127.0.0.1:0");
+        assert_eq!(parse_listen("[::1]:9").unwrap().to_string(), "[::1]:9");
+        for bad in ["8080", "localhost", "127.0.0.1:99999", ""] {
+            let err = parse_listen(bad).unwrap_err().to_string();
+            assert!(
+                err.contains("--listen") && err.contains("HOST:PORT"),
+                "{err}"
+            );
+        }
     }
 }

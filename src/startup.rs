@@ -1,7 +1,7 @@
 //! Builds the application: database, migrations, key check, shared state, and the HTTP server
 //! bound to its port (port 0 in tests, so many apps run side by side).
 
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 
 use actix_web::dev::Server;
@@ -20,7 +20,7 @@ use crate::metrics::{record_http_metrics, Metrics};
 use crate::problem::{problem_for_every_error, ApiError};
 use crate::request_context::request_context;
 use crate::routes;
-use crate::settings::Config;
+use crate::settings::{Config, Store};
 use crate::token_broker::{BrokerDeps, TokenBroker};
 use connector::ChannelAdvisorClient;
 
@@ -61,39 +61,77 @@ impl AppState {
 
 pub struct Application {
     port: u16,
+    address: SocketAddr,
     server: Server,
 }
 
 /// Opens the database, applies pending migrations and refuses a database that holds secrets
-/// sealed with a key id that is not configured.
-pub async fn open_database(config: &Config) -> anyhow::Result<Database> {
-    let pool_size = match config.backend {
+/// sealed with a key id that is not configured, or a key that is not the one an id was used with.
+pub async fn open_database(store: &Store, keys: &KeyRing) -> anyhow::Result<Database> {
+    let pool_size = match store.backend {
         Backend::Sqlite => 8,
         Backend::Postgres => 16,
     };
-    let db = Database::connect(&config.database_url, pool_size)?;
-    let keys = config.keys.clone();
+    let db = Database::connect(&store.database_url, pool_size)?;
+    let url = store.database_url.clone();
+    tokio::task::spawn_blocking(move || schema::pool::probe(&url))
+        .await?
+        .map_err(|e| explain_damaged_sqlite(store, e.into()))?;
+    let keys = keys.clone();
     let check = db.clone();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+    let opened = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let applied = check.migrate().context("database migrations")?;
         for name in applied {
             tracing::info!(migration = %name, "migration applied");
         }
         let mut conn = check.get()?;
         schema::keys::check_key_ids(&mut conn, &keys)?;
+        schema::keys::check_key_values(&mut conn, &keys)?;
         Ok(())
     })
-    .await??;
+    .await?;
+    opened.map_err(|e| explain_damaged_sqlite(store, e))?;
     Ok(db)
+}
+
+/// SQLite reports a damaged file as a bare "file is not a database" on the first statement; the
+/// person reading it needs the file's path and what to do about it.
+fn explain_damaged_sqlite(store: &Store, error: anyhow::Error) -> anyhow::Error {
+    let text = format!("{error:#}");
+    let damaged = ["file is not a database", "database disk image is malformed"]
+        .iter()
+        .any(|m| text.contains(m));
+    match store.sqlite_path() {
+        Some(path) if damaged => anyhow::anyhow!(
+            "the SQLite database {} is damaged ({}): stop every ca-connector using it, then restore it from a backup, or move it aside to start with an empty database (the keys in {} stay valid)",
+            path.display(),
+            if text.contains("malformed") { "database disk image is malformed" } else { "file is not a database" },
+            store.data_dir.display()
+        ),
+        _ => error,
+    }
+}
+
+/// Binds the listen address; an address in use names itself and the setting that moves it.
+fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::AddrInUse {
+            anyhow::anyhow!(
+                "cannot listen on {addr}: the address is already in use (another ca-connector, or another program, is serving there); stop it, or choose another address with --listen or CA_CONNECTOR_LISTEN (for example --listen 127.0.0.1:8081)"
+            )
+        } else {
+            anyhow::anyhow!("cannot listen on {addr}: {e}; choose another address with --listen or CA_CONNECTOR_LISTEN")
+        }
+    })
 }
 
 impl Application {
     pub async fn build(config: Config) -> anyhow::Result<Application> {
-        let db = open_database(&config).await?;
+        let db = open_database(&config.store(), &config.keys).await?;
         let auth = Authenticator::new(&config.jwt).map_err(anyhow::Error::msg)?;
-        let listener = TcpListener::bind(&config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let port = listener.local_addr()?.port();
+        let listener = bind(config.listen)?;
+        let listener_address = listener.local_addr()?;
+        let port = listener_address.port();
         let keys = Arc::new(config.keys.clone());
         let lease_keys = keys.clone();
         let leases = Batches::new(
@@ -163,11 +201,20 @@ impl Application {
         // In-flight requests get this long to finish after SIGTERM.
         .shutdown_timeout(30)
         .run();
-        Ok(Application { port, server })
+        Ok(Application {
+            port,
+            address: listener_address,
+            server,
+        })
     }
 
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// The address actually bound (with the port picked for `:0`).
+    pub fn address(&self) -> SocketAddr {
+        self.address
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {

@@ -118,7 +118,14 @@ impl Simulator {
             issued: Mutex::default(),
             counter: AtomicU64::new(0),
         });
-        let listener = std::net::TcpListener::bind(listen)?;
+        let listener = std::net::TcpListener::bind(listen).map_err(|e| {
+            let why = if e.kind() == std::io::ErrorKind::AddrInUse {
+                "the address is already in use (another ca-sim, or another program, is serving there); stop it, or choose another address with --listen (for example --listen 127.0.0.1:9091)".to_string()
+            } else {
+                format!("{e}; choose another address with --listen")
+            };
+            std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {why}"))
+        })?;
         let port = listener.local_addr()?.port();
         let server = HttpServer::new(move || {
             App::new()
@@ -341,4 +348,22 @@ async fn reset(state: web::Data<SimState>) -> HttpResponse {
     state.stats.profile_calls.store(0, Ordering::SeqCst);
     state.stats.max_in_flight_per_app.store(0, Ordering::SeqCst);
     HttpResponse::NoContent().finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_address_in_use_is_named_with_the_setting_that_moves_it() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = taken.local_addr().unwrap().to_string();
+        let err = super::Simulator::start(super::SimConfig::default(), &address)
+            .err()
+            .expect("the port is taken");
+        let message = err.to_string();
+        assert!(
+            message.contains(&address) && message.contains("already in use"),
+            "{message}"
+        );
+        assert!(message.contains("--listen"), "{message}");
+    }
 }

@@ -10,7 +10,7 @@ use crate::company::CompanyId;
 use crate::error::StoreError;
 use crate::outbox;
 use crate::pool::{write_tx, AnyConnection};
-use crate::schema::credentials;
+use crate::schema::{credentials, credentials_deleted_versions};
 use crate::seal::{KeyRing, Sealed};
 use serde_json::Value;
 
@@ -347,7 +347,10 @@ pub fn save(
             shared_secret: sealed_secret.map(|s| s.bytes),
             refresh_token: sealed_token.map(|s| s.bytes),
             profile_id,
-            version: existing.as_ref().map_or(1, |r| r.version + 1),
+            version: match &existing {
+                Some(r) => r.version + 1,
+                None => deleted_version(conn, company)? + 1,
+            },
             state: state.as_str().to_string(),
             state_since: match &existing {
                 Some(r) if r.state == state.as_str() => r.state_since,
@@ -429,6 +432,35 @@ pub fn save(
     })
 }
 
+/// The version the company's last deleted credentials had (0 when none were ever deleted), so
+/// a new record continues after it: a stale `If-Match` taken before a delete never matches the
+/// record saved after it.
+fn deleted_version(conn: &mut AnyConnection, company: &CompanyId) -> Result<i64, StoreError> {
+    Ok(credentials_deleted_versions::table
+        .find(company.as_str())
+        .select(credentials_deleted_versions::version)
+        .first(conn)
+        .optional()?
+        .unwrap_or(0))
+}
+
+fn remember_deleted_version(
+    conn: &mut AnyConnection,
+    company: &CompanyId,
+    version: i64,
+) -> Result<(), StoreError> {
+    // Delete and insert rather than an upsert: the same statements on both backends, inside the
+    // delete's transaction (the credentials row is locked, so no other writer races this one).
+    diesel::delete(credentials_deleted_versions::table.find(company.as_str())).execute(conn)?;
+    diesel::insert_into(credentials_deleted_versions::table)
+        .values((
+            credentials_deleted_versions::company.eq(company.as_str()),
+            credentials_deleted_versions::version.eq(version),
+        ))
+        .execute(conn)?;
+    Ok(())
+}
+
 fn check_version(
     existing: Option<&CredentialsRow>,
     if_match: Option<i64>,
@@ -472,6 +504,7 @@ pub fn delete(
         .map(|(_, n)| n)
         .collect();
         diesel::delete(credentials::table.find(company.as_str())).execute(conn)?;
+        remember_deleted_version(conn, company, row.version)?;
         crate::connection::drop_cached_token(conn, company.as_str())?;
         audit::record(
             conn,

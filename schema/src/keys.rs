@@ -7,7 +7,7 @@ use diesel::prelude::*;
 use crate::credentials::{load_row_for_update, REFRESH_TOKEN, SHARED_SECRET};
 use crate::error::StoreError;
 use crate::pool::{write_tx, AnyConnection};
-use crate::schema::{access_tokens, credentials, webhooks};
+use crate::schema::{access_tokens, credentials, key_checks, webhooks};
 use crate::seal::{KeyRing, SealError};
 
 /// Every key id that sealed something in the database.
@@ -42,6 +42,48 @@ pub fn check_key_ids(conn: &mut AnyConnection, keys: &KeyRing) -> Result<(), Sto
         Some(id) => Err(StoreError::Seal(SealError::UnknownKey(id))),
         None => Ok(()),
     }
+}
+
+/// Start-up check of the keys themselves: each configured key id's key must open the check value
+/// written when that id was first used; an id seen for the first time gets its check value here.
+/// A key file replaced under the same id is refused at start, naming the id, instead of every
+/// read then reporting the stored secrets as altered.
+pub fn check_key_values(conn: &mut AnyConnection, keys: &KeyRing) -> Result<(), StoreError> {
+    for id in keys.key_ids() {
+        let stored: Option<Vec<u8>> = key_checks::table
+            .find(id)
+            .select(key_checks::check_value)
+            .first(conn)
+            .optional()?;
+        let stored = match stored {
+            Some(bytes) => bytes,
+            None => {
+                let Some(value) = keys.key_check(id) else {
+                    continue;
+                };
+                let inserted = diesel::insert_into(key_checks::table)
+                    .values((
+                        key_checks::key_id.eq(id),
+                        key_checks::check_value.eq(&value),
+                        key_checks::created_at.eq(chrono::Utc::now().naive_utc()),
+                    ))
+                    .execute(conn);
+                match inserted {
+                    Ok(_) => continue,
+                    // Another instance starting at the same moment wrote its value first: check
+                    // against that one.
+                    Err(_) => key_checks::table
+                        .find(id)
+                        .select(key_checks::check_value)
+                        .first(conn)?,
+                }
+            }
+        };
+        if !keys.verifies_key_check(id, &stored) {
+            return Err(StoreError::Seal(SealError::WrongKey(id.to_string())));
+        }
+    }
+    Ok(())
 }
 
 /// Cached access tokens under an old key are dropped rather than re-sealed: they are a cache

@@ -60,6 +60,29 @@ pub struct Manager {
     target: String,
 }
 
+impl Manager {
+    fn for_url(url: &str) -> Result<Manager, StoreError> {
+        let (backend, target) =
+            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+                (Backend::Postgres, url.to_string())
+            } else if let Some(path) = url.strip_prefix("sqlite://") {
+                (Backend::Sqlite, path.to_string())
+            } else if url.contains("://") {
+                return Err(StoreError::UnsupportedUrl(redact_url(url)));
+            } else {
+                (Backend::Sqlite, url.to_string())
+            };
+        Ok(Manager { backend, target })
+    }
+}
+
+/// Opens one connection and drops it: the pool would retry a failing connection until its
+/// timeout, so a database that cannot be opened at all (a damaged SQLite file, a refused login)
+/// is reported at once, with the database's own words.
+pub fn probe(url: &str) -> Result<(), StoreError> {
+    Manager::for_url(url)?.connect().map(drop)
+}
+
 impl ManageConnection for Manager {
     type Connection = AnyConnection;
     type Error = StoreError;
@@ -116,16 +139,7 @@ impl std::fmt::Debug for Database {
 impl Database {
     /// `sqlite://PATH` (or a bare path) or `postgres://…` / `postgresql://…`.
     pub fn connect(url: &str, max_size: u32) -> Result<Self, StoreError> {
-        let (backend, target) =
-            if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-                (Backend::Postgres, url.to_string())
-            } else if let Some(path) = url.strip_prefix("sqlite://") {
-                (Backend::Sqlite, path.to_string())
-            } else if url.contains("://") {
-                return Err(StoreError::UnsupportedUrl(redact_url(url)));
-            } else {
-                (Backend::Sqlite, url.to_string())
-            };
+        let Manager { backend, target } = Manager::for_url(url)?;
         let pool = Pool::builder()
             .max_size(max_size)
             // PostgreSQL connections are kept open, all of them: one opened in a burst costs a

@@ -122,3 +122,18 @@ diesel::table! {
 }
 
 diesel::allow_tables_to_appear_in_same_query!(webhook_deliveries, outbox_events, webhooks);
+
+diesel::table! {
+    key_checks (key_id) {
+        key_id -> Text,
+        check_value -> Binary,
+        created_at -> Timestamp,
+    }
+}
+
+diesel::table! {
+    credentials_deleted_versions (company) {
+        company -> Text,
+        version -> BigInt,
+    }
+}

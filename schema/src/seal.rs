@@ -15,6 +15,8 @@ pub enum SealError {
     BadKeys(String),
     #[error("secrets are sealed with key id '{0}', which is not configured in CA_CONNECTOR_ENCRYPTION_KEYS")]
     UnknownKey(String),
+    #[error("the configured encryption key for id '{0}' is not the one the database was sealed with (the key was replaced under the same id); configure the original key for '{0}', or give the new key another id and keep the old one listed until `ca-connector rotate-keys` has run")]
+    WrongKey(String),
     #[error("the sealed {field} of company '{company}' does not open (tampered, copied from another row, or truncated)")]
     Open { company: String, field: String },
 }
@@ -165,6 +167,53 @@ impl KeyRing {
     }
 }
 
+/// What a key check value seals: a known text under one key id, so a start-up can tell whether
+/// the key configured for that id is the one the database was written with.
+const KEY_CHECK_TEXT: &[u8] = b"ca-connector key check";
+
+impl KeyRing {
+    /// A fresh key check value for key `id` (nonce, ciphertext and tag); `None` for an id the ring
+    /// does not have.
+    pub fn key_check(&self, id: &str) -> Option<Vec<u8>> {
+        let (_, cipher) = self.keys.iter().find(|(k, _)| k == id)?;
+        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
+        let aad = associated_data("", &format!("key-check:{id}"));
+        let sealed = cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: KEY_CHECK_TEXT,
+                    aad: &aad,
+                },
+            )
+            .ok()?;
+        let mut bytes = nonce.to_vec();
+        bytes.extend_from_slice(&sealed);
+        Some(bytes)
+    }
+
+    /// Whether the configured key for `id` opens a key check value written earlier.
+    pub fn verifies_key_check(&self, id: &str, bytes: &[u8]) -> bool {
+        let Some((_, cipher)) = self.keys.iter().find(|(k, _)| k == id) else {
+            return false;
+        };
+        if bytes.len() < NONCE_LEN + 16 {
+            return false;
+        }
+        let (nonce, ciphertext) = bytes.split_at(NONCE_LEN);
+        let aad = associated_data("", &format!("key-check:{id}"));
+        cipher
+            .decrypt(
+                Nonce::from_slice(nonce),
+                Payload {
+                    msg: ciphertext,
+                    aad: &aad,
+                },
+            )
+            .is_ok_and(|plain| plain == KEY_CHECK_TEXT)
+    }
+}
+
 fn associated_data(company: &str, field: &str) -> Vec<u8> {
     // The unit separator cannot occur in a company id or a field name, so the pair is unambiguous.
     format!("ca-connector\u{1f}{company}\u{1f}{field}").into_bytes()
@@ -180,6 +229,17 @@ mod tests {
 
     fn secret(s: &str) -> SecretString {
         SecretString::from(s.to_string())
+    }
+
+    #[test]
+    fn key_check_tells_the_same_id_with_another_key() {
+        let keys = KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap();
+        let check = keys.key_check("k1").unwrap();
+        assert!(keys.verifies_key_check("k1", &check));
+        let replaced = KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap();
+        assert!(!replaced.verifies_key_check("k1", &check));
+        assert!(keys.key_check("k2").is_none());
+        assert!(!keys.verifies_key_check("k1", &check[..20]));
     }
 
     #[test]

@@ -6,7 +6,7 @@ use crate::startup::open_database;
 /// Prints what the service would run with (no secret values) after opening the database,
 /// applying migrations and checking the key ids, as `serve` does at start.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
-    let db = open_database(config).await?;
+    let db = open_database(&config.store(), &config.keys).await?;
     let keys: Vec<&str> = config.keys.key_ids().collect();
     println!(
         "database: {} ({})",

@@ -3,7 +3,7 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::settings::Config;
+use crate::settings::{DataArgs, KeyArgs};
 use crate::startup::open_database;
 
 #[derive(Args)]
@@ -11,13 +11,18 @@ pub struct RotateArgs {
     /// Companies re-sealed per transaction
     #[arg(long, default_value_t = 200)]
     pub batch_size: i64,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub keys: KeyArgs,
 }
 
 /// Re-seals every secret under the first key, batch by batch. Each batch is its own transaction,
 /// so an interruption loses nothing and a rerun continues with what is left.
-pub async fn run(config: &Config, args: &RotateArgs) -> anyhow::Result<()> {
-    let db = open_database(config).await?;
-    let keys = config.keys.clone();
+pub async fn run(args: &RotateArgs) -> anyhow::Result<()> {
+    let store = args.data.prepare()?;
+    let (keys, _) = args.keys.resolve(&store)?;
+    let db = open_database(&store, &keys).await?;
     let batch_size = args.batch_size.max(1);
     tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut conn = db.get()?;

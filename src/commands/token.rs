@@ -1,7 +1,7 @@
 use clap::Args;
 
 use crate::auth::{mint_hs256, Claims};
-use crate::settings::{Config, JwtKey};
+use crate::settings::{DataArgs, JwtArgs, JwtKey};
 
 #[derive(Args)]
 pub struct TokenArgs {
@@ -20,20 +20,31 @@ pub struct TokenArgs {
     /// The `sub` claim (who acts; shown in the audit trail)
     #[arg(long, default_value = "local-admin")]
     pub sub: String,
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub jwt: JwtArgs,
 }
 
-pub fn run(config: &Config, args: &TokenArgs) -> anyhow::Result<String> {
-    let JwtKey::Hs256(secret) = &config.jwt.key else {
+/// Signs a token with the configured HS256 secret, or the one generated into the data dir (made
+/// here when the server has not made it yet, so `serve &` followed by `token` always agree).
+pub fn run(args: &TokenArgs) -> anyhow::Result<String> {
+    let store = args.data.locate()?;
+    let (jwt, _) = args.jwt.resolve(&store)?;
+    let JwtKey::Hs256(secret) = &jwt.key else {
         anyhow::bail!(
             "`token` signs with HS256 only; a public key is configured (--jwt-public-key)"
         );
     };
+    if args.ttl <= 0 {
+        anyhow::bail!("--ttl: must be at least 1 second");
+    }
     let now = chrono::Utc::now().timestamp();
     let claims = Claims {
         sub: args.sub.clone(),
         exp: now + args.ttl,
-        aud: config.jwt.audience.clone(),
-        iss: config.jwt.issuer.clone(),
+        aud: jwt.audience.clone(),
+        iss: jwt.issuer.clone(),
         nbf: None,
         iat: now,
         companies: args.companies.clone(),

@@ -77,7 +77,15 @@ pub fn parse(body: Option<Value>, mode: Mode) -> Result<CredentialsChange, ApiEr
     let mut errors: Errors = obj
         .keys()
         .filter(|k| !FIELDS.contains(&k.as_str()))
-        .map(|k| (k.clone(), "unknown field".to_string()))
+        .map(|k| {
+            (
+                k.clone(),
+                format!(
+                    "unknown field; the accepted fields are {}",
+                    FIELDS.join(", ")
+                ),
+            )
+        })
         .collect();
     let change = CredentialsChange {
         application_id: match text(

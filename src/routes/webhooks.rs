@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 use utoipa::ToSchema;
 use web_hooks::signing::new_secret;
-use web_hooks::target::check_url;
+use web_hooks::target::check_url_problems;
 
 use crate::auth::{Caller, Scope};
 use crate::body::JsonBody;
@@ -151,7 +151,13 @@ pub async fn create(
     let mut errors: Vec<(String, String)> = obj
         .keys()
         .filter(|k| !["url", "events", "companies", "description"].contains(&k.as_str()))
-        .map(|k| (k.clone(), "unknown field".to_string()))
+        .map(|k| {
+            (
+                k.clone(),
+                "unknown field; the accepted fields are url, events, companies, description"
+                    .to_string(),
+            )
+        })
         .collect();
     let url = match obj.get("url") {
         Some(Value::String(u)) => Some(u.trim().to_string()),
@@ -197,13 +203,20 @@ pub async fn create(
         return Err(ApiError::validation(errors));
     }
     let (url, companies) = (url.unwrap_or_default(), companies.unwrap_or_default());
-    if let Err(reason) = check_url(&url, state.config.webhook_policy()) {
+    if let Err(problems) = check_url_problems(&url, state.config.webhook_policy()) {
+        let errors: Vec<Value> = problems
+            .iter()
+            .map(|p| json!({"field": "url", "message": p}))
+            .collect();
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "webhook_target_refused",
-            format!("The web-hook URL {reason}."),
+            format!(
+                "The web-hook URL is refused: it {}.",
+                problems.join("; it ")
+            ),
         )
-        .with("errors", json!([{"field": "url", "message": reason}])));
+        .with("errors", Value::Array(errors)));
     }
     if !covers(&caller, &companies) {
         return Err(ApiError::new(

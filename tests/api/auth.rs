@@ -38,13 +38,37 @@ async fn status_of(app: &crate::helpers::TestApp, bearer: Option<&str>) -> reqwe
 }
 
 async fn assert_unauthorized(res: reqwest::Response, why: &str) {
+    assert_refused(res, why, &[]).await;
+}
+
+/// A 401 whose `detail` and `WWW-Authenticate` `error_description` both say every one of `cure`,
+/// and never the configured key.
+async fn assert_refused(res: reqwest::Response, why: &str, cure: &[&str]) {
     assert_eq!(res.status(), 401, "{why}");
-    assert_eq!(
-        res.headers()["www-authenticate"],
-        "Bearer error=\"invalid_token\"",
-        "{why}"
+    let challenge = res.headers()["www-authenticate"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        challenge.starts_with("Bearer error=\"invalid_token\""),
+        "{why}: {challenge}"
     );
-    assert_problem(res, 401, "invalid_token").await;
+    let body = assert_problem(res, 401, "invalid_token").await;
+    let detail = body["detail"].as_str().unwrap();
+    for words in cure {
+        assert!(detail.contains(words), "{why}: '{words}' in {detail}");
+        assert!(
+            challenge.contains(&words.replace('"', "'")),
+            "{why}: '{words}' in {challenge}"
+        );
+    }
+    assert!(!detail.contains(JWT_SECRET) && !challenge.contains(JWT_SECRET));
+}
+
+fn rfc3339(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .unwrap()
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,8 +79,13 @@ async fn hs256_token_rejections() {
 
     assert_unauthorized(status_of(&app, None).await, "no header").await;
     assert_unauthorized(status_of(&app, Some("Basic YTpi")).await, "not bearer").await;
-    assert_unauthorized(status_of(&app, Some("Bearer not.a.jwt")).await, "garbage").await;
-    let cases: Vec<(&str, String)> = vec![
+    assert_refused(
+        status_of(&app, Some("Bearer not.a.jwt")).await,
+        "garbage",
+        &["not a valid JWT"],
+    )
+    .await;
+    let cases: Vec<(&str, String, Vec<String>)> = vec![
         (
             "wrong secret",
             sign(
@@ -64,18 +93,28 @@ async fn hs256_token_rejections() {
                 &EncodingKey::from_secret(b"another-secret-another-secret-xx"),
                 &claims(json!({})),
             ),
+            vec![
+                "signature does not match the key".into(),
+                "--jwt-secret".into(),
+            ],
         ),
         (
             "other algorithm",
             sign(Algorithm::HS512, &hs, &claims(json!({}))),
+            vec!["accepts HS256 only".into()],
         ),
         (
             "expired past leeway",
             sign(Algorithm::HS256, &hs, &claims(json!({"exp": now - 120}))),
+            vec![format!("expired at {}", rfc3339(now - 120))],
         ),
         (
             "not yet valid",
             sign(Algorithm::HS256, &hs, &claims(json!({"nbf": now + 300}))),
+            vec![
+                format!("not valid before {}", rfc3339(now + 300)),
+                "clock".into(),
+            ],
         ),
         (
             "wrong audience",
@@ -84,26 +123,37 @@ async fn hs256_token_rejections() {
                 &hs,
                 &claims(json!({"aud": "someone-else"})),
             ),
+            vec!["is not 'ca-connector'".into(), "--jwt-audience".into()],
         ),
         (
             "no audience",
             sign(Algorithm::HS256, &hs, &claims(json!({"aud": null}))),
+            vec!["lacks the required 'aud' claim".into()],
         ),
         (
             "no exp",
             sign(Algorithm::HS256, &hs, &claims(json!({"exp": null}))),
+            vec!["lacks the required 'exp' claim".into()],
         ),
         (
             "no sub",
             sign(Algorithm::HS256, &hs, &claims(json!({"sub": null}))),
+            vec!["lacks the required 'sub' claim".into()],
         ),
         (
             "no companies",
             sign(Algorithm::HS256, &hs, &claims(json!({"companies": null}))),
+            vec!["lacks the required 'companies' claim".into()],
         ),
     ];
-    for (why, jwt) in cases {
-        assert_unauthorized(status_of(&app, Some(&format!("Bearer {jwt}"))).await, why).await;
+    for (why, jwt, cure) in cases {
+        let cure: Vec<&str> = cure.iter().map(String::as_str).collect();
+        assert_refused(
+            status_of(&app, Some(&format!("Bearer {jwt}"))).await,
+            why,
+            &cure,
+        )
+        .await;
     }
 
     // Inside the 60 s leeway an expired token still works; nbf in the past is fine.
@@ -192,17 +242,26 @@ async fn issuer_is_required_when_configured() {
     )
     .await;
     let hs = EncodingKey::from_secret(JWT_SECRET.as_bytes());
-    for (why, c) in [
-        ("no iss", claims(json!({}))),
-        ("wrong iss", claims(json!({"iss": "https://evil.example"}))),
+    for (why, c, cure) in [
+        (
+            "no iss",
+            claims(json!({})),
+            "lacks the required 'iss' claim",
+        ),
+        (
+            "wrong iss",
+            claims(json!({"iss": "https://evil.example"})),
+            "is not 'https://erp.example', which this service requires (--jwt-issuer)",
+        ),
     ] {
-        assert_unauthorized(
+        assert_refused(
             status_of(
                 &app,
                 Some(&format!("Bearer {}", sign(Algorithm::HS256, &hs, &c))),
             )
             .await,
             why,
+            &[cure],
         )
         .await;
     }

@@ -8,6 +8,7 @@ mod auth;
 mod cli;
 mod connection;
 mod credentials;
+mod first_hour;
 mod foundation;
 mod memory;
 mod rotate_keys;

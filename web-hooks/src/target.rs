@@ -44,20 +44,32 @@ pub fn is_private(ip: IpAddr) -> bool {
     }
 }
 
+const ALLOW_HTTP: &str = "--webhook-allow-http (CA_CONNECTOR_WEBHOOK_ALLOW_HTTP)";
+const ALLOW_PRIVATE: &str = "--webhook-allow-private (CA_CONNECTOR_WEBHOOK_ALLOW_PRIVATE)";
+
 /// Checks a URL as given: scheme, host, and hosts that are private by name or literal address.
-pub fn check_url(raw: &str, policy: TargetPolicy) -> Result<url::Url, String> {
-    let url = url::Url::parse(raw).map_err(|_| "must be an absolute URL".to_string())?;
+/// Every problem is reported at once, each naming the setting that would allow it where one does,
+/// so a person fixes the URL (or the settings) in one go.
+pub fn check_url_problems(raw: &str, policy: TargetPolicy) -> Result<url::Url, Vec<String>> {
+    let url = url::Url::parse(raw)
+        .map_err(|_| vec!["is not an absolute URL (write it as https://host/path)".to_string()])?;
+    let mut problems = Vec::new();
     match url.scheme() {
         "https" => {}
         "http" if policy.allow_http => {}
-        "http" => return Err("must use https (plain http is not allowed by the settings)".into()),
-        _ => return Err("must be an https URL".into()),
+        "http" => problems.push(format!(
+            "uses plain http, which the settings refuse: use https, or allow http targets with {ALLOW_HTTP}"
+        )),
+        other => problems.push(format!("uses '{other}': it must be an https URL")),
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err("must not carry a user name or password".into());
+        problems.push("carries a user name or password: remove them (deliveries are authenticated by their signature)".into());
     }
     let private = match url.host() {
-        None => return Err("must name a host".into()),
+        None => {
+            problems.push("names no host".into());
+            false
+        }
         Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
         Some(url::Host::Domain(d)) => {
@@ -69,9 +81,21 @@ pub fn check_url(raw: &str, policy: TargetPolicy) -> Result<url::Url, String> {
         }
     };
     if private && !policy.allow_private {
-        return Err("must be a public address (loopback and private targets are not allowed by the settings)".into());
+        problems.push(format!(
+            "points at a loopback or private host ({}), which the settings refuse: use a public address, or allow such targets with {ALLOW_PRIVATE}",
+            url.host_str().unwrap_or_default()
+        ));
     }
-    Ok(url)
+    if problems.is_empty() {
+        Ok(url)
+    } else {
+        Err(problems)
+    }
+}
+
+/// `check_url_problems` with its problems in one sentence, for delivery records.
+pub fn check_url(raw: &str, policy: TargetPolicy) -> Result<url::Url, String> {
+    check_url_problems(raw, policy).map_err(|p| p.join("; "))
 }
 
 /// Resolves the host and refuses the delivery when any address is private (a public name may
@@ -141,6 +165,19 @@ mod tests {
             }
         )
         .is_err());
+    }
+
+    #[test]
+    fn every_problem_is_named_with_the_setting_that_allows_it() {
+        let problems =
+            check_url_problems("http://user:pw@127.0.0.1/x", TargetPolicy::default()).unwrap_err();
+        assert_eq!(problems.len(), 3, "{problems:?}");
+        assert!(problems[0].contains("--webhook-allow-http"), "{problems:?}");
+        assert!(problems[1].contains("user name"), "{problems:?}");
+        assert!(
+            problems[2].contains("--webhook-allow-private") && problems[2].contains("127.0.0.1"),
+            "{problems:?}"
+        );
     }
 
     #[tokio::test]

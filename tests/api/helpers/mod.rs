@@ -27,12 +27,14 @@ pub enum Backend {
 }
 
 impl Backend {
-    /// PostgreSQL when TEST_DATABASE_URL is set; otherwise the test says it was skipped.
+    /// PostgreSQL when TEST_DATABASE_URL is set. Without it the test is skipped where a person
+    /// sees it (a count at the end of the run) — or, in CI (`CI=true`) or with
+    /// `REQUIRE_POSTGRES=1`, fails: a green CI run must have run it.
     pub fn postgres(test: &str) -> Option<Backend> {
         match std::env::var("TEST_DATABASE_URL") {
             Ok(url) if !url.is_empty() => Some(Backend::Postgres(url)),
             _ => {
-                eprintln!("skipped: {test} on PostgreSQL (TEST_DATABASE_URL is not set)");
+                skip(test, "PostgreSQL", "TEST_DATABASE_URL", "REQUIRE_POSTGRES");
                 None
             }
         }
@@ -52,6 +54,54 @@ impl Backend {
                 let mut url = url::Url::parse(admin).expect("TEST_DATABASE_URL is a URL");
                 url.set_path(&format!("/{name}"));
                 url.to_string()
+            }
+        }
+    }
+}
+
+/// Skips a test that needs an outside part (`what`, configured by `variable`), or fails it when
+/// the run requires that part: in CI (`CI=true`) or with `require=1`.
+pub fn skip(test: &str, what: &str, variable: &str, require: &str) {
+    let set = |name: &str| {
+        std::env::var(name)
+            .map(|v| !v.is_empty() && v != "0" && v != "false")
+            .unwrap_or(false)
+    };
+    if set("CI") || set(require) {
+        panic!("{test} needs {what}, and this run requires it (CI or {require} is set): set {variable}");
+    }
+    skipped::count(what, variable);
+}
+
+/// Skipped tests, counted and reported in one line when the test process exits: a line printed
+/// by a passing test is captured and never seen.
+mod skipped {
+    use std::collections::BTreeMap;
+    use std::sync::{Mutex, Once};
+
+    static COUNTS: Mutex<BTreeMap<(String, String), usize>> = Mutex::new(BTreeMap::new());
+    static REPORT: Once = Once::new();
+
+    pub fn count(what: &str, variable: &str) {
+        *COUNTS
+            .lock()
+            .unwrap()
+            .entry((what.to_string(), variable.to_string()))
+            .or_default() += 1;
+        REPORT.call_once(|| {
+            // SAFETY: registers a plain function without arguments to run at process exit.
+            unsafe {
+                libc::atexit(report);
+            }
+        });
+    }
+
+    extern "C" fn report() {
+        if let Ok(counts) = COUNTS.lock() {
+            for ((what, variable), n) in counts.iter() {
+                eprintln!(
+                    "\n{n} {what} tests skipped: set {variable} to run them (CI requires them)"
+                );
             }
         }
     }

@@ -1,0 +1,2 @@
+DROP TABLE credentials_deleted_versions;
+DROP TABLE key_checks;
