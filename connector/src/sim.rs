@@ -12,10 +12,14 @@
 //! | `sim-fault-no-token` | 200 JSON without `access_token` |
 //! | `sim-fault-429` / `sim-fault-429-retry-N` | 429 without / with `Retry-After: N` |
 //! | `sim-fault-400-bare` / `sim-fault-401-bare` | 400 / 401 without an OAuth `error` |
+//! | `sim-fault-400-invalid-client` / `sim-fault-unauthorized-client` | 400 `invalid_client` / 400 `unauthorized_client` |
+//! | `sim-fault-302` / `sim-fault-404` | a redirect elsewhere / 404 |
 //! | `sim-fault-rotate` | 200 with a new refresh token (which then works too) |
 //! | `sim-probe-401`, `-403`, `-500`, `-html`, `-429`, `-hang` | 200; the probe then answers so |
 //!
-//! `GET /_sim/stats` gives the counters; `POST /_sim/reset` zeroes them.
+//! Access tokens work for `token_lifetime` (`expires_in`, default 3600 s) and until
+//! `POST /_sim/revoke`; then `/v1/Profiles` answers 401. `GET /_sim/stats` gives the counters;
+//! `POST /_sim/reset` zeroes them.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -38,6 +42,9 @@ pub struct SimConfig {
     /// Also accept any application whose Shared Secret is `<Application ID>-secret` (benchmarks
     /// with many applications).
     pub any_app: bool,
+    /// How long an issued access token works (`expires_in`); afterwards the API answers 401, as
+    /// ChannelAdvisor does.
+    pub token_lifetime: Duration,
 }
 
 impl Default for SimConfig {
@@ -53,6 +60,7 @@ impl Default for SimConfig {
             )]),
             latency: Duration::ZERO,
             any_app: false,
+            token_lifetime: Duration::from_secs(3600),
         }
     }
 }
@@ -69,6 +77,7 @@ struct Issued {
     app: String,
     profiles: Vec<i64>,
     probe_fault: Option<String>,
+    expires: std::time::Instant,
 }
 
 struct SimState {
@@ -134,6 +143,7 @@ impl Simulator {
                 .route("/v1/Profiles", web::get().to(profiles))
                 .route("/_sim/stats", web::get().to(stats_view))
                 .route("/_sim/reset", web::post().to(reset))
+                .route("/_sim/revoke", web::post().to(revoke))
         })
         .workers(2)
         .backlog(4096)
@@ -251,6 +261,15 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
         "sim-fault-429" => return HttpResponse::TooManyRequests().finish(),
         "sim-fault-400-bare" => return HttpResponse::BadRequest().body("Bad Request"),
         "sim-fault-401-bare" => return HttpResponse::Unauthorized().finish(),
+        // RFC 6749 §5.2 lets a server answer invalid_client with 400 as well as 401.
+        "sim-fault-400-invalid-client" => return oauth_error(400, "invalid_client"),
+        "sim-fault-unauthorized-client" => return oauth_error(400, "unauthorized_client"),
+        "sim-fault-302" => {
+            return HttpResponse::Found()
+                .insert_header(("Location", "https://sso.channeladvisor.example/login"))
+                .finish()
+        }
+        "sim-fault-404" => return HttpResponse::NotFound().body("Not Found"),
         r if r.starts_with("sim-fault-429-retry-") => {
             return HttpResponse::TooManyRequests()
                 .insert_header(("Retry-After", r.trim_start_matches("sim-fault-429-retry-")))
@@ -278,15 +297,18 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
         profiles
     };
     let access = format!("sim-access-{n:08}-{}", uuid_like(n));
+    let lifetime = state.config.lock().unwrap().token_lifetime;
     state.issued.lock().unwrap().insert(
         access.clone(),
         Issued {
             app,
             profiles,
             probe_fault: refresh.strip_prefix("sim-probe-").map(str::to_string),
+            expires: std::time::Instant::now() + lifetime,
         },
     );
-    let mut body = json!({"access_token": access, "token_type": "bearer", "expires_in": 3600});
+    let mut body =
+        json!({"access_token": access, "token_type": "bearer", "expires_in": lifetime.as_secs()});
     if let Some(r) = rotated {
         body["refresh_token"] = json!(r);
     }
@@ -311,6 +333,7 @@ async fn profiles(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse 
         .lock()
         .unwrap()
         .get(&bearer)
+        .filter(|i| i.expires > std::time::Instant::now())
         .map(|i| (i.app.clone(), i.profiles.clone(), i.probe_fault.clone()));
     let Some((app, ids, fault)) = found else {
         return HttpResponse::Unauthorized().json(json!({"error": "invalid_token"}));
@@ -341,6 +364,12 @@ async fn stats_view(state: web::Data<SimState>) -> HttpResponse {
         "profile_calls": s.profile_calls.load(Ordering::SeqCst),
         "max_in_flight_per_app": s.max_in_flight_per_app.load(Ordering::SeqCst),
     }))
+}
+
+/// Revokes every access token issued so far: the API answers 401 to each from now on.
+async fn revoke(state: web::Data<SimState>) -> HttpResponse {
+    state.issued.lock().unwrap().clear();
+    HttpResponse::NoContent().finish()
 }
 
 async fn reset(state: web::Data<SimState>) -> HttpResponse {

@@ -7,6 +7,14 @@ use crate::startup::open_database;
 /// applying migrations and checking the key ids, as `serve` does at start.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     let db = open_database(&config.store(), &config.keys).await?;
+    // What `serve` builds before it listens, so a key `serve` would refuse is refused here too.
+    crate::auth::Authenticator::new(&config.jwt).map_err(anyhow::Error::msg)?;
+    connector::ChannelAdvisorClient::new(
+        config.channeladvisor_url.clone(),
+        config.upstream_timeout,
+        config.upstream_concurrency,
+    )
+    .map_err(anyhow::Error::msg)?;
     let keys: Vec<&str> = config.keys.key_ids().collect();
     println!(
         "database: {} ({})",

@@ -17,62 +17,43 @@ use serde::Deserialize;
 
 use crate::problem::ApiError;
 
-pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.service(web::resource("/healthz").route(web::get().to(health::healthz)))
-        .service(web::resource("/readyz").route(web::get().to(health::readyz)))
-        .service(web::resource("/metrics").route(web::get().to(health::metrics)))
-        .service(web::resource("/openapi.json").route(web::get().to(health::openapi)))
-        .service(
-            // The router tries patterns in this order, one regex match each; the two routes
-            // connector jobs and screens call most come first (no two patterns overlap).
-            web::scope("/api/v1")
-                .service(
-                    web::resource("/companies/{company}/access-token")
-                        .route(web::post().to(access_token::issue)),
-                )
-                .service(
-                    web::resource("/companies/{company}/connection")
-                        .route(web::get().to(connection::status)),
-                )
-                .service(web::resource("/companies").route(web::get().to(companies::list)))
-                .service(
-                    web::resource("/companies/{company}/credentials")
-                        .route(web::put().to(credentials::replace))
-                        .route(web::patch().to(credentials::merge))
-                        .route(web::get().to(credentials::read))
-                        .route(web::delete().to(credentials::delete)),
-                )
-                .service(
-                    web::resource("/companies/{company}/audit").route(web::get().to(audit::list)),
-                )
-                .service(
-                    web::resource("/companies/{company}/connection/test")
-                        .route(web::post().to(connection::test)),
-                )
-                .service(
-                    web::resource("/companies/{company}/connection/history")
-                        .route(web::get().to(connection::history)),
-                )
-                .service(
-                    web::resource("/webhooks")
-                        .route(web::post().to(webhooks::create))
-                        .route(web::get().to(webhooks::list)),
-                )
-                .service(
-                    web::resource("/webhooks/{id}")
-                        .route(web::get().to(webhooks::read))
-                        .route(web::delete().to(webhooks::delete)),
-                )
-                .service(
-                    web::resource("/webhooks/{id}/rotate-secret")
-                        .route(web::post().to(webhooks::rotate_secret)),
-                )
-                .service(web::resource("/webhooks/{id}/ping").route(web::post().to(webhooks::ping)))
-                .service(
-                    web::resource("/webhooks/{id}/deliveries")
-                        .route(web::get().to(webhooks::deliveries)),
-                ),
-        );
+/// The route table: each path with its methods and handlers. The router is built from it and
+/// `ROUTES` lists it, so a test can hold the OpenAPI document against the routes that exist.
+macro_rules! route_table {
+    ($($path:literal => { $($method:ident: $handler:path),+ $(,)? })*) => {
+        /// Every route as (method, path), in the order the router tries them.
+        pub const ROUTES: &[(&str, &str)] = &[$($((stringify!($method), $path)),+),*];
+
+        pub fn configure(cfg: &mut web::ServiceConfig) {
+            $(cfg.service(web::resource($path)$(.route(web::$method().to($handler)))+);)*
+        }
+    };
+}
+
+// The router tries patterns in this order, one match each; the two routes connector jobs and
+// screens call most come first (no two patterns overlap).
+route_table! {
+    "/api/v1/companies/{company}/access-token" => { post: access_token::issue }
+    "/api/v1/companies/{company}/connection" => { get: connection::status }
+    "/healthz" => { get: health::healthz }
+    "/readyz" => { get: health::readyz }
+    "/metrics" => { get: health::metrics }
+    "/openapi.json" => { get: health::openapi }
+    "/api/v1/companies" => { get: companies::list }
+    "/api/v1/companies/{company}/credentials" => {
+        put: credentials::replace,
+        patch: credentials::merge,
+        get: credentials::read,
+        delete: credentials::delete,
+    }
+    "/api/v1/companies/{company}/audit" => { get: audit::list }
+    "/api/v1/companies/{company}/connection/test" => { post: connection::test }
+    "/api/v1/companies/{company}/connection/history" => { get: connection::history }
+    "/api/v1/webhooks" => { post: webhooks::create, get: webhooks::list }
+    "/api/v1/webhooks/{id}" => { get: webhooks::read, delete: webhooks::delete }
+    "/api/v1/webhooks/{id}/rotate-secret" => { post: webhooks::rotate_secret }
+    "/api/v1/webhooks/{id}/ping" => { post: webhooks::ping }
+    "/api/v1/webhooks/{id}/deliveries" => { get: webhooks::deliveries }
 }
 
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {

@@ -359,6 +359,30 @@ async fn every_code_of_the_taxonomy() {
             Some(401),
         ),
         (
+            with_token("sim-fault-400-invalid-client"),
+            "invalid_client",
+            json!(["application_id", "shared_secret"]),
+            Some(400),
+        ),
+        (
+            with_token("sim-fault-unauthorized-client"),
+            "invalid_client",
+            json!(["application_id", "shared_secret"]),
+            Some(400),
+        ),
+        (
+            with_token("sim-fault-302"),
+            "upstream_protocol_error",
+            json!([]),
+            Some(302),
+        ),
+        (
+            with_token("sim-fault-404"),
+            "upstream_protocol_error",
+            json!([]),
+            Some(404),
+        ),
+        (
             with_token("no-such-token-0000"),
             "invalid_refresh_token",
             json!(["refresh_token"]),
@@ -646,4 +670,60 @@ async fn oversized_answers_are_refused() {
         e["message"].as_str().unwrap().contains("larger than 1 MiB"),
         "{e}"
     );
+}
+
+/// The simulator is as strict as ChannelAdvisor about access tokens: one works until its
+/// `expires_in` or until it is revoked, then the API answers 401.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn simulator_access_tokens_expire_and_can_be_revoked() {
+    let sim = Simulator::start(
+        SimConfig {
+            token_lifetime: Duration::from_secs(1),
+            ..Default::default()
+        },
+        "127.0.0.1:0",
+    )
+    .unwrap();
+    let http = reqwest::Client::new();
+    let grant = || async {
+        let body: Value = http
+            .post(format!("{}/oauth2/token", sim.url()))
+            .basic_auth(APP, Some(SECRET))
+            .form(&[("grant_type", "refresh_token"), ("refresh_token", REFRESH)])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(body["expires_in"], 1, "{body}");
+        body["access_token"].as_str().unwrap().to_string()
+    };
+    let probe = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/v1/Profiles", sim.url());
+        async move {
+            http.get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    let token = grant().await;
+    assert_eq!(probe(token.clone()).await, 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(probe(token).await, 401, "expired");
+
+    let token = grant().await;
+    assert_eq!(probe(token.clone()).await, 200);
+    let res = http
+        .post(format!("{}/_sim/revoke", sim.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(probe(token).await, 401, "revoked");
 }

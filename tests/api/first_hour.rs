@@ -159,6 +159,31 @@ fn check_config_refuses_what_serve_refuses() {
     }
     let (ok, out, err) = run(with_args(dir.path(), &["check-config", "--listen", ":0"]));
     assert!(ok && out.contains("listen: 127.0.0.1:0"), "{out}{err}");
+    // A public key serve cannot use is refused by check-config as well.
+    let pem = dir.path().join("not-a-key.pem");
+    std::fs::write(
+        &pem,
+        "-----BEGIN PUBLIC KEY-----\nnonsense\n-----END PUBLIC KEY-----\n",
+    )
+    .unwrap();
+    for command in ["check-config", "serve"] {
+        let (ok, _, err) = run(with_args(
+            dir.path(),
+            &[
+                command,
+                "--listen",
+                ":0",
+                "--log-format",
+                "text",
+                "--jwt-public-key",
+                pem.to_str().unwrap(),
+            ],
+        ));
+        assert!(
+            !ok && err.contains("--jwt-public-key: not a PEM"),
+            "{command}: {err}"
+        );
+    }
 }
 
 #[test]

@@ -27,6 +27,9 @@ struct Args {
     /// Also accept any Application ID whose Shared Secret is "<id>-secret"
     #[arg(long)]
     any_app: bool,
+    /// How long an access token works (its expires_in), in seconds
+    #[arg(long, default_value_t = 3600)]
+    token_lifetime_secs: u64,
 }
 
 #[tokio::main]
@@ -47,6 +50,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         refresh_tokens: HashMap::new(),
         latency: Duration::from_millis(args.latency_ms),
         any_app: args.any_app,
+        token_lifetime: Duration::from_secs(args.token_lifetime_secs),
     };
     for app in &args.apps {
         let (id, secret) = app.split_once(':').ok_or("--app takes ID:SECRET")?;
