@@ -15,6 +15,7 @@ on_both_backends!(
     audit_records_who_changed_what,
     tenant_isolation_and_scopes_on_every_endpoint,
     concurrent_writers_keep_last_version_and_audit,
+    list_limits_default_and_clamp,
 );
 
 const SECRET: &str = "w7Gd9KfLq2ZxW9Qa";
@@ -345,10 +346,22 @@ async fn companies_list_shows_states(backend: Backend) {
             &token(&["beta", "zeta"], "connection:read"),
         )
         .await;
+    // `since` is the time beta became incomplete: the one its own status shows.
+    let beta = app
+        .get_json(
+            "/api/v1/companies/beta/connection",
+            &token(&["beta"], "connection:read"),
+        )
+        .await
+        .1;
+    assert!(
+        beta["since"].as_str().is_some_and(|s| s.ends_with('Z')),
+        "{beta}"
+    );
     assert_eq!(
         body,
         json!({"companies": [
-            {"company": "beta", "state": "incomplete", "since": body["companies"][0]["since"]},
+            {"company": "beta", "state": "incomplete", "since": beta["since"]},
             {"company": "zeta", "state": "not_configured", "since": null}
         ]})
     );
@@ -421,10 +434,50 @@ async fn audit_records_who_changed_what(backend: Backend) {
         .get_json("/api/v1/companies/acme/audit?limit=1", &bob)
         .await;
     assert_eq!(limited["entries"].as_array().unwrap().len(), 1);
-    let (_, clamped) = app
-        .get_json("/api/v1/companies/acme/audit?limit=100000", &bob)
-        .await;
-    assert_eq!(clamped["entries"].as_array().unwrap().len(), 3);
+}
+
+/// The list limits with enough entries to cross them: audit defaults to 50, history to 20, and
+/// both clamp at 200.
+async fn list_limits_default_and_clamp(backend: Backend) {
+    let app = spawn_app(&backend).await;
+    let bearer = admin(&["acme"]);
+    // Eight at a time; each test lays different values over the stored ones, so no two share
+    // a run (identical concurrent tests would share one history entry).
+    for chunk in (1..=205).collect::<Vec<i32>>().chunks(8) {
+        let app = &app;
+        let writes = chunk.iter().map(|i| async move {
+            app.patch_credentials("acme", &json!({"application_id": format!("app-{i}")}))
+                .await
+        });
+        for res in futures_util::future::join_all(writes).await {
+            assert!(res.status().is_success());
+        }
+        let tests = chunk.iter().map(|i| {
+            app.client
+                .post(app.url("/api/v1/companies/acme/connection/test"))
+                .bearer_auth(&bearer)
+                .json(&json!({"application_id": format!("candidate-{i}")}))
+                .send()
+        });
+        for res in futures_util::future::join_all(tests).await {
+            // Incomplete values: recorded in history, nothing sent upstream.
+            assert_eq!(res.unwrap().status(), 200);
+        }
+    }
+    let count = |body: &Value, key: &str| body[key].as_array().unwrap().len();
+    for (path, key, default) in [
+        ("/api/v1/companies/acme/audit", "entries", 50),
+        ("/api/v1/companies/acme/connection/history", "tests", 20),
+    ] {
+        let (_, body) = app.get_json(path, &bearer).await;
+        assert_eq!(count(&body, key), default, "{path} default");
+        let (_, body) = app.get_json(&format!("{path}?limit=100000"), &bearer).await;
+        assert_eq!(count(&body, key), 200, "{path} clamped");
+        let (_, body) = app.get_json(&format!("{path}?limit=200"), &bearer).await;
+        assert_eq!(count(&body, key), 200, "{path} at the maximum");
+        let (_, body) = app.get_json(&format!("{path}?limit=7"), &bearer).await;
+        assert_eq!(count(&body, key), 7, "{path} below");
+    }
 }
 
 /// Every credentials endpoint: another company's token, a missing scope, no token.

@@ -15,6 +15,8 @@ use crate::on_both_backends;
 on_both_backends!(
     cached_token_is_reused_until_the_margin,
     min_ttl_forces_a_refresh,
+    a_token_is_refreshed_once_its_life_crosses_the_margin,
+    saving_the_same_values_changes_nothing,
     a_caller_needing_more_life_is_not_handed_a_shared_short_token,
     not_ready_permanent_and_transient_failures,
     concurrent_callers_share_one_refresh_and_its_error,
@@ -101,39 +103,137 @@ async fn cached_token_is_reused_until_the_margin(backend: Backend) {
     assert_problem(res, 403, "insufficient_scope").await;
 }
 
-async fn min_ttl_forces_a_refresh(backend: Backend) {
+/// A token endpoint that hands out `token-1`, `token-2`, … living `expires_in` seconds each, so
+/// a test sees which call refreshed.
+struct NumberedTokens {
+    issued: std::sync::atomic::AtomicUsize,
+    expires_in: u64,
+}
+
+impl wiremock::Respond for NumberedTokens {
+    fn respond(&self, _: &wiremock::Request) -> ResponseTemplate {
+        let n = self
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+            + 1;
+        ResponseTemplate::new(200).set_body_json(
+            json!({"access_token": format!("token-{n}"), "token_type": "bearer", "expires_in": self.expires_in}),
+        )
+    }
+}
+
+async fn numbered_tokens(expires_in: u64, calls: u64) -> MockServer {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .and(path("/oauth2/token"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(json!({"access_token": "short-lived-token", "expires_in": 600})),
-        )
-        .expect(2)
+        .respond_with(NumberedTokens {
+            issued: Default::default(),
+            expires_in,
+        })
+        .expect(calls)
         .mount(&server)
         .await;
+    server
+}
+
+/// The token a job gets and the seconds it has left.
+async fn token_and_life(app: &TestApp, query: &str) -> (String, i64) {
+    let res = issue(app, "acme", query).await;
+    assert_eq!(res.status(), 200, "{query}");
+    let body: Value = res.json().await.unwrap();
+    (
+        body["access_token"].as_str().unwrap().to_string(),
+        body["expires_in"].as_i64().unwrap(),
+    )
+}
+
+async fn min_ttl_forces_a_refresh(backend: Backend) {
+    let server = numbered_tokens(600, 2).await;
     let app = app_against(&backend, &server.uri(), &[]).await;
     app.put_credentials("acme", &valid()).await;
-    assert_eq!(issue(&app, "acme", "").await.status(), 200);
+    let (first, life) = token_and_life(&app, "").await;
+    assert_eq!(first, "token-1");
+    assert!((595..=600).contains(&life), "{life}");
     assert_eq!(
-        issue(&app, "acme", "").await.status(),
-        200,
+        token_and_life(&app, "").await.0,
+        "token-1",
         "600 s left > 300 s margin: cached"
     );
-    assert_eq!(
-        issue(&app, "acme", "?min_ttl=500").await.status(),
-        200,
-        "still cached"
+    let (still, life) = token_and_life(&app, "?min_ttl=500").await;
+    assert_eq!(still, "token-1", "600 s left > min_ttl 500: cached");
+    assert!(life > 500, "{life}");
+    let (fresh, life) = token_and_life(&app, "?min_ttl=700").await;
+    assert_eq!(fresh, "token-2", "600 s left < min_ttl 700: refreshed");
+    assert!(
+        (595..=600).contains(&life),
+        "the fresh token's own life: {life}"
     );
     assert_eq!(
-        issue(&app, "acme", "?min_ttl=700").await.status(),
-        200,
-        "refreshed"
+        token_and_life(&app, "").await.0,
+        "token-2",
+        "the refreshed token is the cached one now"
     );
     for bad in ["?min_ttl=-1", "?min_ttl=abc", "?min_ttl=3301"] {
         let body = assert_problem(issue(&app, "acme", bad).await, 400, "invalid_query").await;
         assert_eq!(body["errors"][0]["field"], "min_ttl");
     }
+}
+
+/// The margin crossed for real: a token with 303 s of life is served from the cache while more
+/// than the 300 s margin is left, and refreshed once less is.
+async fn a_token_is_refreshed_once_its_life_crosses_the_margin(backend: Backend) {
+    let server = numbered_tokens(303, 2).await;
+    let app = app_against(&backend, &server.uri(), &[]).await;
+    app.put_credentials("acme", &valid()).await;
+    let started = std::time::Instant::now();
+    assert_eq!(token_and_life(&app, "").await.0, "token-1");
+    assert_eq!(
+        token_and_life(&app, "").await.0,
+        "token-1",
+        "303 s left: cached"
+    );
+    tokio::time::sleep(Duration::from_millis(3500).saturating_sub(started.elapsed())).await;
+    let (fresh, life) = token_and_life(&app, "").await;
+    assert_eq!(fresh, "token-2", "under 300 s left: refreshed");
+    assert!((298..=303).contains(&life), "{life}");
+}
+
+/// Saving the values a company already has is a no-op: version, state and its time, the last
+/// test, the audit trail and the cached token all stay (no refresh follows).
+async fn saving_the_same_values_changes_nothing(backend: Backend) {
+    let sim = sim(0);
+    let app = app_against(&backend, &sim.url(), &[]).await;
+    app.put_credentials("acme", &valid()).await;
+    let result = crate::connection::test_connection(&app, "acme", None).await;
+    assert_eq!(result["outcome"], "connected", "{result}");
+    let token = token_of(&app, "acme").await;
+    let path = "/api/v1/companies/acme/connection";
+    let status = app.get_json(path, &admin(&["acme"])).await.1;
+    let audit_path = "/api/v1/companies/acme/audit";
+    let audit = app.get_json(audit_path, &admin(&["acme"])).await.1;
+    let calls = sim.token_calls();
+
+    let res = app.put_credentials("acme", &valid()).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.headers()["etag"], "\"1\"");
+    let again = app.get_json(path, &admin(&["acme"])).await.1;
+    for field in [
+        "state",
+        "since",
+        "last_test",
+        "last_success_at",
+        "access_token_expires_at",
+    ] {
+        assert_eq!(again[field], status[field], "{field}");
+    }
+    assert_eq!(again["state"], "connected");
+    assert_eq!(app.get_json(audit_path, &admin(&["acme"])).await.1, audit);
+    assert_eq!(
+        token_of(&app, "acme").await,
+        token,
+        "the cached token stays"
+    );
+    assert_eq!(sim.token_calls(), calls, "no refresh after a no-op save");
 }
 
 async fn not_ready_permanent_and_transient_failures(backend: Backend) {
