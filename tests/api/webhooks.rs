@@ -80,13 +80,44 @@ async fn deliveries_until(
         let log = app
             .get_json(
                 &format!("/api/v1/webhooks/{webhook_id}/deliveries"),
-                &admin(&["acme"]),
+                &admin(&["*"]),
             )
             .await
             .1;
         let attempts = log["deliveries"].as_array().cloned().unwrap_or_default();
         if done(&attempts) || started.elapsed() > within {
             return attempts;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Each delivery of a subscription as (status, attempts), read from the database: what the
+/// worker decided, so a test waits for a state instead of sleeping and counting what did not come.
+fn delivery_states(app: &TestApp, webhook_id: &str) -> Vec<(String, i64)> {
+    use diesel::prelude::*;
+    use schema::schema::webhook_deliveries::dsl;
+    let db = app.database();
+    let mut conn = db.get().unwrap();
+    dsl::webhook_deliveries
+        .filter(dsl::webhook_id.eq(webhook_id))
+        .order(dsl::created_at.asc())
+        .select((dsl::status, dsl::attempts))
+        .load(&mut *conn)
+        .unwrap()
+}
+
+/// Polls `delivery_states` until `done` holds (or 10 s pass).
+async fn states_until(
+    app: &TestApp,
+    webhook_id: &str,
+    done: impl Fn(&[(String, i64)]) -> bool,
+) -> Vec<(String, i64)> {
+    let started = Instant::now();
+    loop {
+        let states = delivery_states(app, webhook_id);
+        if done(&states) || started.elapsed() > Duration::from_secs(10) {
+            return states;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
@@ -242,11 +273,19 @@ async fn every_event_is_delivered_signed_and_filtered(backend: Backend) {
             |r| serde_json::from_slice::<Value>(&r.body).unwrap()["type"]
                 == "connection.status_changed"
         ));
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        other_company.received_requests().await.unwrap().len(),
-        0,
-        "a subscription for beta hears nothing of acme"
+    // A barrier, not a pause: beta's subscription gets an event of its own, made after all of
+    // acme's. Deliveries are queued when an event is written and sent in order, so had any acme
+    // event been queued for beta it would have arrived first.
+    app.put_credentials("beta", &json!({"application_id": "beta-app"}))
+        .await;
+    let heard = received(&other_company, 1, Duration::from_secs(5)).await;
+    let companies: Vec<Value> = heard
+        .iter()
+        .map(|r| serde_json::from_slice::<Value>(&r.body).unwrap()["data"]["company"].clone())
+        .collect();
+    assert!(
+        !companies.is_empty() && companies.iter().all(|c| c == "beta"),
+        "a subscription for beta hears nothing of acme: {companies:?}"
     );
 
     // Ping and the delivery log.
@@ -262,6 +301,15 @@ async fn every_event_is_delivered_signed_and_filtered(backend: Backend) {
     let got = received(&receiver, expected.len() + 1, Duration::from_secs(5)).await;
     let (_, ping) = verify(&secret, got.last().unwrap());
     assert_eq!(ping["type"], "webhook.ping");
+    assert_eq!(
+        ping["data"],
+        json!({"company": null, "webhook_id": all["id"]}),
+        "{ping}"
+    );
+    assert!(
+        ping["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')),
+        "{ping}"
+    );
     let log = deliveries_until(&app, id, Duration::from_secs(5), |log| {
         log.first().map(|a| a["event_type"] == "webhook.ping") == Some(true)
     })
@@ -276,6 +324,45 @@ async fn every_event_is_delivered_signed_and_filtered(backend: Backend) {
         (Some("webhook.ping"), Some("delivered"), Some(204))
     );
     assert!(first["duration_ms"].is_i64() && first["attempt"] == 1);
+
+    // After a rotation, deliveries are signed with the new secret and no longer with the old.
+    let rotated: Value = app
+        .client
+        .post(app.url(&format!("/api/v1/webhooks/{id}/rotate-secret")))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let new_secret = rotated["secret"].as_str().unwrap().to_string();
+    assert_ne!(new_secret, secret);
+    let before = receiver.received_requests().await.unwrap().len();
+    app.client
+        .post(app.url(&format!("/api/v1/webhooks/{id}/ping")))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    let got = received(&receiver, before + 1, Duration::from_secs(5)).await;
+    let after_rotation = got.last().unwrap();
+    verify(&new_secret, after_rotation);
+    assert!(
+        !verifies(&secret, after_rotation),
+        "the old secret no longer verifies"
+    );
+}
+
+fn verifies(secret: &str, req: &Request) -> bool {
+    let mut headers = http::HeaderMap::new();
+    for name in ["webhook-id", "webhook-timestamp", "webhook-signature"] {
+        headers.insert(name, req.headers[name].to_str().unwrap().parse().unwrap());
+    }
+    standardwebhooks::Webhook::new(secret)
+        .unwrap()
+        .verify(&req.body, &headers)
+        .is_ok()
 }
 
 async fn failed_attempts_are_retried_then_given_up(backend: Backend) {
@@ -351,12 +438,13 @@ async fn failed_attempts_are_retried_then_given_up(backend: Backend) {
         .iter()
         .all(|a| a["outcome"] == "failed" && a["status_code"] == 302));
     assert_eq!(attempts[0]["attempt"], 3, "newest first");
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let states = states_until(&app, id, |s| s.iter().all(|(status, _)| status == "failed")).await;
     assert_eq!(
-        dead.received_requests().await.unwrap().len(),
-        3,
-        "no attempt after the last of the schedule"
+        states,
+        vec![("failed".to_string(), 3)],
+        "given up after the last attempt of the schedule: nothing left to send"
     );
+    assert_eq!(dead.received_requests().await.unwrap().len(), 3);
     let metrics = app.metrics().await;
     assert!(
         metrics.contains(r#"ca_connector_webhook_deliveries_total{result="failed"} 1"#),
@@ -389,7 +477,22 @@ async fn events_reach_a_receiver_that_was_down_in_order(backend: Backend) {
         app.put_credentials("beta", &json!({"application_id": format!("app-{v}")}))
             .await;
     }
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // The receiver is down: attempts fail (503) and stay pending for a retry.
+    let hook_id = hook["id"].as_str().unwrap();
+    let failures = deliveries_until(&app, hook_id, Duration::from_secs(10), |log| {
+        log.iter().filter(|a| a["outcome"] == "failed").count() >= 2
+    })
+    .await;
+    assert!(
+        failures.len() >= 2
+            && failures
+                .iter()
+                .all(|a| a["outcome"] == "failed" && a["status_code"] == 503),
+        "{failures:?}"
+    );
+    assert!(delivery_states(&app, hook_id)
+        .iter()
+        .all(|(status, _)| status == "pending"));
     receiver.reset().await;
     Mock::given(method("POST"))
         .respond_with(ok())
@@ -440,7 +543,7 @@ async fn two_instances_never_deliver_an_event_twice(backend: Backend) {
         ],
     )
     .await;
-    subscribe(
+    let hook = subscribe(
         &a,
         json!({"url": receiver.uri(), "companies": ["*"], "events": ["credentials.updated"]}),
         &["*"],
@@ -455,9 +558,22 @@ async fn two_instances_never_deliver_an_event_twice(backend: Backend) {
         .await;
     }
     let got = received(&receiver, 30, Duration::from_secs(15)).await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let got_after = receiver.received_requests().await.unwrap();
     assert_eq!(got.len(), 30);
+    // Every delivery is recorded delivered after one attempt: nothing is left that either
+    // instance could send again, and none was sent twice.
+    let hook_id = hook["id"].as_str().unwrap();
+    let states = states_until(&a, hook_id, |s| {
+        s.len() == 30 && s.iter().all(|(status, _)| status == "delivered")
+    })
+    .await;
+    assert!(
+        states.len() == 30
+            && states
+                .iter()
+                .all(|(status, n)| status == "delivered" && *n == 1),
+        "{states:?}"
+    );
+    let got_after = receiver.received_requests().await.unwrap();
     assert_eq!(got_after.len(), 30, "no event delivered twice");
     let ids: std::collections::HashSet<String> = got_after
         .iter()
@@ -625,12 +741,6 @@ async fn targets_are_checked_again_after_dns() {
     .await;
     app.put_credentials("acme", &json!({"application_id": "x"}))
         .await;
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert_eq!(
-        receiver.received_requests().await.unwrap().len(),
-        0,
-        "never sent to a private address"
-    );
     let log = deliveries_until(
         &app,
         hook["id"].as_str().unwrap(),
@@ -644,18 +754,37 @@ async fn targets_are_checked_again_after_dns() {
         first["error"].as_str().unwrap().contains("target refused"),
         "{first}"
     );
+    // The attempt is recorded as refused before any request could be sent: nothing was.
+    assert_eq!(
+        receiver.received_requests().await.unwrap().len(),
+        0,
+        "never sent to a private address"
+    );
 }
 
 /// SIGKILL between a change and its delivery: after a restart the receiver still gets the event,
-/// with the same webhook-id as the attempt the killed server made.
+/// with the same webhook-id as the attempt the killed server made. Both ways a kill can land are
+/// made to happen: between two attempts (the restarted server sends at once) and in the middle of
+/// an attempt (the killed server's lease must run out first, 10 s + 5 s).
 async fn nothing_is_lost_when_the_server_is_killed(backend: Backend) {
+    killed_and_restarted(&backend, false).await;
+    killed_and_restarted(&backend, true).await;
+}
+
+async fn killed_and_restarted(backend: &Backend, mid_attempt: bool) {
     use secrecy::ExposeSecret;
     let dir = tempfile::TempDir::new().unwrap();
     let database_url = backend.fresh_database(dir.path());
     let keys = schema::KeyRing::generate_spec("k1");
     let receiver = MockServer::start().await;
+    let failing = if mid_attempt {
+        // Holds the attempt open past the kill.
+        ResponseTemplate::new(204).set_delay(Duration::from_secs(60))
+    } else {
+        ResponseTemplate::new(503)
+    };
     Mock::given(method("POST"))
-        .respond_with(ResponseTemplate::new(503))
+        .respond_with(failing)
         .mount(&receiver)
         .await;
     let serve = || {
@@ -688,13 +817,31 @@ async fn nothing_is_lost_when_the_server_is_killed(backend: Backend) {
         .unwrap();
     assert_eq!(res.status(), 201);
     let tried = received(&receiver, 1, Duration::from_secs(5)).await;
-    assert!(
-        !tried.is_empty(),
-        "the first attempt reached the (failing) receiver"
-    );
+    assert!(!tried.is_empty(), "the first attempt reached the receiver");
     let id = tried[0].headers["webhook-id"].to_str().unwrap().to_string();
+    let db = schema::Database::connect(&database_url, 1).unwrap();
+    let attempts_recorded = || {
+        use diesel::prelude::*;
+        use schema::schema::webhook_deliveries::dsl;
+        let mut conn = db.get().unwrap();
+        dsl::webhook_deliveries
+            .select(dsl::attempts)
+            .first::<i64>(&mut *conn)
+            .unwrap()
+    };
+    if !mid_attempt {
+        // Between attempts: the failed one is recorded before the kill.
+        let started = Instant::now();
+        while attempts_recorded() < 1 && started.elapsed() < Duration::from_secs(5) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(attempts_recorded() >= 1);
+    } else {
+        assert_eq!(attempts_recorded(), 0, "the attempt is still under way");
+    }
     first.kill().unwrap();
     first.wait().unwrap();
+    let killed_at = Instant::now();
 
     receiver.reset().await;
     Mock::given(method("POST"))
@@ -702,11 +849,22 @@ async fn nothing_is_lost_when_the_server_is_killed(backend: Backend) {
         .mount(&receiver)
         .await;
     let (mut second, _, _log2, _) = crate::cli::start(serve());
-    // At once if the kill came between attempts; after the lease (10 s + 5 s) if mid-attempt.
     let got = received(&receiver, 1, Duration::from_secs(25)).await;
+    let waited = killed_at.elapsed();
     second.kill().unwrap();
     second.wait().unwrap();
     assert_eq!(got.len(), 1, "delivered after the restart");
+    if mid_attempt {
+        assert!(
+            waited >= Duration::from_secs(9),
+            "a killed attempt's lease is waited out first: {waited:?}"
+        );
+    } else {
+        assert!(
+            waited < Duration::from_secs(9),
+            "between attempts no lease is held: {waited:?}"
+        );
+    }
     let (delivered_id, body) = verify(hook["secret"].as_str().unwrap(), &got[0]);
     assert_eq!(
         delivered_id, id,
