@@ -59,12 +59,17 @@ fn count_under(url: &str, key: &str) -> i64 {
         .unwrap()
 }
 
-fn rotate(url: &str, spec: &SecretString, dir: &std::path::Path) -> std::process::Child {
+fn rotate(
+    url: &str,
+    spec: &SecretString,
+    dir: &std::path::Path,
+    batch_size: &str,
+) -> std::process::Child {
     Command::new(env!("CARGO_BIN_EXE_ca-connector"))
         .args([
             "rotate-keys",
             "--batch-size",
-            "25",
+            batch_size,
             "--log-format",
             "json",
             "--database-url",
@@ -105,7 +110,7 @@ async fn rotate_keys_reseals_ten_thousand_companies(backend: Backend) {
     .await;
 
     // First run: interrupted with SIGKILL part-way.
-    let mut first = rotate(&url, &both, dir.path());
+    let mut first = rotate(&url, &both, dir.path(), "25");
     let started = Instant::now();
     loop {
         let done = count_under(&url, "new");
@@ -130,14 +135,36 @@ async fn rotate_keys_reseals_ten_thousand_companies(backend: Backend) {
         "interrupted part-way: {after_kill}"
     );
 
-    // Second run resumes while the server saves new values for some companies.
-    let second = rotate(&url, &both, dir.path());
-    for i in (0..COMPANIES).step_by(500) {
+    // Second run resumes while the server saves new values for some companies: rounds of saves
+    // until the rotation ends, each with new values (a save of the same values writes nothing),
+    // and at least one round must fall wholly inside the rotation.
+    // Small batches: the rotation takes long enough for saves to land inside it.
+    let mut second = rotate(&url, &both, dir.path(), "5");
+    let mut latest: std::collections::HashMap<usize, String> = Default::default();
+    let (mut overlapping, mut saves) = (0, 0);
+    for (round, i) in (0..).flat_map(|r| (0..COMPANIES).step_by(500).map(move |i| (r, i))) {
+        let running_before = second.try_wait().unwrap().is_none();
+        let rotated_before = count_under(&url, "new");
+        let secret = format!("changed-{round}-{i:05}-abcdefgh");
         let res = app
-            .put_credentials(&company(i), &json!({"application_id": format!("app-{i}"), "shared_secret": format!("changed-{i:05}-abcdefgh"), "refresh_token": format!("refresh-{i:05}-abcdefgh")}))
+            .put_credentials(&company(i), &json!({"application_id": format!("app-{i}"), "shared_secret": secret, "refresh_token": format!("refresh-{i:05}-abcdefgh")}))
             .await;
         assert_eq!(res.status(), 200);
+        latest.insert(i, secret);
+        saves += 1;
+        let running_after = second.try_wait().unwrap().is_none();
+        if running_before && running_after && rotated_before < COMPANIES as i64 {
+            overlapping += 1;
+        }
+        if !running_after || saves >= 5000 {
+            break;
+        }
     }
+    let round = saves;
+    assert!(
+        overlapping >= 1,
+        "no save overlapped the rotation ({round} saves)"
+    );
     let out = tokio::task::spawn_blocking(move || second.wait_with_output())
         .await
         .unwrap()
@@ -167,11 +194,10 @@ async fn rotate_keys_reseals_ten_thousand_companies(backend: Backend) {
             )
             .unwrap()
             .unwrap();
-            let expected = if i % 500 == 0 {
-                format!("changed-{i:05}-abcdefgh")
-            } else {
-                format!("secret-{i:05}-abcdefgh")
-            };
+            let expected = latest
+                .get(&i)
+                .cloned()
+                .unwrap_or_else(|| format!("secret-{i:05}-abcdefgh"));
             assert_eq!(c.shared_secret.unwrap().expose_secret(), expected);
             assert_eq!(
                 c.refresh_token.unwrap().expose_secret(),
