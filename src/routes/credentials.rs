@@ -90,11 +90,14 @@ fn if_match(req: &HttpRequest) -> Result<Option<i64>, ApiError> {
     if raw == "*" {
         return Ok(None);
     }
-    raw.trim_start_matches("W/")
-        .trim_matches('"')
-        .parse::<i64>()
-        .map(Some)
-        .map_err(|_| conflict(None))
+    // A value that names no version matches none: version 0 never exists (versions start at
+    // 1), so the store answers 412 with the current version for the caller to reload.
+    Ok(Some(
+        raw.trim_start_matches("W/")
+            .trim_matches('"')
+            .parse::<i64>()
+            .unwrap_or(0),
+    ))
 }
 
 fn conflict(current: Option<i64>) -> ApiError {

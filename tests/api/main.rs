@@ -11,6 +11,7 @@ mod credentials;
 mod first_hour;
 mod foundation;
 mod memory;
+mod promises;
 mod rotate_keys;
 mod schema_equivalence;
 mod secrets;
