@@ -144,7 +144,7 @@ impl From<schema::StoreError> for ApiError {
                 )
                 .with("fields", json!(["shared_secret", "refresh_token"]))
             }
-            StoreError::Pool(_) | StoreError::Connection(_) => {
+            e if e.is_unavailable() => {
                 tracing::error!(error = %e, "database unavailable");
                 ApiError::unavailable(
                     "database_unavailable",

@@ -27,6 +27,28 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// The database could not be reached for this statement (refused, or a connection lost in
+    /// use), as opposed to a statement that failed: the caller should try again shortly.
+    pub fn is_unavailable(&self) -> bool {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match self {
+            StoreError::Pool(_) | StoreError::Connection(_) => true,
+            StoreError::Query(Error::DatabaseError(DatabaseErrorKind::ClosedConnection, _)) => true,
+            StoreError::Query(Error::DatabaseError(_, info)) => [
+                "server closed the connection",
+                "SSL SYSCALL",
+                "SSL error",
+                "no connection to the server",
+                "could not connect",
+                "terminating connection",
+                "connection to server",
+            ]
+            .iter()
+            .any(|m| info.message().contains(m)),
+            _ => false,
+        }
+    }
+
     /// Errors worth retrying the whole transaction for: lost races on insert (two first saves of
     /// one company), PostgreSQL serialization failures and SQLite lock contention past the timeout.
     pub fn is_retryable(&self) -> bool {

@@ -288,6 +288,29 @@ async fn readiness_follows_an_unreachable_database() {
     proxy.set_up(false);
     let res = app.client.get(app.url("/readyz")).send().await.unwrap();
     assert_problem(res, 503, "not_ready").await;
+    // An API call meanwhile: 503 database_unavailable, with nothing of the cause in it.
+    let res = app
+        .client
+        .get(app.url("/api/v1/companies/acme/credentials"))
+        .bearer_auth(crate::helpers::admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    let (status, headers) = (res.status(), res.headers().clone());
+    assert_eq!(
+        headers.get("retry-after").map(|v| v.to_str().unwrap()),
+        Some("5"),
+        "{status} {:?}",
+        res.text().await
+    );
+    let body = assert_problem(res, 503, "database_unavailable").await;
+    let text = body.to_string();
+    for internal in ["127.0.0.1", "connection", "postgres", "timed out"] {
+        assert!(
+            !text.to_lowercase().contains(internal),
+            "{internal} in {text}"
+        );
+    }
     let res = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(res.status(), 200, "alive while the database is away");
 

@@ -13,7 +13,10 @@ use serde_json::json;
 use crate::helpers::{spawn_app_with, AppOptions, Backend};
 use crate::on_both_backends;
 
-on_both_backends!(rotate_keys_reseals_ten_thousand_companies);
+on_both_backends!(
+    rotate_keys_reseals_ten_thousand_companies,
+    rotate_keys_reseals_web_hook_secrets_drops_cached_tokens_and_reports_unreadable_rows,
+);
 
 const COMPANIES: usize = 10_000;
 
@@ -211,4 +214,119 @@ async fn rotate_keys_reseals_ten_thousand_companies(backend: Backend) {
         !stderr.contains("secret-0"),
         "no secret in the command's output"
     );
+}
+
+/// What `rotate-keys` does beside the credentials: web-hook secrets re-sealed, cached access
+/// tokens under the old key dropped, and a row that does not open reported with a non-zero exit.
+async fn rotate_keys_reseals_web_hook_secrets_drops_cached_tokens_and_reports_unreadable_rows(
+    backend: Backend,
+) {
+    use diesel::prelude::*;
+    use schema::schema::{access_tokens, credentials as creds, webhooks};
+    let dir = tempfile::TempDir::new().unwrap();
+    let sim = crate::connection::sim(0);
+    let old = KeyRing::generate_spec("old");
+    let new = KeyRing::generate_spec("new");
+    let app = spawn_app_with(
+        &backend,
+        AppOptions {
+            keys_spec: Some(old.clone()),
+            extra_args: vec!["--channeladvisor-url".into(), sim.url()],
+            ..Default::default()
+        },
+    )
+    .await;
+    let valid = json!({"application_id": crate::connection::APP, "shared_secret": crate::connection::SECRET, "refresh_token": crate::connection::REFRESH});
+    app.put_credentials("acme", &valid).await;
+    assert_eq!(crate::tokens::issue(&app, "acme", "").await.status(), 200);
+    app.put_credentials("broken", &valid).await;
+    let hook = crate::webhooks::subscribe(
+        &app,
+        json!({"url": "https://erp.example/hook", "companies": ["acme"]}),
+        &["acme"],
+    )
+    .await;
+    let db = app.database();
+    let mut conn = db.get().unwrap();
+    // The cached token is written just after its caller has it.
+    let started = Instant::now();
+    while access_tokens::table
+        .count()
+        .get_result::<i64>(&mut *conn)
+        .unwrap()
+        == 0
+    {
+        assert!(started.elapsed() < Duration::from_secs(5), "token cached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // One company's sealed secret altered in place: it no longer opens.
+    let mut sealed: Vec<u8> = creds::table
+        .find("broken")
+        .select(creds::shared_secret)
+        .first::<Option<Vec<u8>>>(&mut *conn)
+        .unwrap()
+        .unwrap();
+    let last = sealed.len() - 1;
+    sealed[last] ^= 0xff;
+    diesel::update(creds::table.find("broken"))
+        .set(creds::shared_secret.eq(Some(sealed)))
+        .execute(&mut *conn)
+        .unwrap();
+
+    let both = SecretString::from(format!("{},{}", new.expose_secret(), old.expose_secret()));
+    let out = rotate(&app.database_url, &both, dir.path(), "25")
+        .wait_with_output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "unreadable rows make it fail: {stderr}"
+    );
+    assert!(
+        stderr.contains("company 'broken' does not open")
+            && stderr.contains("1 companies could not be re-sealed"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("dropped 1 cached access tokens"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("re-sealed 1 web-hook secrets"), "{stderr}");
+    let hook_key: String = webhooks::table
+        .find(hook["id"].as_str().unwrap())
+        .select(webhooks::key_id)
+        .first(&mut *conn)
+        .unwrap();
+    assert_eq!(hook_key, "new");
+    let tokens_left: i64 = access_tokens::table.count().get_result(&mut *conn).unwrap();
+    assert_eq!(
+        tokens_left, 0,
+        "cached tokens under the old key are dropped"
+    );
+    let keys: Vec<(String, Option<String>)> = creds::table
+        .select((creds::company, creds::key_id))
+        .order(creds::company.asc())
+        .load(&mut *conn)
+        .unwrap();
+    assert_eq!(
+        keys,
+        vec![
+            ("acme".to_string(), Some("new".to_string())),
+            ("broken".to_string(), Some("old".to_string())),
+        ],
+        "the unreadable row is left as it was"
+    );
+    // The re-sealed web-hook secret opens under the new key alone, and is the one shown at
+    // subscription.
+    let id = hook["id"].as_str().unwrap();
+    let sealed: Vec<u8> = webhooks::table
+        .find(id)
+        .select(webhooks::secret)
+        .first(&mut *conn)
+        .unwrap();
+    let opened = KeyRing::parse(&new)
+        .unwrap()
+        .open(id, schema::webhooks::WEBHOOK_SECRET, "new", &sealed)
+        .unwrap();
+    assert_eq!(opened.expose_secret(), hook["secret"].as_str().unwrap());
 }
