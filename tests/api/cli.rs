@@ -22,36 +22,48 @@ pub fn bare(dir: &std::path::Path) -> Command {
     cmd
 }
 
-/// Starts `serve` and returns it with its port, read from the "serving" log line.
-pub fn start(
-    mut cmd: Command,
-) -> (
-    Child,
-    u16,
-    BufReader<std::process::ChildStderr>,
-    Vec<String>,
-) {
+/// The server's log after its "serving" line, read by a thread of its own so a full pipe never
+/// stalls the server.
+pub type LaterLines = std::sync::mpsc::Receiver<String>;
+
+/// Starts `serve` and returns it with its port, read from the "serving" log line, and the lines
+/// before it. Bounded: a server that neither serves nor exits within 60 s fails the test.
+pub fn start(mut cmd: Command) -> (Child, u16, LaterLines, Vec<String>) {
     cmd.env("CA_CONNECTOR_LISTEN", "127.0.0.1:0")
         .env("CA_CONNECTOR_LOG_FORMAT", "json")
         .stderr(Stdio::piped())
         .stdout(Stdio::null());
     #[allow(clippy::zombie_processes)] // every test kills and waits for it
     let mut child = cmd.spawn().unwrap();
-    let mut reader = BufReader::new(child.stderr.take().unwrap());
+    let reader = BufReader::new(child.stderr.take().unwrap());
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // Read to the end even once nobody listens: the server must never block on stderr.
+        for line in reader.lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
     let mut lines = Vec::new();
     loop {
-        let mut line = String::new();
-        assert!(
-            reader.read_line(&mut line).unwrap() > 0,
-            "serve exited: {lines:?}"
-        );
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let line = match rx.recv_timeout(left) {
+            Ok(line) => line,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                panic!("serve did not start within 60 s: {lines:?}");
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("serve exited: {lines:?}")
+            }
+        };
         let v: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
-        lines.push(line.clone());
+        lines.push(line);
         if v["fields"]["message"] == "serving" {
             return (
                 child,
                 v["fields"]["port"].as_u64().unwrap() as u16,
-                reader,
+                rx,
                 lines,
             );
         }

@@ -3,7 +3,6 @@
 //! second in-process app it does not see the test app's commits, so only the time window and the
 //! settling of saves and tests keep it from answering with what was true before a change.
 
-use std::io::BufRead;
 use std::process::Child;
 
 use secrecy::ExposeSecret;
@@ -17,7 +16,7 @@ use crate::on_both_backends;
 on_both_backends!(nothing_old_is_served_from_memory_after_a_change_answered);
 
 /// `ca-connector serve` as a separate process on `first`'s database.
-struct OtherProcess {
+pub struct OtherProcess {
     child: Child,
     base: String,
     client: reqwest::Client,
@@ -25,7 +24,7 @@ struct OtherProcess {
 }
 
 impl OtherProcess {
-    fn beside(first: &TestApp, upstream: &str) -> OtherProcess {
+    pub fn beside(first: &TestApp, upstream: &str) -> OtherProcess {
         let dir = tempfile::TempDir::new().unwrap();
         let mut cmd = bare(dir.path());
         cmd.env("CA_CONNECTOR_DATABASE_URL", &first.database_url)
@@ -36,14 +35,8 @@ impl OtherProcess {
             .env("CA_CONNECTOR_JWT_SECRET", JWT_SECRET)
             .env("CA_CONNECTOR_CHANNELADVISOR_URL", upstream)
             .env("CA_CONNECTOR_DATA_DIR", dir.path());
-        let (child, port, mut logs, _) = start(cmd);
-        // Keep reading its log so a full pipe never stalls it.
-        std::thread::spawn(move || {
-            let mut line = String::new();
-            while logs.read_line(&mut line).map(|n| n > 0).unwrap_or(false) {
-                line.clear();
-            }
-        });
+        // `start` keeps reading its log, so a full pipe never stalls it.
+        let (child, port, _logs, _) = start(cmd);
         OtherProcess {
             child,
             base: format!("http://127.0.0.1:{port}"),
@@ -77,7 +70,7 @@ impl OtherProcess {
             .to_string()
     }
 
-    async fn token(&self, company: &str) -> String {
+    pub async fn token(&self, company: &str) -> String {
         self.field(
             reqwest::Method::POST,
             "access-token",
@@ -85,6 +78,26 @@ impl OtherProcess {
             "access_token",
         )
         .await
+    }
+
+    /// A credentials write as company's admin; the answer's status.
+    pub async fn write_credentials(
+        &self,
+        method: reqwest::Method,
+        company: &str,
+        body: Option<Value>,
+    ) -> u16 {
+        let mut req = self
+            .client
+            .request(
+                method,
+                format!("{}/api/v1/companies/{company}/credentials", self.base),
+            )
+            .bearer_auth(admin(&[company]));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        req.send().await.unwrap().status().as_u16()
     }
 
     async fn state(&self, company: &str) -> String {

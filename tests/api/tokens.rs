@@ -362,26 +362,37 @@ async fn two_instances_refresh_each_company_once(backend: Backend) {
     );
 }
 
+/// The other instance is another process: in-process instances share process-wide state, and
+/// a test of what crosses instances must not pass through it.
 async fn saving_invalidates_tokens_on_every_instance(backend: Backend) {
     let sim = sim(0);
     let a = app_against(&backend, &sim.url(), &[]).await;
-    let b = second_instance(&a, &["--channeladvisor-url", &sim.url()]).await;
+    let b = crate::memory::OtherProcess::beside(&a, &sim.url());
     a.put_credentials("acme", &valid()).await;
     let old = token_of(&a, "acme").await;
     assert_eq!(
-        token_of(&b, "acme").await,
+        b.token("acme").await,
         old,
         "a token one instance obtained serves the other"
     );
-    b.patch_credentials("acme", &json!({"profile_id": 42}))
+    let patched = b
+        .write_credentials(
+            reqwest::Method::PATCH,
+            "acme",
+            Some(json!({"profile_id": 42})),
+        )
         .await;
+    assert_eq!(patched, 200);
     let new = token_of(&a, "acme").await;
     assert_ne!(
         new, old,
         "no token of the old credentials after the save answered"
     );
     assert_eq!(sim.token_calls(), 2);
-    assert_eq!(b.delete_credentials("acme").await.status(), 204);
+    let deleted = b
+        .write_credentials(reqwest::Method::DELETE, "acme", None)
+        .await;
+    assert_eq!(deleted, 204);
     assert_problem(issue(&a, "acme", "").await, 409, "connection_not_ready").await;
 }
 
