@@ -22,6 +22,57 @@ pub fn bare(dir: &std::path::Path) -> Command {
     cmd
 }
 
+/// How long any command of a test may run: a hang fails the test instead of blocking the run.
+pub const LIMIT: Duration = Duration::from_secs(120);
+
+/// `Command::output` with a deadline.
+pub trait OutputWithin {
+    fn output_within(&mut self, limit: Duration) -> std::process::Output;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, limit: Duration) -> std::process::Output {
+        let child = self
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        finish_within(child, limit)
+    }
+}
+
+/// Waits for a child with piped output (read meanwhile, so a full pipe cannot stall it); kills
+/// it and fails past `limit`.
+pub fn finish_within(mut child: Child, limit: Duration) -> std::process::Output {
+    fn drain(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    }
+    let (stdout, stderr) = (drain(child.stdout.take()), drain(child.stderr.take()));
+    let deadline = std::time::Instant::now() + limit;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the command did not finish within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
 /// The server's log after its "serving" line, read by a thread of its own so a full pipe never
 /// stalls the server.
 pub type LaterLines = std::sync::mpsc::Receiver<String>;
@@ -117,8 +168,7 @@ fn serve_in_an_empty_folder_needs_no_set_up() {
     // `ca-connector token` signs with the generated secret, so the API can be called at once.
     let out = bare(dir.path())
         .args(["token", "--company", "acme", "--scope", "connection:read"])
-        .output()
-        .unwrap();
+        .output_within(LIMIT);
     assert!(out.status.success());
     let jwt = String::from_utf8(out.stdout).unwrap();
     assert_eq!(jwt.trim().split('.').count(), 3);
@@ -150,8 +200,7 @@ fn postgres_without_secrets_is_a_start_up_error_naming_the_setting() {
             "--database-url",
             "postgres://nobody@127.0.0.1:1/none",
         ])
-        .output()
-        .unwrap();
+        .output_within(LIMIT);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("CA_CONNECTOR_ENCRYPTION_KEYS"), "{err}");
@@ -166,8 +215,7 @@ fn postgres_without_secrets_is_a_start_up_error_naming_the_setting() {
             "postgres://nobody@127.0.0.1:1/none",
         ])
         .env("CA_CONNECTOR_ENCRYPTION_KEYS", schema_spec())
-        .output()
-        .unwrap();
+        .output_within(LIMIT);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success() && err.contains("CA_CONNECTOR_JWT_SECRET"),
@@ -185,7 +233,7 @@ fn schema_spec() -> String {
 #[test]
 fn help_lists_every_setting_with_its_variable() {
     for args in [vec!["--help"], vec!["serve", "--help"]] {
-        let out = Command::new(BIN).args(&args).output().unwrap();
+        let out = Command::new(BIN).args(&args).output_within(LIMIT);
         let help = String::from_utf8(out.stdout).unwrap();
         for name in [
             "listen",
@@ -212,7 +260,7 @@ fn help_lists_every_setting_with_its_variable() {
             assert!(help.contains(&var), "{var} in {args:?}");
         }
     }
-    let out = Command::new(BIN).arg("--help").output().unwrap();
+    let out = Command::new(BIN).arg("--help").output_within(LIMIT);
     let help = String::from_utf8(out.stdout).unwrap();
     for cmd in ["serve", "migrate", "rotate-keys", "token", "check-config"] {
         assert!(help.contains(cmd), "{cmd}");
@@ -222,7 +270,7 @@ fn help_lists_every_setting_with_its_variable() {
 #[test]
 fn migrate_and_check_config() {
     let dir = tempfile::TempDir::new().unwrap();
-    let out = bare(dir.path()).arg("migrate").output().unwrap();
+    let out = bare(dir.path()).arg("migrate").output_within(LIMIT);
     assert!(
         out.status.success(),
         "{}",
@@ -235,9 +283,9 @@ fn migrate_and_check_config() {
     .count();
     assert!(String::from_utf8_lossy(&out.stdout)
         .starts_with(&format!("{migrations} migrations applied")));
-    let out = bare(dir.path()).arg("migrate").output().unwrap();
+    let out = bare(dir.path()).arg("migrate").output_within(LIMIT);
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("0 migrations applied"));
-    let out = bare(dir.path()).arg("check-config").output().unwrap();
+    let out = bare(dir.path()).arg("check-config").output_within(LIMIT);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains("configuration ok"),
@@ -248,8 +296,7 @@ fn migrate_and_check_config() {
     assert!(!stdout.contains(key_b64), "no key material printed");
     let out = bare(dir.path())
         .args(["check-config", "--jwt-secret", "too-short"])
-        .output()
-        .unwrap();
+        .output_within(LIMIT);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("--jwt-secret: must be at least 32 bytes")
@@ -260,11 +307,10 @@ fn migrate_and_check_config() {
 #[test]
 fn sigterm_finishes_requests_in_flight() {
     let dir = tempfile::TempDir::new().unwrap();
-    let (mut child, port, _reader, _) = start(bare(dir.path()));
+    let (child, port, _reader, _) = start(bare(dir.path()));
     let out = bare(dir.path())
         .args(["token", "--company", "acme"])
-        .output()
-        .unwrap();
+        .output_within(LIMIT);
     let jwt = String::from_utf8(out.stdout).unwrap();
     let body = br#"{"application_id": "app-during-shutdown"}"#;
     let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
@@ -283,7 +329,7 @@ fn sigterm_finishes_requests_in_flight() {
     let mut res = String::new();
     s.read_to_string(&mut res).unwrap();
     assert!(res.starts_with("HTTP/1.1 201"), "{res}");
-    let status = child.wait().unwrap();
+    let status = finish_within(child, Duration::from_secs(40)).status;
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
     assert!(
         TcpStream::connect(("127.0.0.1", port)).is_err(),

@@ -4,32 +4,16 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::cli::{bare, start};
+use crate::cli::{bare, start, OutputWithin};
 use crate::helpers::{admin, assert_problem, spawn_app, spawn_app_with, AppOptions, Backend};
 
-/// Runs a command to its end (bounded: a hang fails the test instead of blocking the run).
+/// Runs a command to its end, bounded: a hang fails the test instead of blocking the run.
 fn run(mut cmd: Command) -> (bool, String, String) {
-    let mut child = cmd
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            break;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("command did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let out = child.wait_with_output().unwrap();
+    let out = cmd.output_within(crate::cli::LIMIT);
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -103,7 +87,7 @@ fn serve_and_token_started_at_once_agree_on_the_secret() {
             .collect();
         let (mut server, port, _r, _) = start(bare(dir.path()));
         for child in tokens {
-            let out = child.wait_with_output().unwrap();
+            let out = crate::cli::finish_within(child, crate::cli::LIMIT);
             let jwt = String::from_utf8(out.stdout).unwrap();
             assert!(
                 out.status.success() && jwt.trim().split('.').count() == 3,

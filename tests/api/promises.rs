@@ -385,7 +385,7 @@ fn help_never_echoes_a_secret_from_the_environment() {
         for (name, value) in secrets {
             cmd.env(name, value);
         }
-        let out = cmd.output().unwrap();
+        let out = crate::cli::OutputWithin::output_within(&mut cmd, crate::cli::LIMIT);
         let text = format!(
             "{}{}",
             String::from_utf8_lossy(&out.stdout),

@@ -168,10 +168,10 @@ async fn rotate_keys_reseals_ten_thousand_companies(backend: Backend) {
         overlapping >= 1,
         "no save overlapped the rotation ({round} saves)"
     );
-    let out = tokio::task::spawn_blocking(move || second.wait_with_output())
-        .await
-        .unwrap()
-        .unwrap();
+    let out =
+        tokio::task::spawn_blocking(move || crate::cli::finish_within(second, crate::cli::LIMIT))
+            .await
+            .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert!(
@@ -274,9 +274,10 @@ async fn rotate_keys_reseals_web_hook_secrets_drops_cached_tokens_and_reports_un
         .unwrap();
 
     let both = SecretString::from(format!("{},{}", new.expose_secret(), old.expose_secret()));
-    let out = rotate(&app.database_url, &both, dir.path(), "25")
-        .wait_with_output()
-        .unwrap();
+    let out = crate::cli::finish_within(
+        rotate(&app.database_url, &both, dir.path(), "25"),
+        crate::cli::LIMIT,
+    );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         !out.status.success(),
