@@ -6,6 +6,7 @@ pub mod body;
 pub mod commands;
 pub mod connection_test;
 pub mod dev_secrets;
+pub mod header_limit;
 pub mod health_checks;
 pub mod memo;
 pub mod metrics;

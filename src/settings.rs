@@ -84,6 +84,10 @@ pub struct Settings {
         default_value = "https://api.channeladvisor.com"
     )]
     pub channeladvisor_url: String,
+    /// Accept an http:// ChannelAdvisor URL that is not on loopback (a test stand-in, never
+    /// ChannelAdvisor itself: its tokens would cross the network in the clear)
+    #[arg(long, env = "CA_CONNECTOR_CHANNELADVISOR_ALLOW_HTTP", action = ArgAction::SetTrue)]
+    pub channeladvisor_allow_http: bool,
     #[command(flatten)]
     pub keys: KeyArgs,
     #[command(flatten)]
@@ -336,6 +340,16 @@ impl JwtArgs {
     }
 }
 
+/// A URL whose host is this machine: 127.0.0.0/8, ::1 or localhost.
+fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        None => false,
+    }
+}
+
 /// `HOST:PORT`, or `:PORT` for the default host. Resolved here, so `check-config` refuses what
 /// `serve` would fail to bind.
 pub fn parse_listen(raw: &str) -> Result<SocketAddr, ConfigError> {
@@ -381,6 +395,17 @@ impl Config {
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
             .ok_or_else(|| invalid("--channeladvisor-url", "must be an http(s) URL"))?;
+        if channeladvisor_url.scheme() == "http"
+            && !is_loopback(&channeladvisor_url)
+            && !s.channeladvisor_allow_http
+        {
+            return Err(invalid(
+                "--channeladvisor-url",
+                format!(
+                    "{channeladvisor_url} is plain http outside this machine; ChannelAdvisor is https. For a test stand-in elsewhere, add --channeladvisor-allow-http (CA_CONNECTOR_CHANNELADVISOR_ALLOW_HTTP)"
+                ),
+            ));
+        }
         if s.upstream_timeout_secs == 0 {
             return Err(invalid("--upstream-timeout-secs", "must be at least 1"));
         }

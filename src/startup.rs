@@ -193,6 +193,7 @@ impl Application {
                 }))
                 .configure(routes::configure)
                 .default_service(web::to(routes::not_found))
+                .wrap(from_fn(crate::header_limit::refuse_large_headers))
                 .wrap(from_fn(problem_for_every_error))
                 .wrap(from_fn(record_http_metrics))
                 .wrap(from_fn(request_context))

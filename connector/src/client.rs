@@ -217,6 +217,28 @@ struct OAuthError {
     error: Option<String>,
 }
 
+/// The longest life an access token may claim: ChannelAdvisor's live an hour, and a token cached
+/// for longer than a day on the word of a broken answer would be served long after it died.
+const MAX_EXPIRES_IN: u64 = 86_400;
+
+/// `expires_in` as a number or a numeric string (absent: ChannelAdvisor's hour). Zero, negative,
+/// fractional nonsense or more than a day is a protocol error, never a panic or a pinned token.
+fn expires_in(raw: Option<serde_json::Value>) -> Result<u64, TestError> {
+    let seconds = match &raw {
+        None | Some(serde_json::Value::Null) => return Ok(3600),
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => s.trim().parse::<f64>().ok(),
+        Some(_) => None,
+    };
+    match seconds {
+        Some(s) if (1.0..=MAX_EXPIRES_IN as f64).contains(&s) => Ok(s as u64),
+        _ => Err(TestError::protocol(&format!(
+            "token answer has an expires_in of {} (expected 1 to {MAX_EXPIRES_IN} seconds)",
+            raw.map(|v| v.to_string()).unwrap_or_default()
+        ))),
+    }
+}
+
 fn classify_grant(answer: Answer) -> Result<TokenGrant, TestError> {
     if let Some(e) = common(&answer) {
         return Err(e);
@@ -229,13 +251,7 @@ fn classify_grant(answer: Answer) -> Result<TokenGrant, TestError> {
             let access_token = body.access_token.filter(|t| !t.is_empty()).ok_or_else(|| {
                 TestError::protocol("token answer has no access_token").status(status)
             })?;
-            // expires_in may come as a number or a numeric string; ChannelAdvisor's tokens live an hour.
-            let expires_in = match body.expires_in {
-                None => 3600,
-                Some(serde_json::Value::Number(n)) => n.as_u64().unwrap_or(3600),
-                Some(serde_json::Value::String(s)) => s.parse().unwrap_or(3600),
-                Some(_) => 3600,
-            };
+            let expires_in = expires_in(body.expires_in).map_err(|e| e.status(status))?;
             Ok(TokenGrant {
                 access_token: SecretString::from(access_token),
                 expires_in,
@@ -298,6 +314,30 @@ fn classify_profiles(answer: Answer) -> Result<Vec<Profile>, TestError> {
         401 | 403 => Err(TestError::access_denied().status(status)),
         s => {
             Err(TestError::protocol(&format!("profiles endpoint answered HTTP {s}")).status(status))
+        }
+    }
+}
+
+#[cfg(test)]
+mod expiry_tests {
+    use super::expires_in;
+    use serde_json::json;
+
+    #[test]
+    fn absurd_lives_are_protocol_errors() {
+        assert_eq!(expires_in(None).unwrap(), 3600);
+        assert_eq!(expires_in(Some(json!(3600))).unwrap(), 3600);
+        assert_eq!(expires_in(Some(json!("1800"))).unwrap(), 1800);
+        for bad in [
+            json!(0),
+            json!(-5),
+            json!(86_401),
+            json!(1e12),
+            json!("soon"),
+            json!([1]),
+        ] {
+            let e = expires_in(Some(bad.clone())).unwrap_err();
+            assert_eq!(e.code.as_str(), "upstream_protocol_error", "{bad}");
         }
     }
 }

@@ -256,17 +256,33 @@ impl Database {
     /// Applies pending migrations; returns the names of the ones applied.
     pub fn migrate(&self) -> Result<Vec<String>, StoreError> {
         let mut conn = self.get()?;
-        let applied = match &mut *conn {
+        match &mut *conn {
             AnyConnection::Sqlite(c) => c
                 .run_pending_migrations(SQLITE_MIGRATIONS)
-                .map(|v| v.iter().map(|m| m.to_string()).collect()),
-            AnyConnection::Postgresql(c) => c
-                .run_pending_migrations(POSTGRES_MIGRATIONS)
-                .map(|v| v.iter().map(|m| m.to_string()).collect()),
-        };
-        applied.map_err(|e| StoreError::Migration(e.to_string()))
+                .map(|v| v.iter().map(|m| m.to_string()).collect())
+                .map_err(|e| StoreError::Migration(e.to_string())),
+            AnyConnection::Postgresql(c) => {
+                // Instances of a rolling deploy start at once: one migrates while the others wait
+                // on this lock, then find nothing pending (without it, two ran the same CREATE
+                // TYPE/TABLE and one died on a duplicate key in the catalogue).
+                c.batch_execute(&format!("SELECT pg_advisory_lock({MIGRATION_LOCK})"))
+                    .map_err(StoreError::Query)?;
+                let applied = c
+                    .run_pending_migrations(POSTGRES_MIGRATIONS)
+                    .map(|v| v.iter().map(|m| m.to_string()).collect());
+                let unlocked = c
+                    .batch_execute(&format!("SELECT pg_advisory_unlock({MIGRATION_LOCK})"))
+                    .map_err(StoreError::Query);
+                let applied = applied.map_err(|e| StoreError::Migration(e.to_string()))?;
+                unlocked?;
+                Ok(applied)
+            }
+        }
     }
 }
+
+/// The advisory lock key held while PostgreSQL migrations run ("ca-conn" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6361_2d63_6f6e_6e;
 
 fn pending_migrations(conn: &mut AnyConnection) -> Result<usize, StoreError> {
     let pending = match conn {

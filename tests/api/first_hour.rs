@@ -143,6 +143,31 @@ fn check_config_refuses_what_serve_refuses() {
     }
     let (ok, out, err) = run(with_args(dir.path(), &["check-config", "--listen", ":0"]));
     assert!(ok && out.contains("listen: 127.0.0.1:0"), "{out}{err}");
+    // ChannelAdvisor over plain http is only for a stand-in on this machine, or by a flag.
+    let (ok, _, err) = run(with_args(
+        dir.path(),
+        &[
+            "check-config",
+            "--listen",
+            ":0",
+            "--channeladvisor-url",
+            "http://ca.example.com",
+        ],
+    ));
+    assert!(!ok && err.contains("--channeladvisor-allow-http"), "{err}");
+    for allowed in [
+        vec!["--channeladvisor-url", "http://127.0.0.1:9090"],
+        vec![
+            "--channeladvisor-url",
+            "http://ca.example.com",
+            "--channeladvisor-allow-http",
+        ],
+    ] {
+        let mut args = vec!["check-config", "--listen", ":0"];
+        args.extend(allowed.iter().copied());
+        let (ok, _, err) = run(with_args(dir.path(), &args));
+        assert!(ok, "{allowed:?}: {err}");
+    }
     // A public key serve cannot use is refused by check-config as well.
     let pem = dir.path().join("not-a-key.pem");
     std::fs::write(

@@ -212,6 +212,30 @@ async fn metrics_count_requests_by_route_and_status(backend: Backend) {
     );
     assert!(text.contains(r#"ca_connector_http_requests_total{method="GET",route="/api/v1/companies/{company}/credentials",status="401"} 1"#), "{text}");
     assert!(text.contains(r#"ca_connector_http_request_duration_seconds_bucket{method="GET",route="/healthz",status="200",le="0.005"}"#), "{text}");
+
+    // Made-up methods and paths, unauthenticated, cannot grow the label sets.
+    let lines_before = app.metrics().await.lines().count();
+    for i in 0..50 {
+        let method = reqwest::Method::from_bytes(format!("MADEUP{i}").as_bytes()).unwrap();
+        app.client
+            .request(method, app.url(&format!("/no/such/path/{i}")))
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = app.metrics().await;
+    assert!(
+        text.lines().count() <= lines_before + 20,
+        "{} lines after 50 made-up requests, {lines_before} before",
+        text.lines().count()
+    );
+    assert!(!text.contains("MADEUP"), "{text}");
+    assert!(
+        text.contains(
+            r#"ca_connector_http_requests_total{method="other",route="unmatched",status="404"} 50"#
+        ),
+        "{text}"
+    );
 }
 
 async fn openapi_describes_every_endpoint(backend: Backend) {
@@ -331,4 +355,19 @@ async fn readiness_follows_an_unreachable_database() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert_eq!(status, 200, "ready again without a restart");
+}
+
+/// Request headers over 32 KiB in all: 431 `headers_too_large`, as problem+json.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_headers_are_refused() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let get = |size: usize| {
+        app.client
+            .get(app.url("/healthz"))
+            .header("x-padding", "a".repeat(size))
+            .send()
+    };
+    assert_eq!(get(30 * 1024).await.unwrap().status(), 200);
+    let body = assert_problem(get(100 * 1024).await.unwrap(), 431, "headers_too_large").await;
+    assert!(body["detail"].as_str().unwrap().contains("32768"), "{body}");
 }

@@ -569,3 +569,48 @@ async fn a_delivery_attempt_ends_at_its_ten_second_deadline() {
         "ended at the deadline: {took:?}"
     );
 }
+
+/// Instances of a rolling deploy started at the same moment on a fresh PostgreSQL database: one
+/// migrates, the others wait for it, and every one succeeds.
+#[test]
+fn a_fleet_started_at_once_migrates_once() {
+    use secrecy::ExposeSecret;
+    let Some(backend) = Backend::postgres("a_fleet_started_at_once_migrates_once") else {
+        return;
+    };
+    let dir = tempfile::TempDir::new().unwrap();
+    let url = backend.fresh_database(dir.path());
+    let keys = schema::KeyRing::generate_spec("k1");
+    let fleet: Vec<_> = (0..4)
+        .map(|_| {
+            let mut cmd = crate::cli::bare(dir.path());
+            cmd.args(["migrate", "--database-url", &url])
+                .env("CA_CONNECTOR_ENCRYPTION_KEYS", keys.expose_secret())
+                .env("CA_CONNECTOR_JWT_SECRET", crate::helpers::JWT_SECRET)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let migrations = std::fs::read_dir(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations/postgres"),
+    )
+    .unwrap()
+    .count();
+    let mut applied = 0;
+    for child in fleet {
+        let out = crate::cli::finish_within(child, crate::cli::LIMIT);
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        applied += stdout
+            .split_whitespace()
+            .next()
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap();
+    }
+    assert_eq!(applied, migrations, "each migration applied once in all");
+}
