@@ -282,7 +282,7 @@ impl Database {
 }
 
 /// The advisory lock key held while PostgreSQL migrations run ("ca-conn" in ASCII).
-const MIGRATION_LOCK: i64 = 0x6361_2d63_6f6e_6e;
+const MIGRATION_LOCK: i64 = 0x0063_612d_636f_6e6e;
 
 fn pending_migrations(conn: &mut AnyConnection) -> Result<usize, StoreError> {
     let pending = match conn {
