@@ -7,6 +7,8 @@
 //!    a simulator adding L ms per call; ideal wall time = 1,000 × (2 × L) ÷ 4. Resident memory is
 //!    sampled before, during and after two rounds.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -3,6 +3,8 @@
 //! taken inside the writing transaction) to its arrival, p50/p99, with no retries due.
 //! Run: `cargo bench --bench webhooks`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
+
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

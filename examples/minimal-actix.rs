@@ -2,6 +2,8 @@
 //! answer, served by the same actix-web version and worker count as ca-connector.
 //! Usage: minimal-actix ADDRESS
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
+
 use actix_web::{web, App, HttpResponse, HttpServer};
 
 #[actix_web::main]

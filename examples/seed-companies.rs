@@ -3,6 +3,8 @@
 //! With APPS, company i gets Application ID `bench-app-{i % APPS}` with the Shared Secret and
 //! refresh token that `ca-sim --any-app` accepts; without, unique values per company.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
+
 use diesel::Connection;
 use schema::credentials::{self, Change, CredentialsChange};
 use schema::{CompanyId, Database, KeyRing};

@@ -3,6 +3,8 @@
 //! refresh lease a lookup with no usable token takes (on SQLite both on the HTTP worker).
 //! Usage: store-steps DATABASE_URL KEY_SPEC [COMPANIES]   (companies seeded by `seed-companies`)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
+
 use std::time::{Duration, Instant};
 
 use schema::tokens::BeginRequest;

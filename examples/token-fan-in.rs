@@ -12,6 +12,8 @@
 //! Usage: token-fan-in BASE_URL JWT COMPANIES REQUESTS SIM_URL [FIRST_COMPANY [first-only]]
 //! (`first-only`: just the first run, for repeated bursts.)
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
+
 use std::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -7,11 +7,16 @@ use schema::pool::redact_url;
 
 fn main() -> ExitCode {
     limit_malloc_arenas();
-    tokio::runtime::Builder::new_multi_thread()
+    match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("the async runtime starts")
-        .block_on(start())
+    {
+        Ok(runtime) => runtime.block_on(start()),
+        Err(e) => {
+            eprintln!("error: the async runtime did not start: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// glibc gives threads their own malloc arenas, up to eight per core, and memory freed in one is

@@ -21,6 +21,8 @@
 //! `POST /_sim/revoke`; then `/v1/Profiles` answers 401. `GET /_sim/stats` gives the counters;
 //! `POST /_sim/reset` zeroes them.
 
+#![allow(clippy::unwrap_used)] // a stand-in for tests and demos: a poisoned lock there is a failed run
+
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

@@ -2,6 +2,8 @@
 //! when TEST_DATABASE_URL points at PostgreSQL, a real PostgreSQL database of its own per test.
 //! Upstream is faked over real HTTP.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
+
 mod helpers;
 
 mod auth;
