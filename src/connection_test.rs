@@ -34,7 +34,7 @@ pub struct Tested {
 /// Tests in flight, keyed by a digest of company and effective values (never the values).
 #[derive(Default)]
 pub struct TestRunner {
-    running: Mutex<HashMap<String, Running>>,
+    running: Arc<Mutex<HashMap<String, Running>>>,
 }
 
 pub struct TestRequest {
@@ -130,10 +130,21 @@ impl TestRunner {
             match map.get(&key) {
                 Some(shared) => shared.clone(),
                 None => {
-                    // Spawned, so the test completes and is recorded even if the caller goes away.
+                    // Spawned, so the test completes and is recorded even if the caller goes away;
+                    // the run takes itself out of the map when it ends (the insert below happens
+                    // under this lock, so it cannot come after), so no finished result is ever
+                    // replayed to a later caller, whether or not anyone awaited it.
+                    let (running, done_key) = (self.running.clone(), key.clone());
                     let task = tokio::spawn(
-                        execute(db, keys, client, request, values, version)
-                            .instrument(tracing::Span::current()),
+                        async move {
+                            let tested = execute(db, keys, client, request, values, version).await;
+                            running
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .remove(&done_key);
+                            tested
+                        }
+                        .instrument(tracing::Span::current()),
                     );
                     let shared =
                         async move { task.await.unwrap_or_else(|e| Err(ApiError::internal(e))) }
@@ -144,12 +155,7 @@ impl TestRunner {
                 }
             }
         };
-        let result = running.await;
-        self.running
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&key);
-        result
+        running.await
     }
 }
 
@@ -218,4 +224,74 @@ async fn execute(
         result,
         state_changed: change.is_some_and(|c| c.previous != c.current),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use connector::sim::{SimConfig, Simulator};
+    use schema::credentials::{Change, CredentialsChange};
+    use schema::{CompanyId, Database, KeyRing};
+    use secrecy::SecretString;
+
+    use super::*;
+
+    /// Every caller of a run goes away (their futures dropped): the run still completes, and
+    /// then nothing of it is left to be replayed to the next caller.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_run_whose_callers_all_left_leaves_nothing_behind() {
+        let sim = Simulator::start(
+            SimConfig {
+                latency: Duration::from_millis(300),
+                ..Default::default()
+            },
+            "127.0.0.1:0",
+        )
+        .unwrap();
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Database::connect(
+            &format!("sqlite://{}", dir.path().join("t.db").display()),
+            2,
+        )
+        .unwrap();
+        db.migrate().unwrap();
+        let keys = Arc::new(KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap());
+        let company = CompanyId::parse("acme").unwrap();
+        let change = CredentialsChange {
+            application_id: Change::Set("demo-app".into()),
+            shared_secret: Change::Set(SecretString::from("demo-shared-secret-0001")),
+            refresh_token: Change::Set(SecretString::from("demo-refresh-token-0001")),
+            profile_id: Change::Keep,
+        };
+        let mut conn = db.get().unwrap();
+        schema::credentials::save(&mut conn, &keys, &company, &change, None, "t").unwrap();
+        drop(conn);
+        let client = ChannelAdvisorClient::new(
+            url::Url::parse(&sim.url()).unwrap(),
+            Duration::from_secs(5),
+            4,
+        )
+        .unwrap();
+        let runner = TestRunner::default();
+        let request = || TestRequest {
+            company: company.clone(),
+            candidate: None,
+            triggered_by: "t".into(),
+        };
+        let left = tokio::time::timeout(
+            Duration::from_millis(50),
+            runner.run(db.clone(), keys.clone(), client.clone(), request()),
+        )
+        .await;
+        assert!(left.is_err(), "the caller left before the run ended");
+        tokio::time::sleep(Duration::from_millis(800)).await;
+        assert!(
+            runner.running.lock().unwrap().is_empty(),
+            "the finished run is gone"
+        );
+        let again = runner.run(db, keys, client, request()).await.unwrap();
+        assert_eq!(sim.token_calls(), 2, "a new run, not a replay");
+        assert_eq!(again.result["outcome"], "connected");
+    }
 }

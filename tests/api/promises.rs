@@ -159,6 +159,10 @@ async fn a_test_completes_and_is_recorded_when_its_caller_disconnects(backend: B
         .await
         .1;
     assert_eq!(history["tests"].as_array().unwrap().len(), 1);
+    // The finished run left nothing behind: the same test again runs anew, it is not replayed.
+    let again = test_connection(&app, "acme", None).await;
+    assert_ne!(again["id"], status["last_test"]["id"], "a new run");
+    assert_eq!(sim.token_calls(), 2);
 }
 
 /// A refresh token ChannelAdvisor refused is remembered for 60 s (callers get the same answer
