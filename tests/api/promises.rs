@@ -569,7 +569,9 @@ async fn a_delivery_attempt_ends_at_its_ten_second_deadline() {
         "{attempt}"
     );
     assert!(
-        took >= Duration::from_secs(9) && took < Duration::from_secs(15),
+        // Well before the receiver's 30 s answer: the deadline ended it (a loaded CI machine
+        // may record it a few seconds late).
+        took >= Duration::from_secs(9) && took < Duration::from_secs(25),
         "ended at the deadline: {took:?}"
     );
 }
