@@ -21,6 +21,7 @@ fn private_v4(ip: Ipv4Addr) -> bool {
         || a == 0
         || (a == 100 && (64..128).contains(&b)) // carrier-grade NAT
         || (a == 198 && (b == 18 || b == 19)) // benchmarking
+        || (a == 192 && b == 0 && ip.octets()[2] == 0) // IETF protocol assignments
         || a >= 240
 }
 
@@ -28,12 +29,19 @@ fn private_v6(ip: Ipv6Addr) -> bool {
     if let Some(v4) = ip.to_ipv4_mapped() {
         return private_v4(v4);
     }
-    let first = ip.segments()[0];
+    let s = ip.segments();
+    let embedded_v4 = |hi: u16, lo: u16| Ipv4Addr::from(((hi as u32) << 16) | lo as u32);
     ip.is_loopback()
         || ip.is_unspecified()
         || ip.is_multicast()
-        || (first & 0xfe00) == 0xfc00
-        || (first & 0xffc0) == 0xfe80
+        || (s[0] & 0xfe00) == 0xfc00 // unique local
+        || (s[0] & 0xffc0) == 0xfe80 // link-local
+        || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated, still routed by some)
+        || s[..6] == [0; 6] // IPv4-compatible ::/96
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4] && private_v4(embedded_v4(s[6], s[7]))) // NAT64
+        || (s[0] == 0x2002 && private_v4(embedded_v4(s[1], s[2]))) // 6to4
+        || (s[0] == 0x2001 && s[1] == 0) // Teredo
+        || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
 }
 
 /// Loopback, private, link-local and other non-public addresses.
@@ -98,31 +106,54 @@ pub fn check_url(raw: &str, policy: TargetPolicy) -> Result<url::Url, String> {
     check_url_problems(raw, policy).map_err(|p| p.join("; "))
 }
 
-/// Resolves the host and refuses the delivery when any address is private (a public name may
-/// point at a private address).
-pub async fn check_resolved(url: &url::Url, policy: TargetPolicy) -> Result<(), String> {
-    if policy.allow_private {
-        return Ok(());
+/// Why a delivery was refused after DNS: said without the address, which web-hook managers must
+/// not learn (it would map the internal network for them).
+#[derive(Debug)]
+pub struct NonPublicTarget;
+
+impl std::fmt::Display for NonPublicTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the target's name resolves to a non-public address")
     }
-    let host = url
-        .host_str()
-        .ok_or("no host")?
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .to_string();
-    let port = url.port_or_known_default().unwrap_or(443);
-    let addrs = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|e| format!("DNS lookup failed: {e}"))?;
-    for addr in addrs {
-        if is_private(addr.ip()) {
-            return Err(format!(
-                "target resolves to a non-public address ({})",
-                addr.ip()
-            ));
+}
+
+impl std::error::Error for NonPublicTarget {}
+
+/// The resolver of the delivery client: the system's, keeping the answer only when every address
+/// is public (unless private targets are allowed). The addresses checked are the ones the request
+/// then connects to — no second lookup a rebinding name could answer differently — and the lookup
+/// runs inside the attempt's deadline.
+pub struct TargetResolver {
+    pub policy: TargetPolicy,
+}
+
+impl reqwest::dns::Resolve for TargetResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let allow_private = self.policy.allow_private;
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if !allow_private && addrs.iter().any(|a| is_private(a.ip())) {
+                return Err(Box::new(NonPublicTarget) as Box<dyn std::error::Error + Send + Sync>);
+            }
+            Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
+}
+
+/// Whether an error (or any error behind it) is the resolver's refusal. By type where the chain
+/// shows it, else by its name in the chain's debug form: the HTTP stack hands it on inside an
+/// `io::Error`, whose `source()` skips the error it wraps.
+pub fn refused_by_resolver(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if e.is::<NonPublicTarget>() {
+            return true;
         }
+        current = e.source();
     }
-    Ok(())
+    format!("{error:?}").contains("NonPublicTarget")
 }
 
 #[cfg(test)]
@@ -149,6 +180,12 @@ mod tests {
             "https://user:pw@erp.example/",
             "not a url",
             "https://100.64.0.1/",
+            "https://192.0.0.8/",
+            "https://[::10.0.0.1]/",
+            "https://[64:ff9b::a00:1]/",
+            "https://[2002:a00:1::]/",
+            "https://[2001:0:4136:e378::1]/",
+            "https://[fec0::1]/",
         ] {
             assert!(check_url(bad, strict).is_err(), "{bad}");
         }
@@ -181,20 +218,23 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn resolution_is_checked_at_delivery() {
-        let url = url::Url::parse("https://localhost.:9/").unwrap();
-        assert!(
-            check_resolved(&url, TargetPolicy::default()).await.is_err(),
-            "localhost resolves to loopback"
-        );
-        assert!(check_resolved(
-            &url,
-            TargetPolicy {
+    async fn the_resolver_refuses_names_of_private_addresses_without_naming_them() {
+        use reqwest::dns::Resolve;
+        let strict = TargetResolver {
+            policy: TargetPolicy::default(),
+        };
+        // The resolver judges addresses, not names: "localhost" passes it to the lookup.
+        let name = || "localhost".parse::<reqwest::dns::Name>().unwrap();
+        let err = strict.resolve(name()).await.err().expect("refused");
+        assert!(refused_by_resolver(err.as_ref()));
+        assert!(!err.to_string().contains("127.0.0.1"), "{err}");
+        let open = TargetResolver {
+            policy: TargetPolicy {
                 allow_http: false,
-                allow_private: true
-            }
-        )
-        .await
-        .is_ok());
+                allow_private: true,
+            },
+        };
+        let addrs: Vec<_> = open.resolve(name()).await.unwrap().collect();
+        assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty());
     }
 }

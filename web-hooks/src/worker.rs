@@ -12,7 +12,7 @@ use schema::{Database, KeyRing};
 use tokio::sync::Notify;
 
 use crate::signing::sign;
-use crate::target::{check_resolved, TargetPolicy};
+use crate::target::TargetPolicy;
 
 /// The deadline of one attempt.
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,6 +61,9 @@ impl Worker {
         wake: Arc<Notify>,
     ) -> Result<Self, String> {
         let http = reqwest::Client::builder()
+            .dns_resolver(Arc::new(crate::target::TargetResolver {
+                policy: config.policy,
+            }))
             .redirect(reqwest::redirect::Policy::none())
             .timeout(ATTEMPT_TIMEOUT)
             .user_agent(concat!("ca-connector-webhooks/", env!("CARGO_PKG_VERSION")))
@@ -141,9 +144,6 @@ impl Worker {
             Ok(url) => url,
             Err(e) => return failed(None, format!("target refused: {e}")),
         };
-        if let Err(e) = check_resolved(&url, self.config.policy).await {
-            return failed(None, format!("target refused: {e}"));
-        }
         let timestamp = chrono::Utc::now().timestamp();
         let signature = sign(&claimed.secret, &claimed.event_id, timestamp, &claimed.body);
         let sent = self
@@ -166,6 +166,10 @@ impl Worker {
             Ok(res) => failed(
                 Some(res.status().as_u16()),
                 format!("answered HTTP {}", res.status().as_u16()),
+            ),
+            Err(e) if crate::target::refused_by_resolver(&e) => failed(
+                None,
+                format!("target refused: {}", crate::target::NonPublicTarget),
             ),
             Err(e) if e.is_timeout() => failed(None, "no answer within 10 s".into()),
             Err(e) if e.is_connect() => failed(None, "connection failed".into()),
