@@ -22,6 +22,7 @@ on_both_backends!(
     candidate_and_scheduled_tests_emit_connection_tested,
     deleting_a_subscription_drops_its_pending_deliveries,
     upstream_calls_per_application_stay_within_the_limit,
+    a_web_hook_secret_that_does_not_open_fails_only_its_own_deliveries,
 );
 
 fn valid() -> Value {
@@ -619,4 +620,86 @@ fn a_fleet_started_at_once_migrates_once() {
             .unwrap();
     }
     assert_eq!(applied, migrations, "each migration applied once in all");
+}
+
+/// One subscription's sealed secret altered in the database: its deliveries fail with a clear
+/// message, and every other subscription's still arrive.
+async fn a_web_hook_secret_that_does_not_open_fails_only_its_own_deliveries(backend: Backend) {
+    use schema::schema::webhooks::dsl;
+    let (good, bad) = (MockServer::start().await, MockServer::start().await);
+    for server in [&good, &bad] {
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(204))
+            .mount(server)
+            .await;
+    }
+    let app = spawn_app_with(
+        &backend,
+        AppOptions {
+            extra_args: vec![
+                "--webhook-allow-private".into(),
+                "--webhook-allow-http".into(),
+                "--webhook-retry-schedule".into(),
+                "0".into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    let events = json!(["credentials.updated"]);
+    let good_hook = subscribe(
+        &app,
+        json!({"url": good.uri(), "companies": ["acme"], "events": events}),
+        &["acme"],
+    )
+    .await;
+    let bad_hook = subscribe(
+        &app,
+        json!({"url": bad.uri(), "companies": ["acme"], "events": events}),
+        &["acme"],
+    )
+    .await;
+    let bad_id = bad_hook["id"].as_str().unwrap().to_string();
+    with_conn(&app, |conn| {
+        let mut sealed: Vec<u8> = dsl::webhooks
+            .find(&bad_id)
+            .select(dsl::secret)
+            .first(conn)
+            .unwrap();
+        sealed[20] ^= 0xff;
+        diesel::update(dsl::webhooks.find(&bad_id))
+            .set(dsl::secret.eq(sealed))
+            .execute(conn)
+            .unwrap()
+    });
+    app.put_credentials("acme", &json!({"application_id": "app-1"}))
+        .await;
+    let got = received(&good, 1, Duration::from_secs(5)).await;
+    assert_eq!(got.len(), 1, "the other subscription is delivered");
+    crate::webhooks::verify(good_hook["secret"].as_str().unwrap(), &got[0]);
+    let started = Instant::now();
+    let log = loop {
+        let (_, log) = app
+            .get_json(
+                &format!("/api/v1/webhooks/{bad_id}/deliveries"),
+                &admin(&["acme"]),
+            )
+            .await;
+        if log["deliveries"].as_array().is_some_and(|d| !d.is_empty())
+            || started.elapsed() > Duration::from_secs(5)
+        {
+            break log;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    };
+    let attempt = &log["deliveries"][0];
+    assert_eq!(attempt["outcome"], "failed", "{log}");
+    assert!(
+        attempt["error"]
+            .as_str()
+            .unwrap()
+            .contains("rotate its secret"),
+        "{attempt}"
+    );
+    assert!(bad.received_requests().await.unwrap().is_empty());
 }

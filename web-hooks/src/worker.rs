@@ -145,7 +145,13 @@ impl Worker {
             Err(e) => return failed(None, format!("target refused: {e}")),
         };
         let timestamp = chrono::Utc::now().timestamp();
-        let signature = sign(&claimed.secret, &claimed.event_id, timestamp, &claimed.body);
+        let Some(secret) = &claimed.secret else {
+            return failed(
+                None,
+                "the subscription's signing secret cannot be decrypted (altered, or sealed with a key no longer configured): rotate its secret".into(),
+            );
+        };
+        let signature = sign(secret, &claimed.event_id, timestamp, &claimed.body);
         let sent = self
             .http
             .post(url)
