@@ -140,6 +140,8 @@ pub fn status_changed(
 #[derive(Debug, Clone)]
 pub struct Claimed {
     pub delivery_id: String,
+    /// The instance that holds the lease: only it may record the attempt.
+    pub owner: String,
     pub webhook_id: String,
     pub url: String,
     /// `None` when the subscription's sealed secret does not open: that delivery fails on its own
@@ -265,6 +267,7 @@ pub fn claim(
                         }
                     };
                     Ok(Claimed {
+                        owner: owner.to_string(),
                         secret,
                         delivery_id,
                         webhook_id,
@@ -305,6 +308,9 @@ struct AttemptRow {
     error: Option<String>,
 }
 
+/// What `record` answers for an attempt whose lease another instance holds now.
+pub const SUPERSEDED: &str = "superseded";
+
 /// Records an attempt and schedules the next one from `schedule` (seconds before each attempt),
 /// or ends the delivery as `delivered` or, after the last attempt, `failed`. Returns the
 /// delivery's status afterwards.
@@ -323,6 +329,28 @@ pub fn record(
         } else {
             "pending"
         };
+        let delay = schedule.get(claimed.attempt as usize).copied().unwrap_or(0);
+        // Fenced by the lease: an instance whose lease ran out (and whose delivery another
+        // instance may have claimed and attempted since) records nothing.
+        let updated = diesel::update(
+            webhook_deliveries::table
+                .find(&claimed.delivery_id)
+                .filter(webhook_deliveries::locked_by.eq(&claimed.owner))
+                .filter(webhook_deliveries::attempts.eq(claimed.attempt - 1)),
+        )
+        .set((
+            webhook_deliveries::status.eq(status),
+            webhook_deliveries::attempts.eq(claimed.attempt),
+            webhook_deliveries::next_attempt_at
+                .eq((at + Duration::seconds(delay as i64)).naive_utc()),
+            webhook_deliveries::delivered_at.eq(result.delivered.then_some(at.naive_utc())),
+            webhook_deliveries::locked_until.eq(None::<NaiveDateTime>),
+            webhook_deliveries::locked_by.eq(None::<String>),
+        ))
+        .execute(conn)?;
+        if updated == 0 {
+            return Ok(SUPERSEDED);
+        }
         diesel::insert_into(webhook_attempts::table)
             .values(&AttemptRow {
                 id: uuid::Uuid::now_v7().to_string(),
@@ -341,18 +369,6 @@ pub fn record(
                 },
                 error: result.error.clone(),
             })
-            .execute(conn)?;
-        let delay = schedule.get(claimed.attempt as usize).copied().unwrap_or(0);
-        diesel::update(webhook_deliveries::table.find(&claimed.delivery_id))
-            .set((
-                webhook_deliveries::status.eq(status),
-                webhook_deliveries::attempts.eq(claimed.attempt),
-                webhook_deliveries::next_attempt_at
-                    .eq((at + Duration::seconds(delay as i64)).naive_utc()),
-                webhook_deliveries::delivered_at.eq(result.delivered.then_some(at.naive_utc())),
-                webhook_deliveries::locked_until.eq(None::<NaiveDateTime>),
-                webhook_deliveries::locked_by.eq(None::<String>),
-            ))
             .execute(conn)?;
         Ok(status)
     })
@@ -381,4 +397,89 @@ pub fn depth(conn: &mut AnyConnection) -> Result<(i64, Option<DateTime<Utc>>), S
         .select(diesel::dsl::min(webhook_deliveries::created_at))
         .get_result(conn)?;
     Ok((count, oldest.map(to_utc)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::webhooks::{create, NewWebhook};
+    use crate::Database;
+
+    /// An instance whose lease ran out, and whose delivery another instance claimed since, may
+    /// not record its attempt: the delivery and its log are the new holder's.
+    #[test]
+    fn only_the_lease_holder_records_an_attempt() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = Database::connect(
+            &format!("sqlite://{}", dir.path().join("t.db").display()),
+            1,
+        )
+        .unwrap();
+        db.migrate().unwrap();
+        let mut conn = db.get().unwrap();
+        let keys = KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap();
+        let hook = create(
+            &mut conn,
+            &keys,
+            NewWebhook {
+                url: "https://erp.example/hook".into(),
+                events: vec![CREDENTIALS_UPDATED.into()],
+                companies: vec!["acme".into()],
+                description: None,
+                created_by: "t".into(),
+            },
+            &SecretString::from("whsec_dGVzdA=="),
+        )
+        .unwrap();
+        emit(
+            &mut conn,
+            CREDENTIALS_UPDATED,
+            Some("acme"),
+            json!({"company": "acme"}),
+            None,
+        )
+        .unwrap();
+        let lease = Duration::seconds(15);
+        let first = claim(&mut conn, &keys, "instance-a", Duration::zero(), lease, 10).unwrap();
+        assert_eq!(first.len(), 1);
+        // A's lease runs out; B claims the delivery.
+        diesel::update(webhook_deliveries::table)
+            .set(
+                webhook_deliveries::locked_until
+                    .eq(Some((now() - Duration::seconds(1)).naive_utc())),
+            )
+            .execute(&mut conn)
+            .unwrap();
+        let second = claim(&mut conn, &keys, "instance-b", Duration::zero(), lease, 10).unwrap();
+        assert_eq!(second.len(), 1);
+        let failed = AttemptResult {
+            delivered: false,
+            status_code: Some(503),
+            duration_ms: 1,
+            error: Some("answered HTTP 503".into()),
+        };
+        let late = record(&mut conn, &first[0], &failed, &[0, 60]).unwrap();
+        assert_eq!(late, SUPERSEDED);
+        let attempts: i64 = webhook_attempts::table
+            .count()
+            .get_result(&mut conn)
+            .unwrap();
+        assert_eq!(attempts, 0, "nothing recorded by the old holder");
+        let delivered = AttemptResult {
+            delivered: true,
+            status_code: Some(204),
+            duration_ms: 1,
+            error: None,
+        };
+        assert_eq!(
+            record(&mut conn, &second[0], &delivered, &[0, 60]).unwrap(),
+            "delivered"
+        );
+        let attempts: Vec<String> = webhook_attempts::table
+            .filter(webhook_attempts::webhook_id.eq(&hook.id))
+            .select(webhook_attempts::outcome)
+            .load(&mut conn)
+            .unwrap();
+        assert_eq!(attempts, vec!["delivered".to_string()]);
+    }
 }

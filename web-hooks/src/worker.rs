@@ -200,6 +200,10 @@ impl Worker {
         {
             Ok(statuses) => {
                 for ((claimed, result), status) in results.iter().zip(statuses) {
+                    if status == schema::outbox::SUPERSEDED {
+                        tracing::warn!(webhook = %claimed.webhook_id, event = %claimed.event_id, "web-hook attempt not recorded: its lease ran out and another instance holds the delivery");
+                        continue;
+                    }
                     let label = match status {
                         "delivered" => "delivered",
                         "failed" => "failed",
