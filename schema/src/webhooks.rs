@@ -89,6 +89,14 @@ pub fn create(
     Ok(row.into())
 }
 
+/// How many subscriptions `created_by` has made (and not deleted).
+pub fn count_by_creator(conn: &mut AnyConnection, created_by: &str) -> Result<i64, StoreError> {
+    Ok(webhooks::table
+        .filter(webhooks::created_by.eq(created_by))
+        .count()
+        .get_result(conn)?)
+}
+
 pub fn list(conn: &mut AnyConnection) -> Result<Vec<Webhook>, StoreError> {
     let rows: Vec<WebhookRow> = webhooks::table
         .order(webhooks::created_at.asc())

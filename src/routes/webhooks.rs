@@ -122,6 +122,10 @@ fn strings(
     }
 }
 
+/// Subscriptions one caller (`sub`) may hold: an ERP needs a handful; without a bound one token
+/// could fill the table and the delivery worker's every pass.
+pub const MAX_WEBHOOKS_PER_CALLER: i64 = 50;
+
 /// A subscription the caller may manage (the scope, and a token covering all its companies), or 404.
 async fn visible(state: &AppState, caller: &Caller, id: String) -> Result<Webhook, ApiError> {
     caller.require(Scope::WebhooksManage)?;
@@ -135,7 +139,7 @@ async fn visible(state: &AppState, caller: &Caller, id: String) -> Result<Webhoo
 }
 
 #[utoipa::path(post, path = "/api/v1/webhooks", tag = "webhooks", security(("bearer" = [])), request_body = WebhookInput,
-    responses((status = 201, body = WebhookView), (status = 422, description = "validation_failed or webhook_target_refused")))]
+    responses((status = 201, body = WebhookView), (status = 409, description = "too_many_webhooks"), (status = 422, description = "validation_failed or webhook_target_refused")))]
 pub async fn create(
     state: web::Data<AppState>,
     caller: Caller,
@@ -223,6 +227,18 @@ pub async fn create(
             StatusCode::FORBIDDEN,
             "company_forbidden",
             "This token does not cover every company of the subscription.",
+        ));
+    }
+    let creator = caller.sub.clone();
+    let made = state
+        .db
+        .run(move |conn| schema::webhooks::count_by_creator(conn, &creator))
+        .await?;
+    if made >= MAX_WEBHOOKS_PER_CALLER {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "too_many_webhooks",
+            format!("'{}' already has {made} web-hook subscriptions, the most one caller may have; delete one it no longer needs.", caller.sub),
         ));
     }
     let secret = new_secret();

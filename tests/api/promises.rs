@@ -703,3 +703,46 @@ async fn a_web_hook_secret_that_does_not_open_fails_only_its_own_deliveries(back
     );
     assert!(bad.received_requests().await.unwrap().is_empty());
 }
+
+/// One caller may hold at most 50 subscriptions; a delete makes room again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn web_hook_subscriptions_per_caller_are_bounded() {
+    let app = spawn_app(&Backend::Sqlite).await;
+    let create = || {
+        app.client
+            .post(app.url("/api/v1/webhooks"))
+            .bearer_auth(admin(&["acme"]))
+            .json(&json!({"url": "https://erp.example/hook", "companies": ["acme"]}))
+            .send()
+    };
+    let mut first = None;
+    for _ in 0..ca_connector::routes::webhooks::MAX_WEBHOOKS_PER_CALLER {
+        let res = create().await.unwrap();
+        assert_eq!(res.status(), 201);
+        let body: Value = res.json().await.unwrap();
+        first.get_or_insert(body["id"].as_str().unwrap().to_string());
+    }
+    assert_problem(create().await.unwrap(), 409, "too_many_webhooks").await;
+    let other = app
+        .client
+        .post(app.url("/api/v1/webhooks"))
+        .bearer_auth(crate::helpers::token_for(
+            "another@test",
+            &["acme"],
+            crate::helpers::ALL_SCOPES,
+        ))
+        .json(&json!({"url": "https://erp.example/hook", "companies": ["acme"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 201, "the bound is per caller");
+    let res = app
+        .client
+        .delete(app.url(&format!("/api/v1/webhooks/{}", first.unwrap())))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(create().await.unwrap().status(), 201);
+}
