@@ -76,3 +76,30 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
         }
     });
 }
+
+/// How often old records are swept (contract: retention settings); the first sweep comes a
+/// minute after start, so a restart loop does not sweep on every start.
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Deletes what is past its retention, on every instance (a sweep is idempotent, and several at
+/// once only find less to delete).
+pub fn spawn_retention(state: Arc<AppState>) {
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        loop {
+            let keep = state.config.retention;
+            match state
+                .db
+                .run(move |conn| schema::retention::sweep(conn, &keep, chrono::Utc::now()))
+                .await
+            {
+                Ok(swept) if swept != schema::retention::Swept::default() => {
+                    tracing::info!(?swept, "old records swept")
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "retention sweep failed; trying again later"),
+            }
+            tokio::time::sleep(SWEEP_EVERY).await;
+        }
+    });
+}

@@ -119,6 +119,26 @@ pub struct Settings {
         default_value = "0,5,300,1800,7200,18000,36000,36000"
     )]
     pub webhook_retry_schedule: String,
+    /// Days Test Connection results are kept in the history (a company's last test always stays)
+    #[arg(
+        long,
+        env = "CA_CONNECTOR_TEST_HISTORY_RETENTION_DAYS",
+        default_value_t = 90
+    )]
+    pub test_history_retention_days: u64,
+    /// Days audit entries are kept
+    #[arg(long, env = "CA_CONNECTOR_AUDIT_RETENTION_DAYS", default_value_t = 400)]
+    pub audit_retention_days: u64,
+    /// Days finished web-hook deliveries and their attempts are kept
+    #[arg(
+        long,
+        env = "CA_CONNECTOR_DELIVERY_RETENTION_DAYS",
+        default_value_t = 30
+    )]
+    pub delivery_retention_days: u64,
+    /// Hours events are kept in the event log (those still to be delivered always stay)
+    #[arg(long, env = "CA_CONNECTOR_EVENT_RETENTION_HOURS", default_value_t = 72)]
+    pub event_retention_hours: u64,
     /// Allow web-hook targets on loopback/private addresses
     #[arg(long, env = "CA_CONNECTOR_WEBHOOK_ALLOW_PRIVATE", action = ArgAction::SetTrue)]
     pub webhook_allow_private: bool,
@@ -381,6 +401,7 @@ pub struct Config {
     pub token_refresh_margin: Duration,
     pub health_check_interval: Option<Duration>,
     pub webhooks: WebhookSettings,
+    pub retention: schema::retention::Retention,
     /// Dev secrets that were generated (or read back) from the data dir, for the start-up warning.
     pub dev_secrets: Vec<String>,
 }
@@ -426,6 +447,27 @@ impl Config {
                 )
             })?;
 
+        for (setting, value) in [
+            (
+                "--test-history-retention-days",
+                s.test_history_retention_days,
+            ),
+            ("--audit-retention-days", s.audit_retention_days),
+            ("--delivery-retention-days", s.delivery_retention_days),
+            ("--event-retention-hours", s.event_retention_hours),
+        ] {
+            if value == 0 || value > 100 * 365 * 24 {
+                return Err(invalid(setting, "must be a whole number from 1 up"));
+            }
+        }
+        let days = |d: u64| chrono::Duration::days(d as i64);
+        let retention = schema::retention::Retention {
+            test_history: days(s.test_history_retention_days),
+            audit: days(s.audit_retention_days),
+            deliveries: days(s.delivery_retention_days),
+            events: chrono::Duration::hours(s.event_retention_hours as i64),
+        };
+
         Ok(Config {
             listen,
             data_dir: store.data_dir,
@@ -444,6 +486,7 @@ impl Config {
                 allow_private: s.webhook_allow_private,
                 allow_http: s.webhook_allow_http,
             },
+            retention,
             dev_secrets: keys_note.into_iter().chain(jwt_note).collect(),
         })
     }

@@ -176,6 +176,7 @@ impl Application {
         )
         .map_err(anyhow::Error::msg)?
         .spawn();
+        crate::health_checks::spawn_retention(state.clone().into_inner());
         if let Some(interval) = state.config.health_check_interval {
             crate::health_checks::spawn(state.clone().into_inner(), interval);
         }

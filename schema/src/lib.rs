@@ -11,6 +11,7 @@ mod group_commit;
 pub mod keys;
 pub mod outbox;
 pub mod pool;
+pub mod retention;
 pub mod schedule;
 pub mod schema;
 pub mod seal;

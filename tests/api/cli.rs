@@ -252,6 +252,11 @@ fn help_lists_every_setting_with_its_variable() {
             "webhook-retry-schedule",
             "webhook-allow-private",
             "webhook-allow-http",
+            "channeladvisor-allow-http",
+            "test-history-retention-days",
+            "audit-retention-days",
+            "delivery-retention-days",
+            "event-retention-hours",
             "log",
             "log-format",
         ] {
