@@ -403,19 +403,13 @@ pub fn depth(conn: &mut AnyConnection) -> Result<(i64, Option<DateTime<Utc>>), S
 mod tests {
     use super::*;
     use crate::webhooks::{create, NewWebhook};
-    use crate::Database;
 
     /// An instance whose lease ran out, and whose delivery another instance claimed since, may
     /// not record its attempt: the delivery and its log are the new holder's.
     #[test]
     fn only_the_lease_holder_records_an_attempt() {
         let dir = tempfile::TempDir::new().unwrap();
-        let db = Database::connect(
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            1,
-        )
-        .unwrap();
-        db.migrate().unwrap();
+        let db = crate::pool::test_sqlite(dir.path());
         let mut conn = db.get().unwrap();
         let keys = KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap();
         let hook = create(

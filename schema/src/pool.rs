@@ -281,6 +281,16 @@ impl Database {
     }
 }
 
+/// A migrated SQLite database in `dir`, for the store's own tests.
+#[cfg(test)]
+pub(crate) fn test_sqlite(dir: &std::path::Path) -> Database {
+    let db = Database::connect(&format!("sqlite://{}", dir.join("t.db").display()), 2)
+        .unwrap_or_else(|e| panic!("test database: {e}"));
+    db.migrate()
+        .unwrap_or_else(|e| panic!("test migrations: {e}"));
+    db
+}
+
 /// The advisory lock key held while PostgreSQL migrations run ("ca-conn" in ASCII).
 const MIGRATION_LOCK: i64 = 0x0063_612d_636f_6e6e;
 

@@ -98,7 +98,7 @@ mod tests {
 
     use super::*;
     use crate::credentials::{Change, CredentialsChange};
-    use crate::{CompanyId, Database, KeyRing};
+    use crate::{CompanyId, KeyRing};
 
     fn insert(conn: &mut AnyConnection, sql: &str, id: &str, at: chrono::NaiveDateTime) {
         diesel::sql_query(sql)
@@ -111,12 +111,7 @@ mod tests {
     #[test]
     fn a_sweep_deletes_what_is_past_its_time_and_keeps_what_is_needed() {
         let dir = tempfile::TempDir::new().unwrap();
-        let db = Database::connect(
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            1,
-        )
-        .unwrap();
-        db.migrate().unwrap();
+        let db = crate::pool::test_sqlite(dir.path());
         let mut conn = db.get().unwrap();
         let keys = KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap();
         let change = CredentialsChange {

@@ -432,13 +432,7 @@ mod tests {
     }
 
     fn sqlite_database(dir: &tempfile::TempDir) -> Database {
-        let db = Database::connect(
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            2,
-        )
-        .unwrap();
-        db.migrate().unwrap();
-        db
+        crate::pool::test_sqlite(dir.path())
     }
 
     /// A new PostgreSQL database on the server of TEST_DATABASE_URL; `None` when it is not set.

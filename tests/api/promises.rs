@@ -8,7 +8,7 @@ use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 use crate::connection::{app_against, sim, test_connection, APP, REFRESH, SECRET};
-use crate::helpers::{admin, assert_problem, spawn_app, spawn_app_with, AppOptions, Backend};
+use crate::helpers::{admin, assert_problem, spawn_app, Backend};
 use crate::on_both_backends;
 use crate::tokens::issue;
 use crate::webhooks::{received, subscribe};
@@ -278,19 +278,8 @@ async fn deleting_a_subscription_drops_its_pending_deliveries(backend: Backend) 
         .respond_with(ResponseTemplate::new(503))
         .mount(&down)
         .await;
-    let app = spawn_app_with(
-        &backend,
-        AppOptions {
-            extra_args: vec![
-                "--webhook-allow-private".into(),
-                "--webhook-allow-http".into(),
-                "--webhook-retry-schedule".into(),
-                "0,3600".into(),
-            ],
-            ..Default::default()
-        },
-    )
-    .await;
+    // Upstream is never called here: any loopback address will do.
+    let app = crate::webhooks::app_for_hooks(&backend, "http://127.0.0.1:9", "0,3600").await;
     let hook = subscribe(
         &app,
         json!({"url": down.uri(), "companies": ["acme"], "events": ["credentials.updated"]}),
@@ -520,19 +509,8 @@ async fn a_delivery_attempt_ends_at_its_ten_second_deadline() {
         .respond_with(ResponseTemplate::new(204).set_delay(Duration::from_secs(30)))
         .mount(&slow)
         .await;
-    let app = spawn_app_with(
-        &Backend::Sqlite,
-        AppOptions {
-            extra_args: vec![
-                "--webhook-allow-private".into(),
-                "--webhook-allow-http".into(),
-                "--webhook-retry-schedule".into(),
-                "0".into(),
-            ],
-            ..Default::default()
-        },
-    )
-    .await;
+    // Upstream is never called here: any loopback address will do.
+    let app = crate::webhooks::app_for_hooks(&Backend::Sqlite, "http://127.0.0.1:9", "0").await;
     let hook = subscribe(
         &app,
         json!({"url": slow.uri(), "companies": ["acme"], "events": ["credentials.updated"]}),
@@ -633,19 +611,8 @@ async fn a_web_hook_secret_that_does_not_open_fails_only_its_own_deliveries(back
             .mount(server)
             .await;
     }
-    let app = spawn_app_with(
-        &backend,
-        AppOptions {
-            extra_args: vec![
-                "--webhook-allow-private".into(),
-                "--webhook-allow-http".into(),
-                "--webhook-retry-schedule".into(),
-                "0".into(),
-            ],
-            ..Default::default()
-        },
-    )
-    .await;
+    // Upstream is never called here: any loopback address will do.
+    let app = crate::webhooks::app_for_hooks(&backend, "http://127.0.0.1:9", "0").await;
     let events = json!(["credentials.updated"]);
     let good_hook = subscribe(
         &app,

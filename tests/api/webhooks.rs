@@ -24,7 +24,7 @@ on_both_backends!(
 
 const RETRY_FAST: &str = "0,1,1,1,1,1,1,1,1,1";
 
-async fn app_for_hooks(backend: &Backend, upstream: &str, schedule: &str) -> TestApp {
+pub async fn app_for_hooks(backend: &Backend, upstream: &str, schedule: &str) -> TestApp {
     spawn_app_with(
         backend,
         AppOptions {
@@ -53,6 +53,19 @@ pub async fn subscribe(app: &TestApp, body: Value, companies: &[&str]) -> Value 
         .unwrap();
     assert_eq!(res.status(), 201, "{:?}", res.text().await);
     res.json().await.unwrap()
+}
+
+/// Rotates a subscription's secret; the answer (with the new `secret`).
+pub async fn rotate_secret(app: &TestApp, id: &str) -> Value {
+    app.client
+        .post(app.url(&format!("/api/v1/webhooks/{id}/rotate-secret")))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Waits until the receiver holds `n` delivered requests (or times out), and returns them.
@@ -326,16 +339,7 @@ async fn every_event_is_delivered_signed_and_filtered(backend: Backend) {
     assert!(first["duration_ms"].is_i64() && first["attempt"] == 1);
 
     // After a rotation, deliveries are signed with the new secret and no longer with the old.
-    let rotated: Value = app
-        .client
-        .post(app.url(&format!("/api/v1/webhooks/{id}/rotate-secret")))
-        .bearer_auth(admin(&["acme"]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rotated = rotate_secret(&app, id).await;
     let new_secret = rotated["secret"].as_str().unwrap().to_string();
     assert_ne!(new_secret, secret);
     let before = receiver.received_requests().await.unwrap().len();
@@ -670,16 +674,7 @@ async fn subscription_rules() {
     let (_, listed) = strict.get_json("/api/v1/webhooks", &admin(&["acme"])).await;
     assert_eq!(listed["webhooks"].as_array().unwrap().len(), 1);
     assert!(!listed.to_string().contains("whsec_"));
-    let rotated: Value = strict
-        .client
-        .post(strict.url(&format!("/api/v1/webhooks/{id}/rotate-secret")))
-        .bearer_auth(admin(&["acme"]))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let rotated = rotate_secret(&strict, id).await;
     assert!(rotated["secret"].as_str().unwrap().starts_with("whsec_"));
     assert_ne!(rotated["secret"], created["secret"]);
 
