@@ -9,7 +9,7 @@ use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
 use schema::tokens::{Begin, BeginRequest};
-use schema::{Backend, CompanyId, Database, KeyRing};
+use schema::{Backend, Database, KeyRing};
 
 use crate::auth::Authenticator;
 use crate::batches::Batches;
@@ -34,7 +34,6 @@ pub struct AppState {
     pub tests: TestRunner,
     pub tokens: TokenBroker,
     pub leases: Arc<Batches<BeginRequest, Begin>>,
-    pub versions: Arc<Batches<CompanyId, Option<i64>>>,
     /// Connection status bodies read moments ago (see `memo`).
     pub statuses: Memo<web::Bytes>,
     /// The multi-threaded runtime the service was started on. Work that must not queue behind
@@ -53,7 +52,6 @@ impl AppState {
             client: self.upstream.clone(),
             metrics: self.metrics.clone(),
             leases: self.leases.clone(),
-            versions: self.versions.clone(),
             runtime: self.background.clone(),
         }
     }
@@ -140,7 +138,6 @@ impl Application {
                 schema::tokens::begin_refresh_batch(conn, &lease_keys, reqs)
             }),
         );
-        let versions = Batches::new(db.clone(), Box::new(schema::tokens::credentials_versions));
         let state = web::Data::new(AppState {
             db,
             keys,
@@ -155,7 +152,6 @@ impl Application {
             tests: TestRunner::default(),
             tokens: TokenBroker::default(),
             leases,
-            versions,
             statuses: Memo::default(),
             background: tokio::runtime::Handle::current(),
             webhook_wake: Arc::default(),

@@ -67,8 +67,6 @@ pub struct BrokerDeps {
     pub metrics: Arc<Metrics>,
     /// Refresh leases asked for together, taken together (`begin_refresh_batch`).
     pub leases: Arc<Batches<BeginRequest, Begin>>,
-    /// Credentials versions read together, for the check before callers are answered.
-    pub versions: Arc<Batches<CompanyId, Option<i64>>>,
     /// Where refreshes run: on an HTTP worker they waited behind every request queued there,
     /// so in a burst a company's refresh started tens of milliseconds after its first caller.
     pub runtime: tokio::runtime::Handle,

@@ -313,19 +313,9 @@ async fn refresh(
     }
 }
 
-/// How long after the callers are answered their new token is written (when no rotated refresh
-/// token must be written first). In a burst — a hundred companies refreshed together — the writes
-/// right after the answers took CPU from sending the answers themselves, a thousand of them on
-/// two cores. Interleaved bursts, p99 per pair: on SQLite 60 ms later vs at once −9 ms (30 ms:
-/// 13 ms worse than 60; 95 and 150 ms: as 60); on PostgreSQL, whose server shares the cores,
-/// 95 ms vs 60 ms −27 ms. Below the memory window, so a caller joining the lookup meanwhile is
-/// still handed its answer rather than kept waiting for the write.
-const STORE_AFTER_ANSWER: Duration = Duration::from_millis(95);
-const _: () = assert!(STORE_AFTER_ANSWER.as_millis() < crate::memo::WINDOW.as_millis());
-
-/// Hands the new token to the callers and stores it. A rotated refresh token is stored before the
-/// callers are answered: their next step (a save, another refresh) must find it, or the
-/// credentials would keep a refresh token ChannelAdvisor no longer accepts.
+/// Stores the new token, then hands it to the callers: a token (and a rotated refresh token) is
+/// durable before anyone uses it, so no crash or stop between the two can lose what
+/// ChannelAdvisor handed out. The store refuses it when the credentials changed meanwhile.
 async fn deliver(
     deps: &BrokerDeps,
     req: &Request,
@@ -338,29 +328,6 @@ async fn deliver(
         access_token: obtained.access_token.clone(),
         expires_at: obtained.expires_at,
     };
-    let rotated = obtained.rotated_refresh_token.is_some();
-    if !rotated {
-        let read = Stamp::now();
-        // On SQLite a read on this thread; otherwise with the other refreshes answered now.
-        let current = match deps
-            .db
-            .try_read_here(|conn| schema::tokens::credentials_version(conn, &req.company))
-        {
-            Some(current) => current?,
-            None => deps.versions.call(req.company.clone()).await?,
-        };
-        if current != Some(version) {
-            return Ok(Refreshed::CredentialsChanged);
-        }
-        let served = Served::Refreshed;
-        reply.send(Ok(Found {
-            token: token.clone(),
-            served,
-            read,
-        }));
-        // The callers have their token; the write waits until the answers of a burst are out.
-        tokio::time::sleep(STORE_AFTER_ANSWER).await;
-    }
     let (keys, company, owner) = (deps.keys.clone(), req.company.clone(), req.owner.clone());
     let read = Stamp::now();
     let stored = deps
@@ -368,31 +335,18 @@ async fn deliver(
         .write_grouped(move |conn| {
             schema::tokens::finish_ok(conn, &keys, &company, version, &owner, &obtained)
         })
-        .await;
-    match stored {
-        Ok(true) => {
-            // How long ChannelAdvisor took, exactly, where the histogram has only buckets.
-            let upstream_ms = upstream.as_secs_f64() * 1000.0;
-            tracing::info!(company = %req.company, upstream_ms, "access token refreshed");
-            let served = Served::Refreshed;
-            reply.send(Ok(Found {
-                token,
-                served,
-                read,
-            }));
-        }
-        Ok(false) if rotated => return Ok(Refreshed::CredentialsChanged),
-        // Saved after the check: the callers were answered before that save could answer; the
-        // token of the old values is not kept.
-        Ok(false) => {
-            tracing::info!(company = %req.company, "access token refreshed for credentials replaced since; not kept")
-        }
-        Err(e) if rotated => return Err(e.into()),
-        // The lease runs out by itself; the next caller refreshes again.
-        Err(e) => {
-            tracing::warn!(company = %req.company, error = %e, "access token refreshed but not stored")
-        }
+        .await?;
+    if !stored {
+        return Ok(Refreshed::CredentialsChanged);
     }
+    // How long ChannelAdvisor took, exactly, where the histogram has only buckets.
+    let upstream_ms = upstream.as_secs_f64() * 1000.0;
+    tracing::info!(company = %req.company, upstream_ms, "access token refreshed");
+    reply.send(Ok(Found {
+        token,
+        served: Served::Refreshed,
+        read,
+    }));
     Ok(Refreshed::Answered)
 }
 

@@ -34,35 +34,6 @@ pub fn cached(
     Ok(cached_many(conn, keys, &[company.as_str()])?.remove(company.as_str()))
 }
 
-/// The version of the company's credentials, or `None` once they are deleted.
-pub fn credentials_version(
-    conn: &mut AnyConnection,
-    company: &CompanyId,
-) -> Result<Option<i64>, StoreError> {
-    Ok(credentials_versions(conn, std::slice::from_ref(company))?
-        .pop()
-        .flatten())
-}
-
-/// `credentials_version` of several companies, in their order, by one statement.
-pub fn credentials_versions(
-    conn: &mut AnyConnection,
-    companies: &[CompanyId],
-) -> Result<Vec<Option<i64>>, StoreError> {
-    let ids: Vec<&str> = companies.iter().map(CompanyId::as_str).collect();
-    let query = credentials::table.select((credentials::company, credentials::version));
-    let found: Vec<(String, i64)> = match ids.as_slice() {
-        [one] => on_backend!(conn, |c| query
-            .filter(credentials::company.eq(*one))
-            .load(c))?,
-        many => on_backend!(conn, |c| query
-            .filter(credentials::company.eq_any(many))
-            .load(c))?,
-    };
-    let found: HashMap<String, i64> = found.into_iter().collect();
-    Ok(ids.iter().map(|id| found.get(*id).copied()).collect())
-}
-
 /// What a caller should do next.
 #[derive(Debug)]
 pub enum Begin {

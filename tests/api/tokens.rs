@@ -69,7 +69,7 @@ async fn cached_token_is_reused_until_the_margin(backend: Backend) {
     }
     assert_eq!(sim.token_calls(), 1, "one refresh, then the cache");
     assert_eq!(sim.profile_calls(), 0, "a job token needs no probe");
-    // The token is written just after its callers have it: the status shows it moments later.
+    // The status shows the stored token's expiry (read through the status's short memory).
     let deadline = std::time::Instant::now() + Duration::from_secs(2);
     let status = loop {
         let status = app
