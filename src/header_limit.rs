@@ -25,7 +25,7 @@ pub async fn refuse_large_headers(
         // An answer, not an error: the middlewares around it (request id, metrics) see it as
         // they see every other answer.
         let problem = ApiError::new(
-            StatusCode::from_u16(431).unwrap_or(StatusCode::BAD_REQUEST),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             "headers_too_large",
             format!(
                 "The request headers are {size} bytes in all; at most {HEADER_LIMIT} are accepted."

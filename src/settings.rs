@@ -456,8 +456,9 @@ impl Config {
             ("--delivery-retention-days", s.delivery_retention_days),
             ("--event-retention-hours", s.event_retention_hours),
         ] {
+            // The upper bound (a century in hours) keeps the durations within chrono's range.
             if value == 0 || value > 100 * 365 * 24 {
-                return Err(invalid(setting, "must be a whole number from 1 up"));
+                return Err(invalid(setting, "must be a whole number from 1 to 876000"));
             }
         }
         let days = |d: u64| chrono::Duration::days(d as i64);
