@@ -4,6 +4,8 @@ pub mod auth;
 pub mod batches;
 pub mod body;
 pub mod commands;
+pub mod connect_flow;
+pub mod connect_settings;
 pub mod connection_test;
 pub mod dev_secrets;
 pub mod header_limit;

@@ -3,7 +3,9 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::routes::{access_token, audit, companies, connection, credentials, health, webhooks};
+use crate::routes::{
+    access_token, audit, companies, connect, connection, credentials, health, webhooks,
+};
 
 struct BearerAuth;
 
@@ -33,6 +35,7 @@ impl Modify for BearerAuth {
         connection::test, connection::status, connection::history,
         access_token::issue,
         webhooks::create, webhooks::list, webhooks::read, webhooks::delete, webhooks::rotate_secret, webhooks::ping, webhooks::deliveries,
+        connect::start, connect::code, connect::callback,
     ),
     modifiers(&BearerAuth)
 )]

@@ -157,6 +157,10 @@ impl From<schema::StoreError> for ApiError {
     }
 }
 
+/// Marks an error answer that is an HTML page on purpose (the Connect callback's pages, which a
+/// browser shows), so the middleware below leaves it alone.
+pub struct BrowserPage;
+
 /// Middleware: any error answer that is not already problem+json (actix's 404, 405, 413, payload
 /// and extractor errors) is replaced by the problem for its status.
 pub async fn problem_for_every_error(
@@ -168,7 +172,8 @@ pub async fn problem_for_every_error(
     let is_problem = res
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()));
+        .is_some_and(|v| v.as_bytes().starts_with(PROBLEM_JSON.as_bytes()))
+        || res.response().extensions().get::<BrowserPage>().is_some();
     if (status.is_client_error() || status.is_server_error()) && !is_problem {
         let (req, old) = res.into_parts();
         let mut new = ApiError::for_status(status).error_response();

@@ -145,6 +145,8 @@ pub struct Settings {
     /// Allow http:// web-hook targets
     #[arg(long, env = "CA_CONNECTOR_WEBHOOK_ALLOW_HTTP", action = ArgAction::SetTrue)]
     pub webhook_allow_http: bool,
+    #[command(flatten)]
+    pub connect: crate::connect_settings::ConnectArgs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -361,7 +363,7 @@ impl JwtArgs {
 }
 
 /// A URL whose host is this machine: 127.0.0.0/8, ::1 or localhost.
-fn is_loopback(url: &url::Url) -> bool {
+pub(crate) fn is_loopback(url: &url::Url) -> bool {
     match url.host() {
         Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
         Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
@@ -402,6 +404,7 @@ pub struct Config {
     pub health_check_interval: Option<Duration>,
     pub webhooks: WebhookSettings,
     pub retention: schema::retention::Retention,
+    pub connect: crate::connect_settings::ConnectSettings,
     /// Dev secrets that were generated (or read back) from the data dir, for the start-up warning.
     pub dev_secrets: Vec<String>,
 }
@@ -488,6 +491,7 @@ impl Config {
                 allow_http: s.webhook_allow_http,
             },
             retention,
+            connect: s.connect.resolve()?,
             dev_secrets: keys_note.into_iter().chain(jwt_note).collect(),
         })
     }

@@ -44,7 +44,7 @@ pub struct ChannelAdvisorClient {
 }
 
 /// One upstream answer, read in full (within the cap) before classification.
-struct Answer {
+pub(crate) struct Answer {
     status: u16,
     retry_after: Option<u64>,
     body: Vec<u8>,
@@ -90,7 +90,7 @@ impl ChannelAdvisorClient {
             .clone()
     }
 
-    fn endpoint(&self, path: &str) -> url::Url {
+    pub(crate) fn endpoint(&self, path: &str) -> url::Url {
         let mut url = self.base.clone();
         let base_path = url.path().trim_end_matches('/').to_string();
         url.set_path(&format!("{base_path}{path}"));
@@ -144,11 +144,21 @@ impl ChannelAdvisorClient {
         secret: &SharedSecret,
         refresh_token: &RefreshToken,
     ) -> Result<TokenGrant, TestError> {
-        let form = format!(
-            "grant_type=refresh_token&refresh_token={}",
-            url::form_urlencoded::byte_serialize(refresh_token.secret().expose_secret().as_bytes())
-                .collect::<String>()
-        );
+        let form = form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.secret().expose_secret()),
+        ]);
+        let answer = self.token_call(app, secret, form).await?;
+        classify_grant(answer)
+    }
+
+    /// POSTs a grant to `{base}/oauth2/token` with Basic client authentication (§8).
+    pub(crate) async fn token_call(
+        &self,
+        app: &ApplicationId,
+        secret: &SharedSecret,
+        form: SecretString,
+    ) -> Result<Answer, TestError> {
         let request = self
             .http
             .post(self.endpoint("/oauth2/token"))
@@ -161,9 +171,8 @@ impl ChannelAdvisorClient {
                 "application/x-www-form-urlencoded",
             )
             .header(reqwest::header::ACCEPT, "application/json")
-            .body(form);
-        let answer = self.call(app, request).await?;
-        classify_grant(answer)
+            .body(form.expose_secret().to_string());
+        self.call(app, request).await
     }
 
     /// `GET {base}/v1/Profiles` with a fresh access token.
@@ -180,6 +189,15 @@ impl ChannelAdvisorClient {
         let answer = self.call(app, request).await?;
         classify_profiles(answer)
     }
+}
+
+/// An `application/x-www-form-urlencoded` body; secret, since grants carry secrets.
+pub(crate) fn form(pairs: &[(&str, &str)]) -> SecretString {
+    let mut body = url::form_urlencoded::Serializer::new(String::new());
+    for (name, value) in pairs {
+        body.append_pair(name, value);
+    }
+    SecretString::from(body.finish())
 }
 
 fn transport_error(e: &reqwest::Error) -> TestError {
@@ -239,7 +257,7 @@ fn expires_in(raw: Option<serde_json::Value>) -> Result<u64, TestError> {
     }
 }
 
-fn classify_grant(answer: Answer) -> Result<TokenGrant, TestError> {
+pub(crate) fn classify_grant(answer: Answer) -> Result<TokenGrant, TestError> {
     if let Some(e) = common(&answer) {
         return Err(e);
     }

@@ -6,6 +6,7 @@
 
 pub mod check;
 pub mod client;
+pub mod connect;
 pub mod credentials;
 #[cfg(feature = "simulator")]
 pub mod sim;

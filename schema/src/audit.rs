@@ -19,6 +19,7 @@ struct AuditRow {
     action: String,
     fields: String,
     version: Option<i64>,
+    via: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -30,13 +31,28 @@ pub struct AuditEntry {
     pub action: String,
     pub fields: Vec<String>,
     pub version: Option<i64>,
+    /// How the change was made when not by a plain API write (`authorization_code`).
+    pub via: Option<String>,
+}
+
+/// Who made a change, and how when it was not a plain API write.
+#[derive(Debug, Clone, Copy)]
+pub struct Author<'a> {
+    pub actor: &'a str,
+    pub via: Option<&'a str>,
+}
+
+impl<'a> Author<'a> {
+    pub fn api(actor: &'a str) -> Author<'a> {
+        Author { actor, via: None }
+    }
 }
 
 /// Writes one entry; called inside the transaction of the change it describes.
 pub fn record(
     conn: &mut AnyConnection,
     company: &CompanyId,
-    actor: &str,
+    author: Author<'_>,
     action: &str,
     fields: &[&str],
     version: Option<i64>,
@@ -47,10 +63,11 @@ pub fn record(
         id: uuid::Uuid::now_v7().to_string(),
         company: company.to_string(),
         at: now.naive_utc(),
-        actor: actor.to_string(),
+        actor: author.actor.to_string(),
         action: action.to_string(),
         fields: serde_json::to_string(fields).unwrap_or_else(|_| "[]".into()),
         version,
+        via: author.via.map(str::to_string),
     };
     diesel::insert_into(audit_entries::table)
         .values(&row)
@@ -80,6 +97,7 @@ pub fn list(
             action: r.action,
             fields: serde_json::from_str(&r.fields).unwrap_or_default(),
             version: r.version,
+            via: r.via,
         })
         .collect())
 }

@@ -110,7 +110,7 @@ pub(crate) fn store_rotated_refresh_token(
     audit::record(
         conn,
         &company,
-        "channeladvisor",
+        audit::Author::api("channeladvisor"),
         "rotated",
         &[REFRESH_TOKEN],
         Some(row.version),

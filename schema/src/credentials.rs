@@ -269,6 +269,29 @@ pub fn save(
     actor: &str,
 ) -> Result<Saved, StoreError> {
     write_tx(conn, |conn| {
+        save_in_tx(
+            conn,
+            keys,
+            company,
+            change,
+            if_match,
+            audit::Author::api(actor),
+        )
+    })
+}
+
+/// `save` inside a transaction the caller holds, by any author (Connect saves as the person who
+/// started it, `via: authorization_code`, in the transaction that closes the attempt).
+pub fn save_in_tx(
+    conn: &mut AnyConnection,
+    keys: &KeyRing,
+    company: &CompanyId,
+    change: &CredentialsChange,
+    if_match: Option<i64>,
+    author: audit::Author<'_>,
+) -> Result<Saved, StoreError> {
+    let actor = author.actor;
+    {
         let existing = load_row_for_update(conn, company.as_str())?;
         // Stamped under the lock, so the audit trail's order is the order the writes landed in.
         let now = now();
@@ -387,7 +410,7 @@ pub fn save(
         audit::record(
             conn,
             company,
-            actor,
+            author,
             action,
             &changed,
             Some(row.version),
@@ -429,7 +452,7 @@ pub fn save(
             changed,
             previous_state,
         })
-    })
+    }
 }
 
 /// The version the company's last deleted credentials had (0 when none were ever deleted), so
@@ -509,7 +532,7 @@ pub fn delete(
         audit::record(
             conn,
             company,
-            actor,
+            audit::Author::api(actor),
             "deleted",
             &fields,
             Some(row.version),

@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod company;
+pub mod connect;
 pub mod connection;
 pub mod credentials;
 pub mod error;

@@ -35,6 +35,7 @@ diesel::table! {
         action -> Text,
         fields -> Text,
         version -> Nullable<BigInt>,
+        via -> Nullable<Text>,
     }
 }
 
@@ -135,5 +136,19 @@ diesel::table! {
     credentials_deleted_versions (company) {
         company -> Text,
         version -> BigInt,
+    }
+}
+
+diesel::table! {
+    connect_attempts (state_hash) {
+        state_hash -> Text,
+        company -> Text,
+        caller -> Text,
+        application_id -> Text,
+        redirect_uri -> Text,
+        return_to -> Nullable<Text>,
+        created_at -> Timestamp,
+        expires_at -> Timestamp,
+        used_at -> Nullable<Timestamp>,
     }
 }

@@ -42,6 +42,7 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
             .map(|i| format!(", issuer '{i}'"))
             .unwrap_or_default()
     );
+    println!("{}", config.connect.describe());
     println!("configuration ok");
     Ok(())
 }

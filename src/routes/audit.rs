@@ -12,11 +12,15 @@ pub struct AuditEntryView {
     id: String,
     at: String,
     actor: String,
-    /// created, updated or deleted
+    /// created, updated, deleted, rotated, or connect_started / connect_connected /
+    /// connect_failed / connect_denied / connect_expired
     action: String,
     /// Names of the fields that changed; never their values.
     fields: Vec<String>,
     version: Option<i64>,
+    /// How the change was made when not by a plain API write: `authorization_code` (Connect)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    via: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -48,6 +52,7 @@ pub async fn list(
             action: e.action,
             fields: e.fields,
             version: e.version,
+            via: e.via,
         })
         .collect();
     Ok(HttpResponse::Ok().json(AuditList { entries }))

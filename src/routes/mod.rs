@@ -4,6 +4,8 @@
 pub mod access_token;
 pub mod audit;
 pub mod companies;
+pub mod connect;
+mod connect_page;
 pub mod connection;
 pub mod credentials;
 mod credentials_input;
@@ -54,6 +56,9 @@ route_table! {
     "/api/v1/webhooks/{id}/rotate-secret" => { post: webhooks::rotate_secret }
     "/api/v1/webhooks/{id}/ping" => { post: webhooks::ping }
     "/api/v1/webhooks/{id}/deliveries" => { get: webhooks::deliveries }
+    "/api/v1/companies/{company}/connect" => { post: connect::start }
+    "/api/v1/companies/{company}/connect/code" => { post: connect::code }
+    "/oauth/callback" => { get: connect::callback }
 }
 
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {

@@ -8,6 +8,7 @@ mod helpers;
 
 mod auth;
 mod cli;
+mod connect;
 mod connection;
 mod credentials;
 mod first_hour;

@@ -9,7 +9,7 @@ use connector::sim::{SimConfig, Simulator};
 #[derive(Parser)]
 #[command(
     name = "ca-sim",
-    about = "ChannelAdvisor simulator: /oauth2/token and /v1/Profiles"
+    about = "ChannelAdvisor simulator: /oauth2/token, /oauth2/authorize and /v1/Profiles"
 )]
 struct Args {
     /// Address to serve on
@@ -30,6 +30,12 @@ struct Args {
     /// How long an access token works (its expires_in), in seconds
     #[arg(long, default_value_t = 3600)]
     token_lifetime_secs: u64,
+    /// The profiles the Grant Access page offers (comma-separated)
+    #[arg(long, default_value = "12345678", value_delimiter = ',')]
+    grant_profiles: Vec<i64>,
+    /// Leave `state` out of the authorization redirect
+    #[arg(long)]
+    omit_state: bool,
 }
 
 #[tokio::main]
@@ -51,6 +57,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         latency: Duration::from_millis(args.latency_ms),
         any_app: args.any_app,
         token_lifetime: Duration::from_secs(args.token_lifetime_secs),
+        grant_profiles: args.grant_profiles.clone(),
+        omit_state: args.omit_state,
     };
     for app in &args.apps {
         let (id, secret) = app.split_once(':').ok_or("--app takes ID:SECRET")?;

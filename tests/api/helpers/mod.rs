@@ -188,10 +188,15 @@ pub fn settings_args(
     keys: &SecretString,
     extra: &[String],
 ) -> Vec<String> {
-    let mut args: Vec<String> = vec![
-        "ca-connector".into(),
-        "--listen".into(),
-        "127.0.0.1:0".into(),
+    // A test that must know its port before start (a public URL that names it) passes --listen.
+    let listen = if extra.iter().any(|a| a == "--listen") {
+        vec![]
+    } else {
+        vec!["--listen".to_string(), "127.0.0.1:0".to_string()]
+    };
+    let mut args: Vec<String> = vec!["ca-connector".into()];
+    args.extend(listen);
+    args.extend([
         "--data-dir".into(),
         data_dir.display().to_string(),
         "--database-url".into(),
@@ -200,7 +205,7 @@ pub fn settings_args(
         JWT_SECRET.into(),
         "--encryption-keys".into(),
         keys.expose_secret().to_string(),
-    ];
+    ]);
     args.extend(extra.iter().cloned());
     args
 }

@@ -17,6 +17,9 @@
 //! | `sim-fault-rotate` | 200 with a new refresh token (which then works too) |
 //! | `sim-probe-401`, `-403`, `-500`, `-html`, `-429`, `-hang` | 200; the probe then answers so |
 //!
+//! The authorization-code flow (`/oauth2/authorize`: a Grant Access page, one-use codes bound to
+//! their `redirect_uri` for 300 s) is in `authorize`.
+//!
 //! Access tokens work for `token_lifetime` (`expires_in`, default 3600 s) and until
 //! `POST /_sim/revoke`; then `/v1/Profiles` answers 401. `GET /_sim/stats` gives the counters;
 //! `POST /_sim/reset` zeroes them.
@@ -34,6 +37,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde_json::json;
 
+mod authorize;
+
 #[derive(Clone, Debug)]
 pub struct SimConfig {
     /// Application ID → Shared Secret.
@@ -47,6 +52,10 @@ pub struct SimConfig {
     /// How long an issued access token works (`expires_in`); afterwards the API answers 401, as
     /// ChannelAdvisor does.
     pub token_lifetime: Duration,
+    /// The profiles the Grant Access page offers (the account's profiles).
+    pub grant_profiles: Vec<i64>,
+    /// Leave `state` out of the authorization redirect (ChannelAdvisor does not document it).
+    pub omit_state: bool,
 }
 
 impl Default for SimConfig {
@@ -63,6 +72,8 @@ impl Default for SimConfig {
             latency: Duration::ZERO,
             any_app: false,
             token_lifetime: Duration::from_secs(3600),
+            grant_profiles: vec![12345678],
+            omit_state: false,
         }
     }
 }
@@ -86,6 +97,7 @@ struct SimState {
     config: Mutex<SimConfig>,
     stats: Arc<Stats>,
     issued: Mutex<HashMap<String, Issued>>,
+    codes: Mutex<HashMap<String, authorize::Code>>,
     counter: AtomicU64,
 }
 
@@ -127,6 +139,7 @@ impl Simulator {
             config: Mutex::new(config),
             stats: stats.clone(),
             issued: Mutex::default(),
+            codes: Mutex::default(),
             counter: AtomicU64::new(0),
         });
         let listener = std::net::TcpListener::bind(listen).map_err(|e| {
@@ -142,6 +155,8 @@ impl Simulator {
             App::new()
                 .app_data(state.clone())
                 .route("/oauth2/token", web::post().to(token))
+                .route("/oauth2/authorize", web::get().to(authorize::page_get))
+                .route("/oauth2/authorize", web::post().to(authorize::decide))
                 .route("/v1/Profiles", web::get().to(profiles))
                 .route("/_sim/stats", web::get().to(stats_view))
                 .route("/_sim/reset", web::post().to(reset))
@@ -245,13 +260,17 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
     };
     tokio::time::sleep(latency).await;
     let fields: HashMap<String, String> = url::form_urlencoded::parse(&form).into_owned().collect();
-    if fields.get("grant_type").map(String::as_str) != Some("refresh_token") {
+    let grant = fields.get("grant_type").map(String::as_str);
+    if !matches!(grant, Some("refresh_token" | "authorization_code")) {
         return oauth_error(400, "unsupported_grant_type");
     }
-    let refresh = fields.get("refresh_token").cloned().unwrap_or_default();
     if !app_ok {
         return oauth_error(401, "invalid_client");
     }
+    if grant == Some("authorization_code") {
+        return authorize::exchange(&state, app, &fields);
+    }
+    let refresh = fields.get("refresh_token").cloned().unwrap_or_default();
     match refresh.as_str() {
         "sim-fault-hang" => return hang().await,
         "sim-fault-reset" => return broken_answer(),
@@ -298,6 +317,22 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
         }
         profiles
     };
+    let probe_fault = refresh.strip_prefix("sim-probe-").map(str::to_string);
+    let mut body = issue(&state, n, app, profiles, probe_fault);
+    if let Some(r) = rotated {
+        body["refresh_token"] = json!(r);
+    }
+    HttpResponse::Ok().json(body)
+}
+
+/// Issues access token number `n` for the application and profiles: the token answer's body.
+fn issue(
+    state: &SimState,
+    n: u64,
+    app: String,
+    profiles: Vec<i64>,
+    probe_fault: Option<String>,
+) -> serde_json::Value {
     let access = format!("sim-access-{n:08}-{}", uuid_like(n));
     let lifetime = state.config.lock().unwrap().token_lifetime;
     state.issued.lock().unwrap().insert(
@@ -305,16 +340,11 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
         Issued {
             app,
             profiles,
-            probe_fault: refresh.strip_prefix("sim-probe-").map(str::to_string),
+            probe_fault,
             expires: std::time::Instant::now() + lifetime,
         },
     );
-    let mut body =
-        json!({"access_token": access, "token_type": "bearer", "expires_in": lifetime.as_secs()});
-    if let Some(r) = rotated {
-        body["refresh_token"] = json!(r);
-    }
-    HttpResponse::Ok().json(body)
+    json!({"access_token": access, "token_type": "bearer", "expires_in": lifetime.as_secs()})
 }
 
 fn uuid_like(n: u64) -> String {
