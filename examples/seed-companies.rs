@@ -34,6 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "refresh-{i:06}-abcdefgh"
                     ))),
                     profile_id: Change::Keep,
+                    ..Default::default()
                 },
                 Some(apps) => CredentialsChange {
                     application_id: Change::Set(format!("bench-app-{}", i % apps)),
@@ -45,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "demo-refresh-token-0001".to_string(),
                     )),
                     profile_id: Change::Keep,
+                    ..Default::default()
                 },
             };
             let company =

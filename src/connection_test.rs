@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use chrono::Utc;
 use connector::{
-    run_checks, ApplicationId, ChannelAdvisorClient, RefreshToken, SharedSecret, TestInput,
+    run_checks, AccessInput, ApplicationId, AuthMethod, ChannelAdvisorClient, SharedSecret,
+    StoredAccess, TestInput,
 };
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use schema::connection::{ObtainedToken, TestRecord};
@@ -57,6 +58,23 @@ struct Effective {
     shared_secret: Option<SecretString>,
     refresh_token: Option<SecretString>,
     profile_id: Option<i64>,
+    auth_method: AuthMethod,
+    developer_key: Option<SecretString>,
+    password: Option<SecretString>,
+    account_id: Option<String>,
+}
+
+impl Effective {
+    /// The refresh token, or the SOAP values, by the effective method.
+    fn access(&self) -> AccessInput {
+        AccessInput::from_stored(StoredAccess {
+            method: self.auth_method,
+            refresh_token: self.refresh_token.as_ref(),
+            developer_key: self.developer_key.as_ref(),
+            password: self.password.as_ref(),
+            account_id: self.account_id.as_deref(),
+        })
+    }
 }
 
 fn effective(stored: Option<&Credentials>, candidate: Option<&CredentialsChange>) -> Effective {
@@ -77,6 +95,23 @@ fn effective(stored: Option<&Credentials>, candidate: Option<&CredentialsChange>
             stored.and_then(|c| c.profile_id),
             candidate.map(|c| &c.profile_id),
         ),
+        auth_method: overlay(
+            stored.map(|c| c.auth_method),
+            candidate.map(|c| &c.auth_method),
+        )
+        .unwrap_or_default(),
+        developer_key: overlay(
+            stored.and_then(|c| c.developer_key.clone()),
+            candidate.map(|c| &c.developer_key),
+        ),
+        password: overlay(
+            stored.and_then(|c| c.password.clone()),
+            candidate.map(|c| &c.password),
+        ),
+        account_id: overlay(
+            stored.and_then(|c| c.account_id.clone()),
+            candidate.map(|c| &c.account_id),
+        ),
     }
 }
 
@@ -96,6 +131,16 @@ fn digest(company: &CompanyId, candidate: bool, version: Option<i64>, e: &Effect
             .map(|s| s.expose_secret())
             .unwrap_or("\u{0}"),
         &e.profile_id.map(|p| p.to_string()).unwrap_or_default(),
+        e.auth_method.as_str(),
+        e.developer_key
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .unwrap_or("\u{0}"),
+        e.password
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .unwrap_or("\u{0}"),
+        e.account_id.as_deref().unwrap_or("\u{0}"),
     ] {
         h.update(part.as_bytes());
         h.update([0x1f]);
@@ -174,8 +219,8 @@ async fn execute(
             .application_id
             .as_deref()
             .and_then(|a| ApplicationId::parse(a).ok().flatten()),
+        access: values.access(),
         shared_secret: values.shared_secret.map(SharedSecret::from_secret),
-        refresh_token: values.refresh_token.map(RefreshToken::from_secret),
         profile_id: values.profile_id,
     };
     let outcome = run_checks(&client, &input).await;
@@ -263,6 +308,7 @@ mod tests {
             shared_secret: Change::Set(SecretString::from("demo-shared-secret-0001")),
             refresh_token: Change::Set(SecretString::from("demo-refresh-token-0001")),
             profile_id: Change::Keep,
+            ..Default::default()
         };
         let mut conn = db.get().unwrap();
         schema::credentials::save(&mut conn, &keys, &company, &change, None, "t").unwrap();

@@ -148,7 +148,8 @@ impl Application {
                 config.upstream_timeout,
                 config.upstream_concurrency,
             )
-            .map_err(anyhow::Error::msg)?,
+            .map_err(anyhow::Error::msg)?
+            .with_scope(&config.connect.scope),
             tests: TestRunner::default(),
             tokens: TokenBroker::default(),
             leases,

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::http::StatusCode;
 use chrono::Utc;
-use connector::{ApplicationId, RefreshToken, SharedSecret, TestError};
+use connector::{AccessInput, ApplicationId, SharedSecret, StoredAccess, TestError};
 use schema::connection::ObtainedToken;
 use schema::credentials::Credentials;
 use schema::tokens::{Begin, BeginRequest, CachedToken};
@@ -260,27 +260,25 @@ async fn refresh(
     reply: &mut Reply,
 ) -> Result<Refreshed, ApiError> {
     let version = credentials.version;
-    let (Some(app), Some(secret), Some(token)) = (
-        credentials
-            .application_id
-            .as_deref()
-            .and_then(|a| ApplicationId::parse(a).ok().flatten()),
-        credentials
-            .shared_secret
-            .clone()
-            .map(SharedSecret::from_secret),
-        credentials
-            .refresh_token
-            .clone()
-            .map(RefreshToken::from_secret),
-    ) else {
+    let app = credentials
+        .application_id
+        .as_deref()
+        .and_then(|a| ApplicationId::parse(a).ok().flatten());
+    let secret = credentials
+        .shared_secret
+        .clone()
+        .map(SharedSecret::from_secret);
+    let (Some(app), Some(secret), Ok(access)) =
+        (app, secret, access_input(&credentials).complete())
+    else {
         return Err(not_ready(
             credentials.state.as_str(),
             &credentials.missing(),
         ));
     };
     let started = Instant::now();
-    let grant = deps.client.refresh_grant(&app, &secret, &token).await;
+    // A refresh token is refreshed; SOAP Credentials are simply granted again (contract §8).
+    let grant = deps.client.grant(&app, &secret, &access).await;
     let upstream = started.elapsed();
     deps.metrics
         .token_refresh_seconds
@@ -348,6 +346,17 @@ async fn deliver(
         read,
     }));
     Ok(Refreshed::Answered)
+}
+
+/// The stored refresh token, or SOAP values, by the company's method.
+fn access_input(c: &Credentials) -> AccessInput {
+    AccessInput::from_stored(StoredAccess {
+        method: c.auth_method,
+        refresh_token: c.refresh_token.as_ref(),
+        developer_key: c.developer_key.as_ref(),
+        password: c.password.as_ref(),
+        account_id: c.account_id.as_deref(),
+    })
 }
 
 /// A failed refresh as the job sees it: permanent rejections are 409 (fix the credentials),

@@ -5,8 +5,9 @@ use std::time::Instant;
 
 use serde::Serialize;
 
+use crate::access::AccessInput;
 use crate::client::{ChannelAdvisorClient, Profile, TokenGrant};
-use crate::credentials::{ApplicationId, RefreshToken, SharedSecret};
+use crate::credentials::{ApplicationId, SharedSecret};
 use crate::taxonomy::TestError;
 
 /// The effective values of one test (stored ones, possibly overlaid by candidate values).
@@ -14,7 +15,8 @@ use crate::taxonomy::TestError;
 pub struct TestInput {
     pub application_id: Option<ApplicationId>,
     pub shared_secret: Option<SharedSecret>,
-    pub refresh_token: Option<RefreshToken>,
+    /// The refresh token, or the SOAP values, by the company's method.
+    pub access: AccessInput,
     pub profile_id: Option<i64>,
 }
 
@@ -89,29 +91,29 @@ pub async fn run_checks(client: &ChannelAdvisorClient, input: &TestInput) -> Tes
     };
 
     let started = Instant::now();
-    let (app, secret, token) = match (
+    let (app, secret, access) = match (
         &input.application_id,
         &input.shared_secret,
-        &input.refresh_token,
+        input.access.complete(),
     ) {
-        (Some(a), Some(s), Some(t)) => (a, s, t),
-        _ => {
-            let missing = [
-                (input.application_id.is_none(), "application_id"),
-                (input.shared_secret.is_none(), "shared_secret"),
-                (input.refresh_token.is_none(), "refresh_token"),
+        (Some(a), Some(s), Ok(access)) => (a, s, access),
+        (app, secret, access) => {
+            let mut missing: Vec<&'static str> = [
+                (app.is_none(), "application_id"),
+                (secret.is_none(), "shared_secret"),
             ]
             .into_iter()
             .filter(|(m, _)| *m)
             .map(|(_, f)| f)
             .collect();
+            missing.extend(access.err().unwrap_or_default());
             return rec.fail(started, TestError::incomplete(missing), vec![], None);
         }
     };
     rec.record(CheckStatus::Passed, started);
 
     let started = Instant::now();
-    let grant = match client.refresh_grant(app, secret, token).await {
+    let grant = match client.grant(app, secret, &access).await {
         Ok(g) => g,
         Err(e) => return rec.fail(started, e, vec![], None),
     };

@@ -41,6 +41,8 @@ pub struct ChannelAdvisorClient {
     deadline: Duration,
     per_app: usize,
     limits: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// Scopes the SOAP grant and the authorize URL ask for (`--oauth-scope`).
+    scope: String,
 }
 
 /// One upstream answer, read in full (within the cap) before classification.
@@ -76,7 +78,18 @@ impl ChannelAdvisorClient {
             deadline,
             per_app: per_app.max(1),
             limits: Arc::default(),
+            scope: "orders inventory".to_string(),
         })
+    }
+
+    /// The scopes asked for by the SOAP grant and the authorize URL.
+    pub fn with_scope(mut self, scope: &str) -> Self {
+        self.scope = scope.to_string();
+        self
+    }
+
+    pub fn scope(&self) -> &str {
+        &self.scope
     }
 
     pub fn deadline(&self) -> Duration {

@@ -13,6 +13,10 @@ pub enum CredentialError {
     TooLong(usize),
     #[error("must be a positive whole number")]
     NotPositive,
+    #[error("must be the SOAP account's GUID (like 0a1b2c3d-4e5f-6789-abcd-ef0123456789)")]
+    NotAGuid,
+    #[error("must be refresh_token or soap")]
+    UnknownAuthMethod,
 }
 
 /// Trims a pasted value; `None` for an empty one (the same as clearing the field).
@@ -74,6 +78,12 @@ macro_rules! secret_value {
             }
         }
 
+        impl From<$name> for SecretString {
+            fn from(value: $name) -> SecretString {
+                value.0
+            }
+        }
+
         impl std::fmt::Debug for $name {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str(concat!(stringify!($name), "([REDACTED])"))
@@ -92,6 +102,73 @@ secret_value!(
     RefreshToken,
     2048
 );
+
+secret_value!(
+    /// The SOAP Developer Key (SOAP Credentials flow).
+    DeveloperKey,
+    256
+);
+secret_value!(
+    /// The SOAP password that goes with the Developer Key.
+    SoapPassword,
+    256
+);
+
+/// The SOAP account GUID (ChannelAdvisor's `account_id`). Not secret: shown in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountId(String);
+
+impl AccountId {
+    pub fn parse(raw: &str) -> Result<Option<Self>, CredentialError> {
+        let Some(value) = clean(raw, 38)? else {
+            return Ok(None);
+        };
+        // Pasted with or without braces; kept in the canonical lowercase hyphenated form.
+        let bare = value.trim_start_matches('{').trim_end_matches('}');
+        let groups: Vec<&str> = bare.split('-').collect();
+        let shape = groups.iter().map(|g| g.len()).collect::<Vec<_>>() == [8, 4, 4, 4, 12];
+        if !shape
+            || !groups
+                .iter()
+                .all(|g| g.chars().all(|c| c.is_ascii_hexdigit()))
+        {
+            return Err(CredentialError::NotAGuid);
+        }
+        Ok(Some(AccountId(bare.to_ascii_lowercase())))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Which of ChannelAdvisor's ways to obtain access a company uses (contract §3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AuthMethod {
+    /// The Developer Console's Refresh Token (pasted, or obtained by Connect).
+    #[default]
+    RefreshToken,
+    /// SOAP Credentials: Developer Key, password and account GUID; no refresh token.
+    Soap,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::RefreshToken => "refresh_token",
+            AuthMethod::Soap => "soap",
+        }
+    }
+
+    pub fn parse(raw: &str) -> Result<Option<Self>, CredentialError> {
+        match raw.trim() {
+            "" => Ok(None),
+            "refresh_token" => Ok(Some(AuthMethod::RefreshToken)),
+            "soap" => Ok(Some(AuthMethod::Soap)),
+            _ => Err(CredentialError::UnknownAuthMethod),
+        }
+    }
+}
 
 /// The last four characters of a secret, or `None` when it has fewer than 12.
 pub fn last4(secret: &SecretString) -> Option<String> {
@@ -120,6 +197,27 @@ impl ProfileId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_ids_are_guids() {
+        let id = AccountId::parse(" {0A1B2C3D-4E5F-6789-ABCD-EF0123456789} ")
+            .unwrap()
+            .unwrap();
+        assert_eq!(id.as_str(), "0a1b2c3d-4e5f-6789-abcd-ef0123456789");
+        for bad in [
+            "12345",
+            "0a1b2c3d-4e5f-6789-abcd-ef012345678g",
+            "0a1b2c3d4e5f6789abcdef0123456789",
+        ] {
+            assert_eq!(
+                AccountId::parse(bad).unwrap_err(),
+                CredentialError::NotAGuid,
+                "{bad}"
+            );
+        }
+        assert_eq!(AuthMethod::parse("soap").unwrap(), Some(AuthMethod::Soap));
+        assert!(AuthMethod::parse("password").is_err());
+    }
 
     #[test]
     fn trims_pasted_values_and_treats_empty_as_absent() {

@@ -4,6 +4,7 @@
 //! with the `simulator` feature, a ChannelAdvisor simulator (`sim`, binary `ca-sim`) for demos,
 //! tests and benchmarks. Nothing here touches the database; only the simulator uses actix-web.
 
+pub mod access;
 pub mod check;
 pub mod client;
 pub mod connect;
@@ -12,7 +13,11 @@ pub mod credentials;
 pub mod sim;
 pub mod taxonomy;
 
+pub use access::{Access, AccessInput, SoapCredentials, StoredAccess};
 pub use check::{run_checks, CheckStatus, TestInput, TestOutcome};
 pub use client::{ChannelAdvisorClient, Profile, TokenGrant};
-pub use credentials::{ApplicationId, CredentialError, ProfileId, RefreshToken, SharedSecret};
+pub use credentials::{
+    AccountId, ApplicationId, AuthMethod, CredentialError, DeveloperKey, ProfileId, RefreshToken,
+    SharedSecret, SoapPassword,
+};
 pub use taxonomy::{ErrorCode, TestError};

@@ -9,6 +9,7 @@ pub enum ErrorCode {
     IncompleteCredentials,
     InvalidClient,
     InvalidRefreshToken,
+    InvalidSoapCredentials,
     CredentialsRejected,
     ProfileNotAuthorized,
     AccessDenied,
@@ -24,6 +25,7 @@ impl ErrorCode {
             ErrorCode::IncompleteCredentials => "incomplete_credentials",
             ErrorCode::InvalidClient => "invalid_client",
             ErrorCode::InvalidRefreshToken => "invalid_refresh_token",
+            ErrorCode::InvalidSoapCredentials => "invalid_soap_credentials",
             ErrorCode::CredentialsRejected => "credentials_rejected",
             ErrorCode::ProfileNotAuthorized => "profile_not_authorized",
             ErrorCode::AccessDenied => "access_denied",
@@ -42,6 +44,7 @@ impl ErrorCode {
             ErrorCode::IncompleteCredentials
                 | ErrorCode::InvalidClient
                 | ErrorCode::InvalidRefreshToken
+                | ErrorCode::InvalidSoapCredentials
                 | ErrorCode::CredentialsRejected
                 | ErrorCode::ProfileNotAuthorized
                 | ErrorCode::AccessDenied
@@ -104,6 +107,15 @@ impl TestError {
             "ChannelAdvisor did not accept the Refresh Token: it is mistyped, was revoked, belongs to another application, or expired after long disuse.".into(),
             "In the Developer Console, choose Add Integration and Request Tokens for the account, have it grant access, then copy the new Refresh Token (it is shown only once) and save it here.",
             vec!["refresh_token"],
+        )
+    }
+
+    pub fn invalid_soap_credentials() -> Self {
+        TestError::new(
+            ErrorCode::InvalidSoapCredentials,
+            "ChannelAdvisor did not accept the SOAP credentials: the Developer Key, its password or the account GUID is wrong, or the account has not granted this Developer Key SOAP access.".into(),
+            "Check the Developer Key and password in the Developer Console, and the account GUID of the ChannelAdvisor account; the account must have granted your Developer Key SOAP access.",
+            vec!["developer_key", "password", "account_id"],
         )
     }
 
@@ -188,6 +200,9 @@ fn display_name(field: &str) -> &'static str {
         "application_id" => "the Application ID",
         "shared_secret" => "the Shared Secret",
         "refresh_token" => "the Refresh Token",
+        "developer_key" => "the Developer Key",
+        "password" => "the SOAP password",
+        "account_id" => "the account GUID",
         _ => "a value",
     }
 }

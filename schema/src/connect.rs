@@ -234,6 +234,9 @@ pub fn store_granted(
             shared_secret: Change::Keep,
             refresh_token: Change::Set(refresh_token.clone()),
             profile_id: Change::Keep,
+            // A Connect sets the company on the refresh-token method (contract §10).
+            auth_method: Change::Set(creds::AuthMethod::RefreshToken),
+            ..Default::default()
         };
         creds::save_in_tx(conn, keys, &company, &change, None, author(&attempt.caller)).map(Some)
     })?;

@@ -7,8 +7,8 @@ use secrecy::SecretString;
 use crate::audit;
 use crate::company::CompanyId;
 use crate::credentials::{
-    load_row_for_update, missing_fields, now, open_field, to_utc, ConnectionState, CredentialsRow,
-    REFRESH_TOKEN, SHARED_SECRET,
+    load_row_for_update, missing_fields, now, stored_method, to_utc, AuthMethod, ConnectionState,
+    CredentialsRow, Presence, REFRESH_TOKEN,
 };
 use crate::error::StoreError;
 use crate::outbox;
@@ -94,18 +94,9 @@ pub(crate) fn store_rotated_refresh_token(
     row: &CredentialsRow,
     new_token: &SecretString,
 ) -> Result<(), StoreError> {
-    let secret = open_field(keys, row, SHARED_SECRET, &row.shared_secret).transpose()?;
-    let sealed_secret = secret
-        .as_ref()
-        .map(|s| keys.seal(&row.company, SHARED_SECRET, s));
-    let sealed_token = keys.seal(&row.company, REFRESH_TOKEN, new_token);
-    diesel::update(credentials::table.find(&row.company))
-        .set((
-            credentials::shared_secret.eq(sealed_secret.map(|s| s.bytes)),
-            credentials::refresh_token.eq(Some(sealed_token.bytes)),
-            credentials::key_id.eq(Some(sealed_token.key_id)),
-        ))
-        .execute(conn)?;
+    let mut secrets = crate::secrets::Secrets::open(keys, row)?;
+    secrets.refresh_token = Some(new_token.clone());
+    crate::secrets::write(conn, keys, &row.company, &secrets)?;
     let company = CompanyId::parse(&row.company).map_err(StoreError::Worker)?;
     audit::record(
         conn,
@@ -211,7 +202,7 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
         return Ok(Status {
             state: ConnectionState::NotConfigured,
             since: None,
-            missing: missing_fields(false, false, false),
+            missing: missing_fields(AuthMethod::default(), &Presence::default()),
             last_test_id: None,
             last_success_at: None,
             access_token_expires_at: None,
@@ -223,11 +214,7 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
         .select(access_tokens::expires_at)
         .first(c)
         .optional())?;
-    let missing = missing_fields(
-        row.application_id.is_some(),
-        row.shared_secret.is_some(),
-        row.refresh_token.is_some(),
-    );
+    let missing = missing_fields(stored_method(&row)?, &Presence::of_row(&row));
     Ok(Status {
         state: ConnectionState::parse(&row.state),
         since: Some(to_utc(row.state_since)),

@@ -11,13 +11,31 @@ use crate::error::StoreError;
 use crate::outbox;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::{credentials, credentials_deleted_versions};
-use crate::seal::{KeyRing, Sealed};
+use crate::seal::KeyRing;
+use crate::secrets::Secrets;
 use serde_json::Value;
 
 pub const APPLICATION_ID: &str = "application_id";
 pub const SHARED_SECRET: &str = "shared_secret";
 pub const REFRESH_TOKEN: &str = "refresh_token";
 pub const PROFILE_ID: &str = "profile_id";
+pub const AUTH_METHOD: &str = "auth_method";
+pub const DEVELOPER_KEY: &str = "developer_key";
+pub const PASSWORD: &str = "password";
+pub const ACCOUNT_ID: &str = "account_id";
+
+pub use connector::AuthMethod;
+
+/// The method a row names; a value this build does not know is an error, never a default.
+pub(crate) fn stored_method(row: &CredentialsRow) -> Result<AuthMethod, StoreError> {
+    match AuthMethod::parse(&row.auth_method) {
+        Ok(Some(m)) => Ok(m),
+        _ => Err(StoreError::Worker(format!(
+            "company '{}' has an unknown auth_method '{}' stored (written by a newer version?)",
+            row.company, row.auth_method
+        ))),
+    }
+}
 
 /// The connection state shown on the ERP screen (contract §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,6 +92,10 @@ pub(crate) struct CredentialsRow {
     pub token_error_at: Option<NaiveDateTime>,
     pub token_error_version: Option<i64>,
     pub next_check_at: Option<NaiveDateTime>,
+    pub auth_method: String,
+    pub developer_key: Option<Vec<u8>>,
+    pub password: Option<Vec<u8>>,
+    pub account_id: Option<String>,
 }
 
 /// A company's credentials with the secrets opened. `Debug` is redacted by `SecretString`.
@@ -84,6 +106,10 @@ pub struct Credentials {
     pub shared_secret: Option<SecretString>,
     pub refresh_token: Option<SecretString>,
     pub profile_id: Option<i64>,
+    pub auth_method: AuthMethod,
+    pub developer_key: Option<SecretString>,
+    pub password: Option<SecretString>,
+    pub account_id: Option<String>,
     pub version: i64,
     pub state: ConnectionState,
     pub state_since: DateTime<Utc>,
@@ -95,9 +121,15 @@ impl Credentials {
     /// The values a connection needs that are not set, in the order the screen shows them.
     pub fn missing(&self) -> Vec<&'static str> {
         missing_fields(
-            self.application_id.is_some(),
-            self.shared_secret.is_some(),
-            self.refresh_token.is_some(),
+            self.auth_method,
+            &Presence {
+                application_id: self.application_id.is_some(),
+                shared_secret: self.shared_secret.is_some(),
+                refresh_token: self.refresh_token.is_some(),
+                developer_key: self.developer_key.is_some(),
+                password: self.password.is_some(),
+                account_id: self.account_id.is_some(),
+            },
         )
     }
 
@@ -106,32 +138,73 @@ impl Credentials {
     }
 }
 
-pub(crate) fn missing_fields(app: bool, secret: bool, token: bool) -> Vec<&'static str> {
-    [
-        (app, APPLICATION_ID),
-        (secret, SHARED_SECRET),
-        (token, REFRESH_TOKEN),
-    ]
-    .into_iter()
-    .filter(|(set, _)| !set)
-    .map(|(_, name)| name)
-    .collect()
+/// Which values are set, whatever the method.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Presence {
+    pub application_id: bool,
+    pub shared_secret: bool,
+    pub refresh_token: bool,
+    pub developer_key: bool,
+    pub password: bool,
+    pub account_id: bool,
+}
+
+impl Presence {
+    pub(crate) fn of_row(row: &CredentialsRow) -> Presence {
+        Presence {
+            application_id: row.application_id.is_some(),
+            shared_secret: row.shared_secret.is_some(),
+            refresh_token: row.refresh_token.is_some(),
+            developer_key: row.developer_key.is_some(),
+            password: row.password.is_some(),
+            account_id: row.account_id.is_some(),
+        }
+    }
+}
+
+/// The values the method needs that are not set, in the order the screen shows them.
+pub(crate) fn missing_fields(method: AuthMethod, set: &Presence) -> Vec<&'static str> {
+    let common = [
+        (set.application_id, APPLICATION_ID),
+        (set.shared_secret, SHARED_SECRET),
+    ];
+    let own: &[(bool, &'static str)] = match method {
+        AuthMethod::RefreshToken => &[(set.refresh_token, REFRESH_TOKEN)],
+        AuthMethod::Soap => &[
+            (set.developer_key, DEVELOPER_KEY),
+            (set.password, PASSWORD),
+            (set.account_id, ACCOUNT_ID),
+        ],
+    };
+    common
+        .iter()
+        .chain(own)
+        .filter(|(set, _)| !set)
+        .map(|(_, name)| *name)
+        .collect()
 }
 
 /// What a write does to one field: PUT sets or clears every field, PATCH may keep some.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum Change<T> {
+    #[default]
     Keep,
     Set(T),
     Clear,
 }
 
-#[derive(Debug, Clone)]
+/// A write's change to each field; `Default` keeps every field.
+#[derive(Debug, Clone, Default)]
 pub struct CredentialsChange {
     pub application_id: Change<String>,
     pub shared_secret: Change<SecretString>,
     pub refresh_token: Change<SecretString>,
     pub profile_id: Change<i64>,
+    /// `Clear` means the default method, `refresh_token`.
+    pub auth_method: Change<AuthMethod>,
+    pub developer_key: Change<SecretString>,
+    pub password: Change<SecretString>,
+    pub account_id: Change<String>,
 }
 
 #[derive(Debug)]
@@ -203,14 +276,17 @@ pub(crate) fn open_field(
 }
 
 pub(crate) fn open_row(keys: &KeyRing, row: CredentialsRow) -> Result<Credentials, StoreError> {
-    let shared_secret = open_field(keys, &row, SHARED_SECRET, &row.shared_secret).transpose()?;
-    let refresh_token = open_field(keys, &row, REFRESH_TOKEN, &row.refresh_token).transpose()?;
+    let secrets = Secrets::open(keys, &row)?;
     Ok(Credentials {
+        auth_method: stored_method(&row)?,
         company: row.company,
         application_id: row.application_id,
-        shared_secret,
-        refresh_token,
+        shared_secret: secrets.shared_secret,
+        refresh_token: secrets.refresh_token,
         profile_id: row.profile_id,
+        developer_key: secrets.developer_key,
+        password: secrets.password,
+        account_id: row.account_id,
         version: row.version,
         state: ConnectionState::parse(&row.state),
         state_since: to_utc(row.state_since),
@@ -291,168 +367,202 @@ pub fn save_in_tx(
     author: audit::Author<'_>,
 ) -> Result<Saved, StoreError> {
     let actor = author.actor;
-    {
-        let existing = load_row_for_update(conn, company.as_str())?;
-        // Stamped under the lock, so the audit trail's order is the order the writes landed in.
-        let now = now();
-        check_version(existing.as_ref(), if_match)?;
+    let existing = load_row_for_update(conn, company.as_str())?;
+    // Stamped under the lock, so the audit trail's order is the order the writes landed in.
+    let now = now();
+    check_version(existing.as_ref(), if_match)?;
 
-        let (old_secret, old_token) = match &existing {
-            Some(row) => (
-                open_field(keys, row, SHARED_SECRET, &row.shared_secret),
-                open_field(keys, row, REFRESH_TOKEN, &row.refresh_token),
-            ),
-            None => (None, None),
-        };
-        let (application_id, app_changed) = apply_plain(
-            &change.application_id,
-            existing.as_ref().and_then(|r| r.application_id.clone()),
-        );
-        let (profile_id, profile_changed) = apply_plain(
-            &change.profile_id,
-            existing.as_ref().and_then(|r| r.profile_id),
-        );
-        let (shared_secret, secret_changed) = apply_secret(&change.shared_secret, old_secret)?;
-        let (refresh_token, token_changed) = apply_secret(&change.refresh_token, old_token)?;
-
-        let changed: Vec<&'static str> = [
-            (app_changed, APPLICATION_ID),
-            (secret_changed, SHARED_SECRET),
-            (token_changed, REFRESH_TOKEN),
-            (profile_changed, PROFILE_ID),
-        ]
-        .into_iter()
-        .filter(|(c, _)| *c)
-        .map(|(_, n)| n)
-        .collect();
-
-        let previous_state = existing
+    let old_secret = |field: &str, pick: fn(&CredentialsRow) -> &Option<Vec<u8>>| {
+        existing
             .as_ref()
-            .map(|r| ConnectionState::parse(&r.state))
-            .unwrap_or(ConnectionState::NotConfigured);
+            .and_then(|row| open_field(keys, row, field, pick(row)))
+    };
+    let old_plain = |pick: fn(&CredentialsRow) -> Option<String>| existing.as_ref().and_then(pick);
+    let (application_id, app_changed) = apply_plain(
+        &change.application_id,
+        old_plain(|r| r.application_id.clone()),
+    );
+    let (account_id, account_changed) =
+        apply_plain(&change.account_id, old_plain(|r| r.account_id.clone()));
+    let (profile_id, profile_changed) = apply_plain(
+        &change.profile_id,
+        existing.as_ref().and_then(|r| r.profile_id),
+    );
+    let old_method = existing.as_ref().map(stored_method).transpose()?;
+    let auth_method = match &change.auth_method {
+        Change::Keep => old_method.unwrap_or_default(),
+        Change::Clear => AuthMethod::default(),
+        Change::Set(m) => *m,
+    };
+    let method_changed = auth_method != old_method.unwrap_or_default();
+    let (shared_secret, secret_changed) = apply_secret(
+        &change.shared_secret,
+        old_secret(SHARED_SECRET, |r| &r.shared_secret),
+    )?;
+    let (refresh_token, token_changed) = apply_secret(
+        &change.refresh_token,
+        old_secret(REFRESH_TOKEN, |r| &r.refresh_token),
+    )?;
+    let (developer_key, key_changed) = apply_secret(
+        &change.developer_key,
+        old_secret(DEVELOPER_KEY, |r| &r.developer_key),
+    )?;
+    let (password, password_changed) =
+        apply_secret(&change.password, old_secret(PASSWORD, |r| &r.password))?;
 
-        if let (Some(row), true) = (&existing, changed.is_empty()) {
-            // Nothing changed: keep version, state and cached tokens as they are.
-            let credentials = open_row(keys, row.clone())?;
-            return Ok(Saved {
-                credentials,
-                created: false,
-                changed,
-                previous_state,
-            });
-        }
+    let changed: Vec<&'static str> = [
+        (method_changed, AUTH_METHOD),
+        (app_changed, APPLICATION_ID),
+        (secret_changed, SHARED_SECRET),
+        (token_changed, REFRESH_TOKEN),
+        (profile_changed, PROFILE_ID),
+        (key_changed, DEVELOPER_KEY),
+        (password_changed, PASSWORD),
+        (account_changed, ACCOUNT_ID),
+    ]
+    .into_iter()
+    .filter(|(c, _)| *c)
+    .map(|(_, n)| n)
+    .collect();
 
-        let complete = missing_fields(
-            application_id.is_some(),
-            shared_secret.is_some(),
-            refresh_token.is_some(),
-        )
-        .is_empty();
-        let state = if complete {
-            ConnectionState::Untested
-        } else {
-            ConnectionState::Incomplete
-        };
-        let now_naive = now.naive_utc();
-        let sealed_secret = shared_secret
-            .as_ref()
-            .map(|s| keys.seal(company.as_str(), SHARED_SECRET, s));
-        let sealed_token = refresh_token
-            .as_ref()
-            .map(|s| keys.seal(company.as_str(), REFRESH_TOKEN, s));
-        let row = CredentialsRow {
-            company: company.to_string(),
-            application_id: application_id.clone(),
-            key_id: sealed_secret
-                .as_ref()
-                .or(sealed_token.as_ref())
-                .map(|s: &Sealed| s.key_id.clone()),
-            shared_secret: sealed_secret.map(|s| s.bytes),
-            refresh_token: sealed_token.map(|s| s.bytes),
-            profile_id,
-            version: match &existing {
-                Some(r) => r.version + 1,
-                None => deleted_version(conn, company)? + 1,
-            },
-            state: state.as_str().to_string(),
-            state_since: match &existing {
-                Some(r) if r.state == state.as_str() => r.state_since,
-                _ => now_naive,
-            },
-            created_at: existing.as_ref().map_or(now_naive, |r| r.created_at),
-            updated_at: now_naive,
-            updated_by: actor.to_string(),
-            last_test_id: existing.as_ref().and_then(|r| r.last_test_id.clone()),
-            last_success_at: existing.as_ref().and_then(|r| r.last_success_at),
-            // New values: any refresh in flight or remembered error is about the old ones, and the
-            // health check is scheduled afresh by the scheduler.
-            token_lease_until: None,
-            token_lease_owner: None,
-            token_error: None,
-            token_error_at: None,
-            token_error_version: None,
-            next_check_at: None,
-        };
-        if existing.is_some() {
-            diesel::update(credentials::table.find(company.as_str()))
-                .set(&row)
-                .execute(conn)?;
-        } else {
-            diesel::insert_into(credentials::table)
-                .values(&row)
-                .execute(conn)?;
-        }
-        let action = if existing.is_some() {
-            "updated"
-        } else {
-            "created"
-        };
-        audit::record(
-            conn,
-            company,
-            author,
-            action,
-            &changed,
-            Some(row.version),
-            now,
-        )?;
-        let data = serde_json::json!({"company": company.as_str(), "version": row.version, "changed": changed, "actor": actor});
-        outbox::emit(
-            conn,
-            outbox::CREDENTIALS_UPDATED,
-            Some(company.as_str()),
-            data,
-            None,
-        )?;
-        if previous_state != state {
-            outbox::status_changed(
-                conn,
-                company.as_str(),
-                previous_state,
-                state,
-                Value::Null,
-                None,
-            )?;
-        }
+    let previous_state = existing
+        .as_ref()
+        .map(|r| ConnectionState::parse(&r.state))
+        .unwrap_or(ConnectionState::NotConfigured);
 
-        Ok(Saved {
-            credentials: Credentials {
-                company: company.to_string(),
-                application_id,
-                shared_secret,
-                refresh_token,
-                profile_id,
-                version: row.version,
-                state,
-                state_since: to_utc(row.state_since),
-                updated_at: now,
-                updated_by: actor.to_string(),
-            },
-            created: existing.is_none(),
+    if let (Some(row), true) = (&existing, changed.is_empty()) {
+        // Nothing changed: keep version, state and cached tokens as they are.
+        let credentials = open_row(keys, row.clone())?;
+        return Ok(Saved {
+            credentials,
+            created: false,
             changed,
             previous_state,
-        })
+        });
     }
+
+    let secrets = Secrets {
+        shared_secret,
+        refresh_token,
+        developer_key,
+        password,
+    };
+    let complete = missing_fields(
+        auth_method,
+        &Presence {
+            application_id: application_id.is_some(),
+            shared_secret: secrets.shared_secret.is_some(),
+            refresh_token: secrets.refresh_token.is_some(),
+            developer_key: secrets.developer_key.is_some(),
+            password: secrets.password.is_some(),
+            account_id: account_id.is_some(),
+        },
+    )
+    .is_empty();
+    let state = if complete {
+        ConnectionState::Untested
+    } else {
+        ConnectionState::Incomplete
+    };
+    let now_naive = now.naive_utc();
+    let sealed = secrets.seal(keys, company.as_str());
+    let row = CredentialsRow {
+        company: company.to_string(),
+        application_id: application_id.clone(),
+        key_id: sealed.key_id,
+        shared_secret: sealed.shared_secret,
+        refresh_token: sealed.refresh_token,
+        developer_key: sealed.developer_key,
+        password: sealed.password,
+        auth_method: auth_method.as_str().to_string(),
+        account_id: account_id.clone(),
+        profile_id,
+        version: match &existing {
+            Some(r) => r.version + 1,
+            None => deleted_version(conn, company)? + 1,
+        },
+        state: state.as_str().to_string(),
+        state_since: match &existing {
+            Some(r) if r.state == state.as_str() => r.state_since,
+            _ => now_naive,
+        },
+        created_at: existing.as_ref().map_or(now_naive, |r| r.created_at),
+        updated_at: now_naive,
+        updated_by: actor.to_string(),
+        last_test_id: existing.as_ref().and_then(|r| r.last_test_id.clone()),
+        last_success_at: existing.as_ref().and_then(|r| r.last_success_at),
+        // New values: any refresh in flight or remembered error is about the old ones, and the
+        // health check is scheduled afresh by the scheduler.
+        token_lease_until: None,
+        token_lease_owner: None,
+        token_error: None,
+        token_error_at: None,
+        token_error_version: None,
+        next_check_at: None,
+    };
+    if existing.is_some() {
+        diesel::update(credentials::table.find(company.as_str()))
+            .set(&row)
+            .execute(conn)?;
+    } else {
+        diesel::insert_into(credentials::table)
+            .values(&row)
+            .execute(conn)?;
+    }
+    let action = if existing.is_some() {
+        "updated"
+    } else {
+        "created"
+    };
+    audit::record(
+        conn,
+        company,
+        author,
+        action,
+        &changed,
+        Some(row.version),
+        now,
+    )?;
+    let data = serde_json::json!({"company": company.as_str(), "version": row.version, "changed": changed, "actor": actor});
+    outbox::emit(
+        conn,
+        outbox::CREDENTIALS_UPDATED,
+        Some(company.as_str()),
+        data,
+        None,
+    )?;
+    if previous_state != state {
+        outbox::status_changed(
+            conn,
+            company.as_str(),
+            previous_state,
+            state,
+            Value::Null,
+            None,
+        )?;
+    }
+
+    Ok(Saved {
+        credentials: Credentials {
+            company: company.to_string(),
+            application_id,
+            shared_secret: secrets.shared_secret,
+            refresh_token: secrets.refresh_token,
+            profile_id,
+            auth_method,
+            developer_key: secrets.developer_key,
+            password: secrets.password,
+            account_id,
+            version: row.version,
+            state,
+            state_since: to_utc(row.state_since),
+            updated_at: now,
+            updated_by: actor.to_string(),
+        },
+        created: existing.is_none(),
+        changed,
+        previous_state,
+    })
 }
 
 /// The version the company's last deleted credentials had (0 when none were ever deleted), so
@@ -521,6 +631,9 @@ pub fn delete(
             (row.shared_secret.is_some(), SHARED_SECRET),
             (row.refresh_token.is_some(), REFRESH_TOKEN),
             (row.profile_id.is_some(), PROFILE_ID),
+            (row.developer_key.is_some(), DEVELOPER_KEY),
+            (row.password.is_some(), PASSWORD),
+            (row.account_id.is_some(), ACCOUNT_ID),
         ]
         .into_iter()
         .filter(|(set, _)| *set)

@@ -4,7 +4,7 @@ use std::collections::BTreeSet;
 
 use diesel::prelude::*;
 
-use crate::credentials::{load_row_for_update, REFRESH_TOKEN, SHARED_SECRET};
+use crate::credentials::load_row_for_update;
 use crate::error::StoreError;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::{access_tokens, credentials, key_checks, webhooks};
@@ -147,34 +147,15 @@ pub fn rotate_batch(
             let Some(row) = load_row_for_update(conn, &company)? else {
                 continue;
             };
-            let Some(key_id) = row.key_id.clone().filter(|k| *k != primary) else {
+            if row.key_id.as_deref().is_none_or(|k| k == primary) {
                 continue;
-            };
-            let reseal =
-                |field: &str, bytes: &Option<Vec<u8>>| -> Result<Option<Vec<u8>>, SealError> {
-                    bytes
-                        .as_ref()
-                        .map(|b| {
-                            let plain = keys.open(&company, field, &key_id, b)?;
-                            Ok(keys.seal(&company, field, &plain).bytes)
-                        })
-                        .transpose()
-                };
-            match (
-                reseal(SHARED_SECRET, &row.shared_secret),
-                reseal(REFRESH_TOKEN, &row.refresh_token),
-            ) {
-                (Ok(secret), Ok(token)) => {
-                    diesel::update(credentials::table.find(&company))
-                        .set((
-                            credentials::shared_secret.eq(secret),
-                            credentials::refresh_token.eq(token),
-                            credentials::key_id.eq(&primary),
-                        ))
-                        .execute(conn)?;
+            }
+            match crate::secrets::Secrets::open(keys, &row) {
+                Ok(secrets) => {
+                    crate::secrets::write(conn, keys, &company, &secrets)?;
                     batch.rotated += 1;
                 }
-                (Err(e), _) | (_, Err(e)) => batch.failed.push((company.clone(), e)),
+                Err(e) => batch.failed.push((company.clone(), e)),
             }
         }
         Ok(batch)

@@ -16,6 +16,7 @@ pub mod retention;
 pub mod schedule;
 pub mod schema;
 pub mod seal;
+pub mod secrets;
 pub mod tokens;
 pub mod webhooks;
 

@@ -119,6 +119,7 @@ mod tests {
             shared_secret: Change::Keep,
             refresh_token: Change::Keep,
             profile_id: Change::Keep,
+            ..Default::default()
         };
         let acme = CompanyId::parse("acme").unwrap();
         crate::credentials::save(&mut conn, &keys, &acme, &change, None, "t").unwrap();

@@ -8,6 +8,7 @@ use rand::Rng;
 
 use crate::company::CompanyId;
 use crate::credentials::now;
+use crate::credentials::AuthMethod;
 use crate::error::StoreError;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::credentials;
@@ -21,10 +22,19 @@ pub fn claim_due(
 ) -> Result<Vec<CompanyId>, StoreError> {
     write_tx(conn, |conn| {
         let at = now();
+        // Complete by the company's method (contract §3), as `credentials::missing_fields` says.
+        let by_refresh_token = credentials::auth_method
+            .eq(AuthMethod::RefreshToken.as_str())
+            .and(credentials::refresh_token.is_not_null());
+        let by_soap = credentials::auth_method
+            .eq(AuthMethod::Soap.as_str())
+            .and(credentials::developer_key.is_not_null())
+            .and(credentials::password.is_not_null())
+            .and(credentials::account_id.is_not_null());
         let complete = credentials::application_id
             .is_not_null()
             .and(credentials::shared_secret.is_not_null())
-            .and(credentials::refresh_token.is_not_null());
+            .and(by_refresh_token.or(by_soap));
         let unscheduled: Vec<String> = credentials::table
             .filter(complete)
             .filter(credentials::next_check_at.is_null())

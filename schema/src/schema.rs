@@ -23,6 +23,10 @@ diesel::table! {
         token_error_at -> Nullable<Timestamp>,
         token_error_version -> Nullable<BigInt>,
         next_check_at -> Nullable<Timestamp>,
+        auth_method -> Text,
+        developer_key -> Nullable<Binary>,
+        password -> Nullable<Binary>,
+        account_id -> Nullable<Text>,
     }
 }
 

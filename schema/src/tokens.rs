@@ -397,6 +397,7 @@ mod tests {
                 Change::Keep
             },
             profile_id: Change::Keep,
+            ..Default::default()
         };
         let id = CompanyId::parse(company).unwrap();
         crate::credentials::save(conn, keys, &id, &change, None, "test").unwrap();

@@ -31,10 +31,16 @@ pub struct MaskedSecret {
 #[derive(Serialize, ToSchema)]
 pub struct CredentialsView {
     company: String,
+    /// refresh_token (the Developer Console's values, or Connect) or soap (SOAP Credentials)
+    auth_method: &'static str,
     application_id: Option<String>,
     profile_id: Option<i64>,
     shared_secret: MaskedSecret,
     refresh_token: MaskedSecret,
+    developer_key: MaskedSecret,
+    password: MaskedSecret,
+    /// The SOAP account GUID
+    account_id: Option<String>,
     complete: bool,
     missing: Vec<&'static str>,
     version: i64,
@@ -46,10 +52,18 @@ pub struct CredentialsView {
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct CredentialsInput {
+    /// refresh_token (default) or soap
+    auth_method: Option<String>,
     application_id: Option<String>,
     shared_secret: Option<String>,
     refresh_token: Option<String>,
     profile_id: Option<i64>,
+    /// SOAP Developer Key (secret)
+    developer_key: Option<String>,
+    /// SOAP password (secret)
+    password: Option<String>,
+    /// SOAP account GUID
+    account_id: Option<String>,
 }
 
 fn masked(secret: &Option<secrecy::SecretString>) -> MaskedSecret {
@@ -62,10 +76,14 @@ fn masked(secret: &Option<secrecy::SecretString>) -> MaskedSecret {
 fn view(c: &Credentials) -> CredentialsView {
     CredentialsView {
         company: c.company.clone(),
+        auth_method: c.auth_method.as_str(),
         application_id: c.application_id.clone(),
         profile_id: c.profile_id,
         shared_secret: masked(&c.shared_secret),
         refresh_token: masked(&c.refresh_token),
+        developer_key: masked(&c.developer_key),
+        password: masked(&c.password),
+        account_id: c.account_id.clone(),
         complete: c.is_complete(),
         missing: c.missing(),
         version: c.version,

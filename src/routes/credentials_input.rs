@@ -2,9 +2,13 @@
 //! PATCH is an RFC 7396 merge patch (absent = unchanged, null = cleared). Pasted strings are
 //! trimmed and an empty string means null. Every bad field is reported, not just the first.
 
-use connector::{ApplicationId, ProfileId, RefreshToken, SharedSecret};
+use connector::{
+    AccountId, ApplicationId, AuthMethod, DeveloperKey, ProfileId, RefreshToken, SharedSecret,
+    SoapPassword,
+};
 use schema::credentials::{
-    Change, CredentialsChange, APPLICATION_ID, PROFILE_ID, REFRESH_TOKEN, SHARED_SECRET,
+    Change, CredentialsChange, ACCOUNT_ID, APPLICATION_ID, AUTH_METHOD, DEVELOPER_KEY, PASSWORD,
+    PROFILE_ID, REFRESH_TOKEN, SHARED_SECRET,
 };
 use serde_json::Value;
 
@@ -16,7 +20,16 @@ pub enum Mode {
     Merge,
 }
 
-const FIELDS: [&str; 4] = [APPLICATION_ID, SHARED_SECRET, REFRESH_TOKEN, PROFILE_ID];
+const FIELDS: [&str; 8] = [
+    AUTH_METHOD,
+    APPLICATION_ID,
+    SHARED_SECRET,
+    REFRESH_TOKEN,
+    PROFILE_ID,
+    DEVELOPER_KEY,
+    PASSWORD,
+    ACCOUNT_ID,
+];
 
 type Errors = Vec<(String, String)>;
 
@@ -42,6 +55,21 @@ fn text<T>(
             errors.push((field.to_string(), "must be a string or null".into()));
             Change::Keep
         }
+    }
+}
+
+/// A secret field: parsed by its type's rules, kept as a `SecretString` from here on.
+fn secret<T: Into<secrecy::SecretString>>(
+    obj: &serde_json::Map<String, Value>,
+    field: &str,
+    mode: Mode,
+    parse: impl Fn(&str) -> Result<Option<T>, connector::CredentialError>,
+    errors: &mut Errors,
+) -> Change<secrecy::SecretString> {
+    match text(obj, field, mode, parse, errors) {
+        Change::Set(v) => Change::Set(v.into()),
+        Change::Keep => Change::Keep,
+        Change::Clear => Change::Clear,
     }
 }
 
@@ -87,28 +115,16 @@ pub fn parse(body: Option<Value>, mode: Mode) -> Result<CredentialsChange, ApiEr
             )
         })
         .collect();
+    let app_id = |s: &str| Ok(ApplicationId::parse(s)?.map(|v| v.as_str().to_string()));
+    let account = |s: &str| Ok(AccountId::parse(s)?.map(|v| v.as_str().to_string()));
     let change = CredentialsChange {
-        application_id: match text(
-            &obj,
-            APPLICATION_ID,
-            mode,
-            ApplicationId::parse,
-            &mut errors,
-        ) {
-            Change::Set(v) => Change::Set(v.as_str().to_string()),
-            Change::Keep => Change::Keep,
-            Change::Clear => Change::Clear,
-        },
-        shared_secret: match text(&obj, SHARED_SECRET, mode, SharedSecret::parse, &mut errors) {
-            Change::Set(v) => Change::Set(v.secret().clone()),
-            Change::Keep => Change::Keep,
-            Change::Clear => Change::Clear,
-        },
-        refresh_token: match text(&obj, REFRESH_TOKEN, mode, RefreshToken::parse, &mut errors) {
-            Change::Set(v) => Change::Set(v.secret().clone()),
-            Change::Keep => Change::Keep,
-            Change::Clear => Change::Clear,
-        },
+        auth_method: text(&obj, AUTH_METHOD, mode, AuthMethod::parse, &mut errors),
+        application_id: text(&obj, APPLICATION_ID, mode, app_id, &mut errors),
+        account_id: text(&obj, ACCOUNT_ID, mode, account, &mut errors),
+        shared_secret: secret(&obj, SHARED_SECRET, mode, SharedSecret::parse, &mut errors),
+        refresh_token: secret(&obj, REFRESH_TOKEN, mode, RefreshToken::parse, &mut errors),
+        developer_key: secret(&obj, DEVELOPER_KEY, mode, DeveloperKey::parse, &mut errors),
+        password: secret(&obj, PASSWORD, mode, SoapPassword::parse, &mut errors),
         profile_id: profile(&obj, mode, &mut errors),
     };
     if errors.is_empty() {

@@ -256,7 +256,10 @@ async fn validation_names_every_bad_field(backend: Backend) {
         "shared_secret": "x".repeat(257),
         "refresh_token": "line\nbreak",
         "profile_id": 0,
-        "password": "nope",
+        "passwd": "nope",
+        "auth_method": "oauth",
+        "account_id": "not-a-guid",
+        "developer_key": "has inner space",
     });
     let body = assert_problem(
         app.put_credentials("acme", &bad).await,
@@ -275,7 +278,10 @@ async fn validation_names_every_bad_field(backend: Backend) {
         "shared_secret",
         "refresh_token",
         "profile_id",
-        "password",
+        "passwd",
+        "auth_method",
+        "account_id",
+        "developer_key",
     ] {
         assert!(fields.contains(&f), "{f} named in {body}");
     }

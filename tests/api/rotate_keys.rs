@@ -35,6 +35,7 @@ fn seed(url: &str, keys: &KeyRing) {
                 shared_secret: Change::Set(SecretString::from(format!("secret-{i:05}-abcdefgh"))),
                 refresh_token: Change::Set(SecretString::from(format!("refresh-{i:05}-abcdefgh"))),
                 profile_id: Change::Keep,
+                ..Default::default()
             };
             credentials::save(
                 c,

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use clap::Parser;
-use connector::sim::{SimConfig, Simulator};
+use connector::sim::{SimConfig, Simulator, SoapAccount};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +36,10 @@ struct Args {
     /// Leave `state` out of the authorization redirect
     #[arg(long)]
     omit_state: bool,
+    /// SOAP Credentials the soap grant accepts, as DEVELOPER_KEY:PASSWORD:ACCOUNT_ID=PROFILE_ID[,…]
+    /// (repeatable)
+    #[arg(long = "soap", default_values = ["demo-developer-key-0001:demo-soap-password-0001:0a1b2c3d-4e5f-6789-abcd-ef0123456789=12345678"])]
+    soap: Vec<String>,
 }
 
 #[tokio::main]
@@ -59,6 +63,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         token_lifetime: Duration::from_secs(args.token_lifetime_secs),
         grant_profiles: args.grant_profiles.clone(),
         omit_state: args.omit_state,
+        soap_accounts: Vec::new(),
     };
     for app in &args.apps {
         let (id, secret) = app.split_once(':').ok_or("--app takes ID:SECRET")?;
@@ -68,11 +73,25 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let (t, profiles) = token
             .split_once('=')
             .ok_or("--refresh-token takes TOKEN=PROFILE[,PROFILE]")?;
-        let ids = profiles
-            .split(',')
-            .map(|p| p.trim().parse::<i64>())
-            .collect::<Result<Vec<_>, _>>()?;
-        config.refresh_tokens.insert(t.to_string(), ids);
+        config
+            .refresh_tokens
+            .insert(t.to_string(), profile_ids(profiles)?);
+    }
+    for soap in &args.soap {
+        let (values, profiles) = soap
+            .split_once('=')
+            .ok_or("--soap takes DEVELOPER_KEY:PASSWORD:ACCOUNT_ID=PROFILE[,PROFILE]")?;
+        let mut parts = values.splitn(3, ':');
+        let (Some(key), Some(password), Some(account)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err("--soap takes DEVELOPER_KEY:PASSWORD:ACCOUNT_ID=PROFILE[,PROFILE]".into());
+        };
+        config.soap_accounts.push(SoapAccount {
+            developer_key: key.to_string(),
+            password: password.to_string(),
+            account_id: account.to_string(),
+            profiles: profile_ids(profiles)?,
+        });
     }
     let sim = Simulator::start(config, &args.listen)?;
     eprintln!(
@@ -83,4 +102,8 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     tokio::signal::ctrl_c().await?;
     sim.stop().await;
     Ok(())
+}
+
+fn profile_ids(list: &str) -> Result<Vec<i64>, std::num::ParseIntError> {
+    list.split(',').map(|p| p.trim().parse::<i64>()).collect()
 }

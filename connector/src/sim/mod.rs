@@ -17,6 +17,9 @@
 //! | `sim-fault-rotate` | 200 with a new refresh token (which then works too) |
 //! | `sim-probe-401`, `-403`, `-500`, `-html`, `-429`, `-hang` | 200; the probe then answers so |
 //!
+//! The `soap` grant accepts the configured SOAP accounts (`SoapAccount::demo()` by default); a
+//! Developer Key named like a fault above triggers that fault.
+//!
 //! The authorization-code flow (`/oauth2/authorize`: a Grant Access page, one-use codes bound to
 //! their `redirect_uri` for 300 s) is in `authorize`.
 //!
@@ -56,6 +59,30 @@ pub struct SimConfig {
     pub grant_profiles: Vec<i64>,
     /// Leave `state` out of the authorization redirect (ChannelAdvisor does not document it).
     pub omit_state: bool,
+    /// SOAP Credentials the `soap` grant accepts, with the profiles each grants.
+    pub soap_accounts: Vec<SoapAccount>,
+}
+
+/// One account's SOAP Credentials. A Developer Key named like a fault (`sim-fault-…`,
+/// `sim-probe-…`) triggers that fault, as a refresh token of that name does.
+#[derive(Clone, Debug)]
+pub struct SoapAccount {
+    pub developer_key: String,
+    pub password: String,
+    pub account_id: String,
+    pub profiles: Vec<i64>,
+}
+
+impl SoapAccount {
+    /// The demo account `ca-sim` accepts by default.
+    pub fn demo() -> SoapAccount {
+        SoapAccount {
+            developer_key: "demo-developer-key-0001".into(),
+            password: "demo-soap-password-0001".into(),
+            account_id: "0a1b2c3d-4e5f-6789-abcd-ef0123456789".into(),
+            profiles: vec![12345678],
+        }
+    }
 }
 
 impl Default for SimConfig {
@@ -74,6 +101,7 @@ impl Default for SimConfig {
             token_lifetime: Duration::from_secs(3600),
             grant_profiles: vec![12345678],
             omit_state: false,
+            soap_accounts: vec![SoapAccount::demo()],
         }
     }
 }
@@ -261,7 +289,7 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
     tokio::time::sleep(latency).await;
     let fields: HashMap<String, String> = url::form_urlencoded::parse(&form).into_owned().collect();
     let grant = fields.get("grant_type").map(String::as_str);
-    if !matches!(grant, Some("refresh_token" | "authorization_code")) {
+    if !matches!(grant, Some("refresh_token" | "authorization_code" | "soap")) {
         return oauth_error(400, "unsupported_grant_type");
     }
     if !app_ok {
@@ -270,7 +298,17 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
     if grant == Some("authorization_code") {
         return authorize::exchange(&state, app, &fields);
     }
-    let refresh = fields.get("refresh_token").cloned().unwrap_or_default();
+    let soap = grant == Some("soap");
+    if soap && fields.get("client_id") != Some(&app) {
+        return oauth_error(400, "invalid_request");
+    }
+    // The value faults are chosen by: the refresh token, or the SOAP Developer Key.
+    let field = if soap {
+        "developer_key"
+    } else {
+        "refresh_token"
+    };
+    let refresh = fields.get(field).cloned().unwrap_or_default();
     match refresh.as_str() {
         "sim-fault-hang" => return hang().await,
         "sim-fault-reset" => return broken_answer(),
@@ -302,7 +340,12 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
     let mut rotated = None;
     let profiles = {
         let mut config = state.config.lock().unwrap();
-        let profiles = match config.refresh_tokens.get(&refresh).cloned() {
+        let known = if soap {
+            soap_profiles(&config, &fields)
+        } else {
+            config.refresh_tokens.get(&refresh).cloned()
+        };
+        let profiles = match known {
             Some(p) => p,
             None if refresh == "sim-fault-rotate" || refresh.starts_with("sim-probe-") => {
                 vec![12345678]
@@ -323,6 +366,20 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
         body["refresh_token"] = json!(r);
     }
     HttpResponse::Ok().json(body)
+}
+
+/// The profiles of the SOAP account the grant's values name, if they are all right.
+fn soap_profiles(config: &SimConfig, fields: &HashMap<String, String>) -> Option<Vec<i64>> {
+    let get = |k: &str| fields.get(k).map(String::as_str).unwrap_or_default();
+    config
+        .soap_accounts
+        .iter()
+        .find(|a| {
+            a.developer_key == get("developer_key")
+                && a.password == get("password")
+                && a.account_id == get("account_id")
+        })
+        .map(|a| a.profiles.clone())
 }
 
 /// Issues access token number `n` for the application and profiles: the token answer's body.
