@@ -18,6 +18,7 @@ mod promises;
 mod rotate_keys;
 mod schema_equivalence;
 mod secrets;
+mod soap;
 mod tokens;
 mod webhooks;
 

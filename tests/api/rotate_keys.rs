@@ -35,6 +35,9 @@ fn seed(url: &str, keys: &KeyRing) {
                 shared_secret: Change::Set(SecretString::from(format!("secret-{i:05}-abcdefgh"))),
                 refresh_token: Change::Set(SecretString::from(format!("refresh-{i:05}-abcdefgh"))),
                 profile_id: Change::Keep,
+                // Every tenth company also has SOAP Credentials: their secrets are re-sealed too.
+                developer_key: soap_value(i, "devkey").map_or(Change::Keep, Change::Set),
+                password: soap_value(i, "password").map_or(Change::Keep, Change::Set),
                 ..Default::default()
             };
             credentials::save(
@@ -49,6 +52,10 @@ fn seed(url: &str, keys: &KeyRing) {
         Ok::<_, schema::StoreError>(())
     })
     .unwrap();
+}
+
+fn soap_value(i: usize, what: &str) -> Option<SecretString> {
+    (i % 10 == 0).then(|| SecretString::from(format!("{what}-{i:05}-abcdefgh")))
 }
 
 fn count_under(url: &str, key: &str) -> i64 {
@@ -207,6 +214,11 @@ async fn rotate_keys_reseals_ten_thousand_companies(backend: Backend) {
                 c.refresh_token.unwrap().expose_secret(),
                 format!("refresh-{i:05}-abcdefgh")
             );
+            // A PUT by the server replaced every field, the SOAP values with nothing.
+            let soap = |what| soap_value(i, what).filter(|_| !latest.contains_key(&i));
+            let open = |v: Option<SecretString>| v.map(|s| s.expose_secret().to_string());
+            assert_eq!(open(c.developer_key), open(soap("devkey")), "{i}");
+            assert_eq!(open(c.password), open(soap("password")), "{i}");
         }
     })
     .await

@@ -60,6 +60,8 @@ async fn secrets_never_leave_sealed(backend: Backend) {
     let app = spawn_app(&backend).await;
     let secret = format!("ss-{}", uuid::Uuid::new_v4().simple());
     let refresh = format!("rt-{}", uuid::Uuid::new_v4().simple());
+    let developer_key = format!("dk-{}", uuid::Uuid::new_v4().simple());
+    let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
     let t = admin(&["acme"]);
     let mut seen = String::new();
     let record = |res: reqwest::Response| {
@@ -69,9 +71,16 @@ async fn secrets_never_leave_sealed(backend: Backend) {
     seen += &record(
         app.put_credentials(
             "acme",
-            &json!({"application_id": "app", "shared_secret": secret, "refresh_token": refresh}),
+            &json!({"application_id": "app", "shared_secret": secret, "refresh_token": refresh,
+                    "auth_method": "soap", "developer_key": developer_key, "password": password,
+                    "account_id": "0a1b2c3d-4e5f-6789-abcd-ef0123456789"}),
         )
         .await,
+    )
+    .await;
+    seen += &record(
+        app.patch_credentials("acme", &json!({"password": format!("{password} bad")}))
+            .await,
     )
     .await;
     seen += &record(
@@ -105,7 +114,7 @@ async fn secrets_never_leave_sealed(backend: Backend) {
     let db = database_text(&app);
     assert!(db.contains("acme"), "the database was read");
     let logs = captured_logs();
-    for value in [&secret, &refresh] {
+    for value in [&secret, &refresh, &developer_key, &password] {
         assert!(
             !seen.contains(value.as_str()),
             "a response carries a secret"
