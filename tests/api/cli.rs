@@ -257,6 +257,10 @@ fn help_lists_every_setting_with_its_variable() {
             "audit-retention-days",
             "delivery-retention-days",
             "event-retention-hours",
+            "public-url",
+            "oauth-redirect-uri",
+            "oauth-scope",
+            "connect-return-origins",
             "log",
             "log-format",
         ] {
@@ -295,6 +299,27 @@ fn migrate_and_check_config() {
     assert!(
         out.status.success() && stdout.contains("configuration ok"),
         "{stdout}"
+    );
+    // Connect to ChannelAdvisor: what is missing, then what to register.
+    assert!(
+        stdout.contains("connect: off") && stdout.contains("--public-url"),
+        "{stdout}"
+    );
+    let out = bare(dir.path())
+        .args(["check-config", "--public-url", "https://ca.example"])
+        .output_within(LIMIT);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("redirect URI https://ca.example/oauth/callback"),
+        "{stdout}"
+    );
+    let out = bare(dir.path())
+        .args(["check-config", "--public-url", "http://ca.example"])
+        .output_within(LIMIT);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("--public-url"),
+        "{stderr}"
     );
     let keys = std::fs::read_to_string(dir.path().join("data/encryption-keys")).unwrap();
     let key_b64 = keys.trim().split(':').nth(1).unwrap();
