@@ -211,9 +211,7 @@ pub async fn finish(
         Err(NotStored::ApplicationChanged) => return Err(application_changed()),
         Err(NotStored::Store(e)) => return Err(e.into()),
     }
-    let committed = Instant::now();
     state.webhook_wake.notify_one();
-    crate::memo::settle(committed).await;
     let tested = state
         .tests
         .run(

@@ -13,17 +13,22 @@ pub const JWT: &str = "bench-jwt-secret-bench-jwt-secret-0123456789";
 pub async fn start_app(data_dir: &std::path::Path, extra: &[&str]) -> String {
     let keys = schema::KeyRing::generate_spec("bench");
     let data_dir = data_dir.display().to_string();
-    let mut args = vec![
-        "ca-connector",
-        "--listen",
-        "127.0.0.1:0",
+    // A benchmark that must know the port before start (a public URL naming it) passes --listen.
+    let listen: &[&str] = if extra.contains(&"--listen") {
+        &[]
+    } else {
+        &["--listen", "127.0.0.1:0"]
+    };
+    let mut args = vec!["ca-connector"];
+    args.extend_from_slice(listen);
+    args.extend_from_slice(&[
         "--data-dir",
         &data_dir,
         "--jwt-secret",
         JWT,
         "--encryption-keys",
         keys.expose_secret(),
-    ];
+    ]);
     args.extend_from_slice(extra);
     let cli = Cli::try_parse_from(args).unwrap();
     let app = Application::build(Config::resolve(&cli.settings).unwrap())

@@ -14,6 +14,7 @@ on_both_backends!(
     soap_credentials_connect_and_serve_a_burst_with_one_grant,
     refused_soap_values_name_the_soap_fields,
     switching_methods_keeps_the_other_values,
+    scheduled_health_checks_test_soap_connections,
 );
 
 const COMPANY: &str = "acme";
@@ -167,4 +168,41 @@ async fn switching_methods_keeps_the_other_values(backend: Backend) {
         )
         .await;
     assert_eq!(audit["entries"][0]["fields"], json!(["auth_method"]));
+}
+
+async fn scheduled_health_checks_test_soap_connections(backend: Backend) {
+    let sim = crate::connection::sim(0);
+    let app = app_against(&backend, &sim.url(), &["--health-check-interval-secs", "1"]).await;
+    app.put_credentials(COMPANY, &soap_body()).await;
+    let mut partial = soap_body();
+    partial["account_id"] = Value::Null;
+    app.put_credentials("partial", &partial).await;
+    let history = |company: &'static str| {
+        let app = &app;
+        async move {
+            app.get_json(
+                &format!("/api/v1/companies/{company}/connection/history"),
+                &admin(&[company]),
+            )
+            .await
+            .1["tests"]
+                .as_array()
+                .unwrap()
+                .clone()
+        }
+    };
+    let started = std::time::Instant::now();
+    let runs = loop {
+        let runs = history(COMPANY).await;
+        if !runs.is_empty() || started.elapsed() > std::time::Duration::from_secs(15) {
+            break runs;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    assert_eq!(runs[0]["triggered_by"], "scheduler", "{runs:?}");
+    assert_eq!(runs[0]["outcome"], "connected", "{runs:?}");
+    assert!(
+        history("partial").await.is_empty(),
+        "an incomplete SOAP connection is not checked"
+    );
 }
