@@ -55,7 +55,8 @@ fn seed(url: &str, keys: &KeyRing) {
 }
 
 fn soap_value(i: usize, what: &str) -> Option<SecretString> {
-    (i % 10 == 0).then(|| SecretString::from(format!("{what}-{i:05}-abcdefgh")))
+    i.is_multiple_of(10)
+        .then(|| SecretString::from(format!("{what}-{i:05}-abcdefgh")))
 }
 
 fn count_under(url: &str, key: &str) -> i64 {
