@@ -92,6 +92,8 @@ pub struct Caller(Arc<Identity>);
 #[derive(Debug)]
 pub struct Identity {
     pub sub: String,
+    /// When the token expires (unix seconds): a live event stream ends then.
+    pub exp: i64,
     all_companies: bool,
     companies: Vec<String>,
     scopes: HashSet<Scope>,
@@ -123,6 +125,11 @@ impl Caller {
                 ),
             ))
         }
+    }
+
+    /// The companies the token names (meaningless when it covers all).
+    pub fn companies(&self) -> &[String] {
+        &self.companies
     }
 
     pub fn may_access(&self, company: &str) -> bool {
@@ -229,6 +236,7 @@ impl Authenticator {
         let claims = data.claims;
         let caller = Caller(Arc::new(Identity {
             sub: claims.sub,
+            exp: claims.exp,
             all_companies: claims.companies.iter().any(|c| c == "*"),
             companies: claims.companies,
             scopes: claims

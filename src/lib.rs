@@ -10,6 +10,7 @@ pub mod connection_test;
 pub mod dev_secrets;
 pub mod header_limit;
 pub mod health_checks;
+pub mod live_events;
 pub mod memo;
 pub mod metrics;
 pub mod openapi;

@@ -4,7 +4,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    access_token, audit, companies, connect, connection, credentials, health, webhooks,
+    access_token, audit, companies, connect, connection, credentials, events, health, webhooks,
 };
 
 struct BearerAuth;
@@ -36,6 +36,7 @@ impl Modify for BearerAuth {
         access_token::issue,
         webhooks::create, webhooks::list, webhooks::read, webhooks::delete, webhooks::rotate_secret, webhooks::ping, webhooks::deliveries,
         connect::start, connect::code, connect::callback,
+        events::stream,
     ),
     modifiers(&BearerAuth)
 )]

@@ -39,6 +39,8 @@ pub struct AppState {
     /// The multi-threaded runtime the service was started on. Work that must not queue behind
     /// a burst of requests on an HTTP worker's own single-threaded runtime runs here.
     pub background: tokio::runtime::Handle,
+    /// Follows the event log for this instance's live streams (§11).
+    pub events: crate::live_events::EventHub,
     /// Wakes this instance's delivery worker after a change wrote events.
     pub webhook_wake: Arc<tokio::sync::Notify>,
     pub config: Config,
@@ -138,6 +140,7 @@ impl Application {
                 schema::tokens::begin_refresh_batch(conn, &lease_keys, reqs)
             }),
         );
+        let events = crate::live_events::EventHub::start(db.clone()).await?;
         let state = web::Data::new(AppState {
             db,
             keys,
@@ -151,6 +154,7 @@ impl Application {
             .map_err(anyhow::Error::msg)?
             .with_scope(&config.connect.scope),
             tests: TestRunner::default(),
+            events,
             tokens: TokenBroker::default(),
             leases,
             statuses: Memo::default(),

@@ -8,6 +8,7 @@ pub mod connect;
 pub mod connection;
 pub mod credentials;
 pub mod error;
+pub mod events;
 mod group_commit;
 pub mod keys;
 pub mod outbox;

@@ -38,6 +38,7 @@ struct EventRow {
     company: Option<String>,
     body: String,
     created_at: NaiveDateTime,
+    seq: Option<i64>,
 }
 
 #[derive(Insertable)]
@@ -85,10 +86,8 @@ pub fn emit(
         })
         .map(|(webhook_id, _, _)| webhook_id)
         .collect();
-    // An event no subscription wants can never be delivered: nothing is stored for it.
-    if targets.is_empty() {
-        return Ok(id);
-    }
+    // Every event is kept, delivered or not: live streams (§11) read the same log.
+    let seq = next_seq(conn)?;
     let body = json!({"type": event_type, "timestamp": at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true), "data": data});
     diesel::insert_into(outbox_events::table)
         .values(&EventRow {
@@ -97,6 +96,7 @@ pub fn emit(
             company: company.map(str::to_string),
             body: body.to_string(),
             created_at: at.naive_utc(),
+            seq: Some(seq),
         })
         .execute(conn)?;
     for webhook_id in targets {
@@ -117,6 +117,19 @@ pub fn emit(
             .execute(conn)?;
     }
     Ok(id)
+}
+
+/// The next event number, in commit order: on PostgreSQL event writers take turns on an advisory
+/// lock held to the end of their transaction (SQLite's write transactions already take turns).
+fn next_seq(conn: &mut AnyConnection) -> Result<i64, StoreError> {
+    if let AnyConnection::Postgresql(pg) = conn {
+        diesel::sql_query("SELECT pg_advisory_xact_lock(7204131169)").execute(pg)?;
+    }
+    let max: Option<Option<i64>> = outbox_events::table
+        .select(diesel::dsl::max(outbox_events::seq))
+        .first(conn)
+        .optional()?;
+    Ok(max.flatten().unwrap_or(0) + 1)
 }
 
 /// Writes `connection.status_changed`, in the transaction of whatever changed the state.

@@ -76,10 +76,16 @@ pub fn sweep(
         let pending = webhook_deliveries::table
             .filter(webhook_deliveries::status.eq("pending"))
             .select(webhook_deliveries::event_id);
+        // The newest event always stays: numbering continues after it, so a stream's
+        // Last-Event-ID never meets a number used twice.
+        let newest: Option<i64> = outbox_events::table
+            .select(diesel::dsl::max(outbox_events::seq))
+            .first(conn)?;
         Ok(diesel::delete(
             outbox_events::table
                 .filter(outbox_events::created_at.lt(before(keep.events)))
-                .filter(outbox_events::id.ne_all(pending)),
+                .filter(outbox_events::id.ne_all(pending))
+                .filter(outbox_events::seq.lt(newest.unwrap_or(i64::MAX))),
         )
         .execute(conn)?)
     })?;
@@ -134,9 +140,15 @@ mod tests {
             .execute(&mut conn)
             .unwrap();
         insert(&mut conn, "INSERT INTO audit_entries (id, company, at, actor, action, fields) VALUES (?, 'acme', ?, 't', 'updated', '[]')", "a-old", old);
-        let event = "INSERT INTO outbox_events (id, event_type, company, body, created_at) VALUES (?, 'credentials.updated', 'acme', '{}', ?)";
-        for (id, at) in [("e-old", old), ("e-old-pending", old), ("e-new", new)] {
-            insert(&mut conn, event, id, at);
+        // The newest event stays however old it is: numbering continues after it.
+        for (seq, id, at) in [
+            (10, "e-old", old),
+            (11, "e-old-pending", old),
+            (12, "e-new", new),
+            (13, "e-newest", old),
+        ] {
+            let event = format!("INSERT INTO outbox_events (id, event_type, company, body, created_at, seq) VALUES (?, 'credentials.updated', 'acme', '{{}}', ?, {seq})");
+            insert(&mut conn, &event, id, at);
         }
         let delivery = |status: &str| {
             format!("INSERT INTO webhook_deliveries (id, webhook_id, event_id, company, status, attempts, next_attempt_at, created_at) VALUES (?, 'wh', 'e-old-pending', 'acme', '{status}', 1, ?, '2000-01-01 00:00:00')")
@@ -169,11 +181,16 @@ mod tests {
             .unwrap();
         assert_eq!(tests, ["t-last", "t-new"], "the last test stays");
         let events: Vec<String> = outbox_events::table
+            .filter(outbox_events::id.like("e-%"))
             .select(outbox_events::id)
             .order(outbox_events::id.asc())
             .load(&mut conn)
             .unwrap();
-        assert_eq!(events, ["e-new", "e-old-pending"], "pending work stays");
+        assert_eq!(
+            events,
+            ["e-new", "e-newest", "e-old-pending"],
+            "pending work and the newest event stay"
+        );
         let audit: i64 = audit_entries::table.count().get_result(&mut conn).unwrap();
         assert_eq!(audit, 1, "the save's own entry stays");
         assert_eq!(sweep(&mut conn, &keep, now).unwrap(), Swept::default());

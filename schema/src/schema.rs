@@ -91,6 +91,7 @@ diesel::table! {
         company -> Nullable<Text>,
         body -> Text,
         created_at -> Timestamp,
+        seq -> Nullable<BigInt>,
     }
 }
 

@@ -9,6 +9,7 @@ mod connect_page;
 pub mod connection;
 pub mod credentials;
 mod credentials_input;
+pub mod events;
 pub mod health;
 pub mod webhooks;
 
@@ -59,6 +60,7 @@ route_table! {
     "/api/v1/companies/{company}/connect" => { post: connect::start }
     "/api/v1/companies/{company}/connect/code" => { post: connect::code }
     "/oauth/callback" => { get: connect::callback }
+    "/api/v1/events" => { get: events::stream }
 }
 
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {

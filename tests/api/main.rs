@@ -11,6 +11,7 @@ mod cli;
 mod connect;
 mod connection;
 mod credentials;
+mod events;
 mod first_hour;
 mod foundation;
 mod memory;

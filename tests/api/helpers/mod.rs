@@ -254,12 +254,21 @@ pub fn token(companies: &[&str], scope: &str) -> String {
 }
 
 pub fn token_for(sub: &str, companies: &[&str], scope: &str) -> String {
+    token_with(sub, companies, scope, 600)
+}
+
+/// A token that expires `seconds` from now.
+pub fn token_expiring_in(companies: &[&str], scope: &str, seconds: i64) -> String {
+    token_with("admin@test", companies, scope, seconds)
+}
+
+fn token_with(sub: &str, companies: &[&str], scope: &str, lifetime: i64) -> String {
     let now = chrono::Utc::now().timestamp();
     mint_hs256(
         &SecretString::from(JWT_SECRET.to_string()),
         &Claims {
             sub: sub.into(),
-            exp: now + 600,
+            exp: now + lifetime,
             aud: "ca-connector".into(),
             iss: None,
             nbf: None,

@@ -1,0 +1,2 @@
+DROP INDEX outbox_events_seq;
+ALTER TABLE outbox_events DROP COLUMN seq;

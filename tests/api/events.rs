@@ -1,0 +1,261 @@
+//! Contract §11: live events as Server-Sent Events, read over real HTTP, across two instances
+//! (on SQLite, two processes on one file), resumed with Last-Event-ID, on both backends.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+use crate::helpers::{admin, assert_problem, spawn_app, token, Backend, TestApp};
+use crate::memory::OtherProcess;
+use crate::on_both_backends;
+
+on_both_backends!(
+    a_change_through_another_process_reaches_the_stream,
+    last_event_id_replays_what_followed_or_resets,
+    streams_refuse_what_they_cannot_serve,
+);
+
+/// One parsed SSE frame (comments are skipped).
+#[derive(Debug, Clone)]
+struct Frame {
+    id: Option<i64>,
+    event: String,
+    data: Value,
+}
+
+/// An open stream, read frame by frame.
+struct Stream {
+    bytes: std::pin::Pin<
+        Box<dyn futures_util::Stream<Item = reqwest::Result<actix_web::web::Bytes>> + Send>,
+    >,
+    buffer: String,
+}
+
+impl Stream {
+    async fn open(app: &TestApp, query: &str, bearer: &str, last: Option<i64>) -> Stream {
+        let mut req = app
+            .client
+            .get(app.url(&format!("/api/v1/events{query}")))
+            .bearer_auth(bearer)
+            .header("accept", "text/event-stream");
+        if let Some(id) = last {
+            req = req.header("last-event-id", id.to_string());
+        }
+        let res = req.send().await.unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(res.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/event-stream"));
+        Stream {
+            bytes: Box::pin(res.bytes_stream()),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event frame within `wait`; `None` when none came (or the stream ended).
+    async fn next(&mut self, wait: Duration) -> Option<Frame> {
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let (mut id, mut event, mut data) = (None, String::new(), String::new());
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        id = v.parse().ok();
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        event = v.to_string();
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        data = v.to_string();
+                    }
+                }
+                if event.is_empty() {
+                    continue; // a comment
+                }
+                let data = serde_json::from_str(&data).unwrap_or(Value::Null);
+                return Some(Frame { id, event, data });
+            }
+            let chunk = tokio::time::timeout_at(deadline, self.bytes.next())
+                .await
+                .ok()??;
+            self.buffer
+                .push_str(&String::from_utf8_lossy(&chunk.unwrap()));
+        }
+    }
+
+    /// Frames until `wait` passes without one.
+    async fn drain(&mut self, wait: Duration) -> Vec<Frame> {
+        let mut frames = Vec::new();
+        while let Some(f) = self.next(wait).await {
+            frames.push(f);
+        }
+        frames
+    }
+}
+
+fn credentials(secret: &str) -> Value {
+    json!({"application_id": "demo-app", "shared_secret": secret})
+}
+
+async fn a_change_through_another_process_reaches_the_stream(backend: Backend) {
+    let app = spawn_app(&backend).await;
+    let other = OtherProcess::beside(&app, "http://127.0.0.1:9");
+    let mut acme = Stream::open(&app, "", &admin(&["acme"]), None).await;
+    let mut everything = Stream::open(&app, "?companies=acme", &admin(&["*"]), None).await;
+
+    let started = std::time::Instant::now();
+    let status = other
+        .write_credentials(
+            reqwest::Method::PUT,
+            "acme",
+            Some(credentials("secret-one-0001")),
+        )
+        .await;
+    assert_eq!(status, 201);
+    other
+        .write_credentials(
+            reqwest::Method::PUT,
+            "beta",
+            Some(credentials("secret-two-0001")),
+        )
+        .await;
+    let first = acme.next(Duration::from_secs(3)).await.expect("an event");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the other process's change arrived after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(first.event, "credentials.updated");
+    assert_eq!(first.data["type"], "credentials.updated");
+    assert_eq!(first.data["data"]["company"], "acme");
+    assert_eq!(
+        first.data["data"]["changed"],
+        json!(["application_id", "shared_secret"])
+    );
+    let second = acme
+        .next(Duration::from_secs(2))
+        .await
+        .expect("the status change");
+    assert_eq!(second.event, "connection.status_changed");
+    assert_eq!(second.data["data"]["state"], "incomplete");
+    assert!(second.id > first.id, "ids increase");
+    // beta is not covered by the token: nothing of it arrives.
+    let rest = acme.drain(Duration::from_millis(700)).await;
+    assert!(rest.is_empty(), "{rest:?}");
+    // A token for every company, narrowed to acme by the query, sees the same two.
+    let narrowed = everything.drain(Duration::from_millis(700)).await;
+    let companies: Vec<&Value> = narrowed
+        .iter()
+        .map(|f| &f.data["data"]["company"])
+        .collect();
+    assert_eq!(companies, [&json!("acme"), &json!("acme")], "{narrowed:?}");
+    // And a change made here reaches it too, with nobody subscribed to web-hooks.
+    app.patch_credentials("acme", &json!({"profile_id": 7}))
+        .await;
+    let local = acme
+        .next(Duration::from_secs(2))
+        .await
+        .expect("a local change");
+    assert_eq!(local.data["data"]["changed"], json!(["profile_id"]));
+}
+
+async fn last_event_id_replays_what_followed_or_resets(backend: Backend) {
+    let app = spawn_app(&backend).await;
+    let bearer = admin(&["acme"]);
+    let mut live = Stream::open(&app, "", &bearer, None).await;
+    for i in 0..3 {
+        app.put_credentials("acme", &credentials(&format!("secret-{i}-abcdef")))
+            .await;
+    }
+    let seen = live.drain(Duration::from_millis(800)).await;
+    let updates: Vec<&Frame> = seen
+        .iter()
+        .filter(|f| f.event == "credentials.updated")
+        .collect();
+    assert_eq!(updates.len(), 3, "{seen:?}");
+    let first = updates[0].id.unwrap();
+
+    // Reconnect after the first: everything that followed, in order, as sent live.
+    let mut resumed = Stream::open(&app, "", &bearer, Some(first)).await;
+    let replayed = resumed.drain(Duration::from_millis(500)).await;
+    let expected: Vec<i64> = seen
+        .iter()
+        .filter_map(|f| f.id)
+        .filter(|id| *id > first)
+        .collect();
+    assert_eq!(
+        replayed.iter().filter_map(|f| f.id).collect::<Vec<_>>(),
+        expected
+    );
+    // The same with the query parameter, for clients that cannot set the header.
+    let mut by_query = Stream::open(&app, &format!("?last_event_id={first}"), &bearer, None).await;
+    assert_eq!(
+        by_query.drain(Duration::from_millis(500)).await.len(),
+        expected.len()
+    );
+
+    // Swept events: resuming from one of them says reset first.
+    {
+        use diesel::RunQueryDsl;
+        let db = app.database();
+        let mut conn = db.get().unwrap();
+        let swept = diesel::sql_query(format!(
+            "DELETE FROM outbox_events WHERE seq <= {}",
+            first + 1
+        ))
+        .execute(&mut *conn)
+        .unwrap();
+        assert!(swept >= 1);
+    }
+    let mut stale = Stream::open(&app, "", &bearer, Some(first)).await;
+    let reset = stale.next(Duration::from_secs(2)).await.unwrap();
+    assert_eq!(reset.event, "reset");
+    assert!(stale.drain(Duration::from_millis(300)).await.is_empty());
+}
+
+async fn streams_refuse_what_they_cannot_serve(backend: Backend) {
+    let app = spawn_app(&backend).await;
+    let url = app.url("/api/v1/events");
+    let sse = |req: reqwest::RequestBuilder| req.header("accept", "text/event-stream");
+    let res = sse(app.client.get(&url)).send().await.unwrap();
+    assert_problem(res, 401, "invalid_token").await;
+    let res = app
+        .client
+        .get(&url)
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 406, "not_acceptable").await;
+    let res = sse(app.client.get(format!("{url}?companies=beta")))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 403, "company_forbidden").await;
+    let res = sse(app.client.get(&url))
+        .bearer_auth(token(&["acme"], "credentials:read"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 403, "insufficient_scope").await;
+    let res = sse(app.client.get(&url))
+        .bearer_auth(admin(&["acme"]))
+        .header("last-event-id", "yesterday")
+        .send()
+        .await
+        .unwrap();
+    assert_problem(res, 400, "invalid_query").await;
+
+    // The stream ends when the token expires.
+    let short = crate::helpers::token_expiring_in(&["acme"], "connection:read", 2);
+    let mut stream = Stream::open(&app, "", &short, None).await;
+    let started = std::time::Instant::now();
+    assert!(stream.next(Duration::from_secs(6)).await.is_none());
+    let ended = started.elapsed();
+    assert!(
+        ended < Duration::from_secs(5),
+        "the stream outlived its token: {ended:?}"
+    );
+}
