@@ -22,6 +22,8 @@ const CAPACITY: usize = 4096;
 #[derive(Clone)]
 pub struct EventHub {
     sender: broadcast::Sender<Arc<LoggedEvent>>,
+    /// Flips to true when the server stops: every stream ends.
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 impl EventHub {
@@ -31,13 +33,26 @@ impl EventHub {
             .run(|conn| Ok(schema::events::bounds(conn)?.map_or(0, |(_, n)| n)))
             .await?;
         let (sender, _) = broadcast::channel(CAPACITY);
-        let hub = EventHub { sender };
+        let hub = EventHub {
+            sender,
+            closing: tokio::sync::watch::Sender::new(false),
+        };
         tokio::spawn(follow(db, hub.sender.clone(), newest));
         Ok(hub)
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<LoggedEvent>> {
         self.sender.subscribe()
+    }
+
+    /// Resolves when the server is stopping.
+    pub fn closing(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.closing.subscribe()
+    }
+
+    /// Ends every stream (the server is stopping).
+    pub fn close(&self) {
+        self.closing.send_replace(true);
     }
 }
 

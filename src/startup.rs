@@ -63,6 +63,7 @@ pub struct Application {
     port: u16,
     address: SocketAddr,
     server: Server,
+    events: crate::live_events::EventHub,
 }
 
 /// Opens the database, applies pending migrations and refuses a database that holds secrets
@@ -141,6 +142,7 @@ impl Application {
             }),
         );
         let events = crate::live_events::EventHub::start(db.clone()).await?;
+        let state_events = events.clone();
         let state = web::Data::new(AppState {
             db,
             keys,
@@ -203,11 +205,15 @@ impl Application {
         .listen(listener)?
         // In-flight requests get this long to finish after SIGTERM.
         .shutdown_timeout(30)
+        // Signals are handled in `run_until_stopped`, which first ends the live event streams
+        // (they never finish on their own, and would hold the shutdown for its whole timeout).
+        .disable_signals()
         .run();
         Ok(Application {
             port,
             address: listener_address,
             server,
+            events: state_events,
         })
     }
 
@@ -221,6 +227,31 @@ impl Application {
     }
 
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let handle = self.server.handle();
+        let events = self.events.clone();
+        tokio::spawn(async move {
+            if stop_signal().await.is_ok() {
+                tracing::info!("stopping: finishing requests in flight");
+                events.close();
+                handle.stop(true).await;
+            }
+        });
         self.server.await
+    }
+}
+
+/// SIGTERM or SIGINT (Ctrl-C).
+async fn stop_signal() -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => Ok(()),
+            c = tokio::signal::ctrl_c() => c,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        tokio::signal::ctrl_c().await
     }
 }

@@ -100,6 +100,7 @@ struct Live {
     ends: Instant,
     keep_alive: Instant,
     db: Database,
+    closing: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Live {
@@ -131,8 +132,10 @@ impl Live {
                 self.keep_alive = Instant::now() + KEEP_ALIVE;
                 return Some((Ok(bytes), self));
             }
+            let mut closing = self.closing.clone();
             tokio::select! {
                 _ = tokio::time::sleep_until(self.ends) => return None,
+                _ = closing.wait_for(|closing| *closing) => return None,
                 _ = tokio::time::sleep_until(self.keep_alive) => {
                     self.keep_alive = Instant::now() + KEEP_ALIVE;
                     return Some((Ok(Bytes::from_static(b": keep-alive\n\n")), self));
@@ -197,6 +200,7 @@ pub async fn stream(
         ends: Instant::now() + Duration::from_secs(remaining.max(0) as u64),
         keep_alive: Instant::now() + KEEP_ALIVE,
         db: state.db.clone(),
+        closing: state.events.closing(),
     };
     if let Some(id) = resume {
         // The log numbers events without gaps, so events after `id` are all there exactly when

@@ -367,6 +367,39 @@ fn sigterm_finishes_requests_in_flight() {
     );
 }
 
+/// SIGTERM ends open live event streams at once instead of waiting out the shutdown timeout.
+#[test]
+fn sigterm_ends_live_event_streams() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let (child, port, _reader, _) = start(bare(dir.path()));
+    let out = bare(dir.path())
+        .args(["token", "--company", "acme"])
+        .output_within(LIMIT);
+    let jwt = String::from_utf8(out.stdout).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        s,
+        "GET /api/v1/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\nAccept: text/event-stream\r\n\r\n",
+        jwt.trim()
+    )
+    .unwrap();
+    let mut first = [0u8; 64];
+    let n = s.read(&mut first).unwrap();
+    assert!(
+        String::from_utf8_lossy(&first[..n]).starts_with("HTTP/1.1 200"),
+        "the stream opened"
+    );
+    let signalled = std::time::Instant::now();
+    unsafe_kill(child.id(), "TERM");
+    let status = finish_within(child, Duration::from_secs(40)).status;
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "the open stream held the shutdown for {:?}",
+        signalled.elapsed()
+    );
+}
+
 fn unsafe_kill(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([&format!("-{signal}"), &pid.to_string()])
