@@ -4,7 +4,8 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes::{
-    access_token, audit, companies, connect, connection, credentials, events, health, webhooks,
+    access_token, admin, audit, companies, connect, connection, credentials, events, health,
+    webhooks,
 };
 
 struct BearerAuth;
@@ -37,6 +38,7 @@ impl Modify for BearerAuth {
         webhooks::create, webhooks::list, webhooks::read, webhooks::delete, webhooks::rotate_secret, webhooks::ping, webhooks::deliveries,
         connect::start, connect::code, connect::callback,
         events::stream,
+        admin::redirect, admin::page, admin::asset,
     ),
     modifiers(&BearerAuth)
 )]

@@ -147,6 +147,13 @@ pub struct Settings {
     pub webhook_allow_http: bool,
     #[command(flatten)]
     pub connect: crate::connect_settings::ConnectArgs,
+    /// Who may embed the settings screen (/admin/) in a frame: its CSP frame-ancestors sources
+    #[arg(
+        long,
+        env = "CA_CONNECTOR_ADMIN_FRAME_ANCESTORS",
+        default_value = "'self'"
+    )]
+    pub admin_frame_ancestors: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -388,6 +395,24 @@ pub fn parse_listen(raw: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| invalid("--listen", hint))
 }
 
+/// CSP `frame-ancestors` sources: `'self'`, `'none'`, or origins; nothing that could close the
+/// directive and start another (`;` or `,`).
+fn frame_ancestors(raw: &str) -> Result<String, ConfigError> {
+    let sources: Vec<&str> = raw.split_whitespace().collect();
+    let ok = |s: &&str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_graphic() && c != ';' && c != ',')
+    };
+    if sources.is_empty() || !sources.iter().all(ok) {
+        return Err(invalid(
+            "--admin-frame-ancestors",
+            "must be CSP sources separated by spaces, like 'self' https://erp.example",
+        ));
+    }
+    Ok(sources.join(" "))
+}
+
 /// The resolved configuration the service runs with.
 #[derive(Clone)]
 pub struct Config {
@@ -405,6 +430,8 @@ pub struct Config {
     pub webhooks: WebhookSettings,
     pub retention: schema::retention::Retention,
     pub connect: crate::connect_settings::ConnectSettings,
+    /// The CSP `frame-ancestors` sources of the settings screen.
+    pub admin_frame_ancestors: String,
     /// Dev secrets that were generated (or read back) from the data dir, for the start-up warning.
     pub dev_secrets: Vec<String>,
 }
@@ -492,6 +519,7 @@ impl Config {
             },
             retention,
             connect: s.connect.resolve()?,
+            admin_frame_ancestors: frame_ancestors(&s.admin_frame_ancestors)?,
             dev_secrets: keys_note.into_iter().chain(jwt_note).collect(),
         })
     }

@@ -20,6 +20,10 @@ pub struct TokenArgs {
     /// The `sub` claim (who acts; shown in the audit trail)
     #[arg(long, default_value = "local-admin")]
     pub sub: String,
+    /// Print a link that opens the settings screen signed in (BASE/admin/#token=…) instead of
+    /// the bare token; BASE defaults to http://127.0.0.1:8080
+    #[arg(long, num_args = 0..=1, default_missing_value = "http://127.0.0.1:8080", value_name = "BASE")]
+    pub admin_url: Option<String>,
     #[command(flatten)]
     pub data: DataArgs,
     #[command(flatten)]
@@ -50,5 +54,10 @@ pub fn run(args: &TokenArgs) -> anyhow::Result<String> {
         companies: args.companies.clone(),
         scope: Some(args.scope.clone()),
     };
-    mint_hs256(secret, &claims).map_err(anyhow::Error::msg)
+    let jwt = mint_hs256(secret, &claims).map_err(anyhow::Error::msg)?;
+    Ok(match &args.admin_url {
+        // In the fragment: a browser never sends it to a server.
+        Some(base) => format!("{}/admin/#token={jwt}", base.trim_end_matches('/')),
+        None => jwt,
+    })
 }

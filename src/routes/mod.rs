@@ -2,6 +2,7 @@
 //! for the scope and company before touching the store.
 
 pub mod access_token;
+pub mod admin;
 pub mod audit;
 pub mod companies;
 pub mod connect;
@@ -61,6 +62,9 @@ route_table! {
     "/api/v1/companies/{company}/connect/code" => { post: connect::code }
     "/oauth/callback" => { get: connect::callback }
     "/api/v1/events" => { get: events::stream }
+    "/admin" => { get: admin::redirect }
+    "/admin/" => { get: admin::page }
+    "/admin/{file}" => { get: admin::asset }
 }
 
 pub async fn not_found() -> Result<actix_web::HttpResponse, ApiError> {

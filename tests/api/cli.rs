@@ -261,6 +261,7 @@ fn help_lists_every_setting_with_its_variable() {
             "oauth-redirect-uri",
             "oauth-scope",
             "connect-return-origins",
+            "admin-frame-ancestors",
             "log",
             "log-format",
         ] {

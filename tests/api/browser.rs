@@ -1,0 +1,377 @@
+//! Contract §12: the settings screen driven in headless Chromium (Debian's `chromium` and
+//! `chromium-driver`) through WebDriver, against the real app and the simulator. Without a
+//! browser these tests are skipped and counted; with `CI=true` or `REQUIRE_BROWSER=1` they fail.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{json, Value};
+
+use crate::connection::{app_against, APP, REFRESH, SECRET};
+use crate::helpers::{admin, captured_logs, skip, Backend, TestApp};
+
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+const CHROMIUM: &str = "/usr/bin/chromium";
+const TAB: &str = "\u{e004}";
+const ENTER: &str = "\u{e007}";
+
+/// A headless Chromium session; the driver is stopped on drop.
+struct Browser {
+    client: Client,
+    driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+impl Browser {
+    /// `None` (the test skipped and counted) when this machine has no Chromium.
+    async fn start(test: &str) -> Option<Browser> {
+        let driver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.into());
+        let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
+        if !std::path::Path::new(&driver).exists() || !std::path::Path::new(&binary).exists() {
+            skip(
+                test,
+                "browser",
+                "CHROMEDRIVER and CHROMIUM (or apt-get install chromium chromium-driver)",
+                "REQUIRE_BROWSER",
+            );
+            return None;
+        }
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new(&driver)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver starts");
+        let profile = tempfile::TempDir::new().unwrap();
+        // The flags keep Chromium off the network it cannot reach here (and anywhere in CI).
+        let caps = json!({"goog:chromeOptions": {"binary": binary, "args": [
+            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            "--no-first-run", "--disable-quic", "--window-size=1100,1300",
+            format!("--user-data-dir={}", profile.path().display()),
+        ]}});
+        let mut builder = ClientBuilder::rustls().unwrap();
+        builder.capabilities(caps.as_object().unwrap().clone());
+        let started = Instant::now();
+        let client = loop {
+            match builder.connect(&format!("http://127.0.0.1:{port}")).await {
+                Ok(client) => break client,
+                Err(e) if started.elapsed() > Duration::from_secs(20) => {
+                    panic!("chromedriver did not start a session: {e}")
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        };
+        Some(Browser {
+            client,
+            driver: child,
+            _profile: profile,
+        })
+    }
+
+    /// The form control a visible label names.
+    async fn by_label(&self, label: &str) -> fantoccini::elements::Element {
+        let label = self
+            .client
+            .find(Locator::XPath(&format!(
+                "//label[normalize-space()='{label}']"
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("no label '{label}': {e}"));
+        let id = label.attr("for").await.unwrap().expect("label has for");
+        self.client.find(Locator::Id(&id)).await.unwrap()
+    }
+
+    async fn button(&self, text: &str) -> fantoccini::elements::Element {
+        self.client
+            .find(Locator::XPath(&format!(
+                "//button[normalize-space()='{text}']"
+            )))
+            .await
+            .unwrap_or_else(|e| panic!("no button '{text}': {e}"))
+    }
+
+    async fn fill(&self, label: &str, value: &str) {
+        let input = self.by_label(label).await;
+        input.clear().await.unwrap();
+        input.send_keys(value).await.unwrap();
+    }
+
+    async fn text(&self, css: &str) -> String {
+        match self.client.find(Locator::Css(css)).await {
+            Ok(el) => el.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits until the element's text contains `want`.
+    async fn wait_text(&self, css: &str, want: &str) {
+        let started = Instant::now();
+        loop {
+            let text = self.text(css).await;
+            if text.contains(want) {
+                return;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "{css} never said '{want}' (last: '{text}')"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+async fn credentials(app: &TestApp, company: &str) -> Value {
+    app.get_json(
+        &format!("/api/v1/companies/{company}/credentials"),
+        &admin(&[company]),
+    )
+    .await
+    .1
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_settings_screen_in_a_real_browser() {
+    let Some(browser) = Browser::start("the_settings_screen_in_a_real_browser").await else {
+        return;
+    };
+    let sim = crate::connection::sim(0);
+    let app = app_against(&Backend::Sqlite, &sim.url(), &[]).await;
+    let jwt = admin(&["acme", "globex"]);
+
+    // Sign in with the box.
+    browser.client.goto(&app.url("/admin/")).await.unwrap();
+    browser.fill("Access token", &jwt).await;
+    browser.button("Sign in").await.click().await.unwrap();
+    browser.wait_text("[role=status]", "Not set up").await;
+    assert_eq!(browser.text("#signed-in").await, "Signed in as admin@test");
+
+    // The company, then the values, by their labels; Save.
+    browser
+        .by_label("Company")
+        .await
+        .select_by_value("acme")
+        .await
+        .unwrap();
+    browser.fill("Application ID", APP).await;
+    browser.fill("Shared Secret", SECRET).await;
+    browser.fill("Refresh Token", REFRESH).await;
+    browser.button("Save").await.click().await.unwrap();
+    browser.wait_text("#notice", "Saved.").await;
+    browser.wait_text("[role=status]", "Not tested yet").await;
+    let stored = credentials(&app, "acme").await;
+    assert_eq!(stored["complete"], true, "{stored}");
+    assert_eq!(stored["updated_by"], "admin@test");
+    // Secrets come back only as "set, ends in …", never in a field.
+    assert!(browser
+        .text("#shared_secret-set")
+        .await
+        .contains("ends in 0001"));
+    let secret_value = browser
+        .by_label("Shared Secret")
+        .await
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(secret_value.as_deref(), Some(""));
+
+    // Test Connection: green against the simulator.
+    browser
+        .button("Test Connection")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.wait_text("[role=status]", "Connected").await;
+    browser.wait_text("#result-message", "Connected.").await;
+
+    // A wrong Shared Secret: the message, and the fields at fault marked and described by it.
+    browser
+        .fill("Shared Secret", "wrong-shared-secret-0001")
+        .await;
+    browser.button("Save").await.click().await.unwrap();
+    browser.wait_text("#notice", "Saved.").await;
+    browser
+        .button("Test Connection")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_text(
+            "#result-message",
+            "did not accept the Application ID and Shared Secret",
+        )
+        .await;
+    browser.wait_text("[role=status]", "Failed").await;
+    for label in ["Shared Secret", "Application ID"] {
+        let input = browser.by_label(label).await;
+        assert_eq!(
+            input.attr("aria-invalid").await.unwrap().as_deref(),
+            Some("true"),
+            "{label}"
+        );
+        let described = input
+            .attr("aria-describedby")
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert!(described.contains("result-message"), "{label}: {described}");
+    }
+    let refresh = browser.by_label("Refresh Token").await;
+    assert_eq!(refresh.attr("aria-invalid").await.unwrap(), None);
+
+    // Another client repairs the secret through the API: the badge follows without a reload.
+    let res = app
+        .patch_credentials("acme", &json!({"shared_secret": SECRET}))
+        .await;
+    assert_eq!(res.status(), 200);
+    browser.wait_text("[role=status]", "Not tested yet").await;
+
+    // A save on a stale version: the page says someone else saved and offers to reload.
+    browser.fill("Profile ID", "5").await;
+    browser.button("Save").await.click().await.unwrap();
+    browser.wait_text("#notice", "Someone else saved").await;
+    browser.button("Reload").await.click().await.unwrap();
+    browser.wait_text("[role=status]", "Not tested yet").await;
+    assert_eq!(
+        browser
+            .by_label("Profile ID")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some("")
+    );
+
+    // Keyboard alone: Tab to Test Connection, press Enter.
+    browser.by_label("Profile ID").await.click().await.unwrap();
+    let mut reached = false;
+    for _ in 0..10 {
+        let focused = browser.client.active_element().await.unwrap();
+        if focused.text().await.unwrap_or_default() == "Test Connection" {
+            focused.send_keys(ENTER).await.unwrap();
+            reached = true;
+            break;
+        }
+        focused.send_keys(TAB).await.unwrap();
+    }
+    assert!(reached, "Test Connection is reachable by Tab");
+    browser.wait_text("[role=status]", "Connected").await;
+    browser.wait_text("#test", "Test Connection").await;
+    browser.wait_text("#result-message", "Connected.").await;
+
+    // A picture of it for the README, from the same session.
+    let png = browser.client.screenshot().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+    if std::env::var("UPDATE_SCREENSHOT").is_ok_and(|v| v == "1") {
+        std::fs::write(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/settings-screen.png"),
+            png,
+        )
+        .unwrap();
+    }
+
+    // The token reached no server in a URL: no log line carries it.
+    assert!(!captured_logs().contains(&jwt));
+    browser.client.clone().close().await.unwrap();
+}
+
+/// A link from `token --admin-url` signs in from its fragment, which then leaves the address bar.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_with_the_token_in_its_fragment_signs_in() {
+    let Some(browser) = Browser::start("a_link_with_the_token_in_its_fragment_signs_in").await
+    else {
+        return;
+    };
+    let sim = crate::connection::sim(0);
+    let app = app_against(&Backend::Sqlite, &sim.url(), &[]).await;
+    app.put_credentials("acme", &json!({"application_id": APP}))
+        .await;
+    let link = format!("{}/admin/#token={}", app.base, admin(&["acme"]));
+    browser.client.goto(&link).await.unwrap();
+    browser.wait_text("[role=status]", "Incomplete").await;
+    let url = browser.client.current_url().await.unwrap();
+    assert!(
+        url.fragment().is_none(),
+        "the token left the address bar: {url}"
+    );
+    assert_eq!(
+        browser
+            .by_label("Application ID")
+            .await
+            .prop("value")
+            .await
+            .unwrap()
+            .as_deref(),
+        Some(APP)
+    );
+    browser.client.clone().close().await.unwrap();
+}
+
+/// The page's own answers: its Content-Security-Policy, and no inline script or handler.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_page_allows_only_its_own_origin() {
+    let app = crate::helpers::spawn_app_with(
+        &Backend::Sqlite,
+        crate::helpers::AppOptions {
+            extra_args: vec![
+                "--admin-frame-ancestors".into(),
+                "'self' https://erp.example".into(),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    for path in ["/admin/", "/admin/admin.js", "/admin/admin.css"] {
+        let res = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(res.status(), 200, "{path}");
+        let csp = res.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .to_string();
+        assert_eq!(
+            csp,
+            "default-src 'self'; frame-ancestors 'self' https://erp.example"
+        );
+        let body = res.text().await.unwrap();
+        if path == "/admin/" {
+            assert!(
+                !body.contains("<script>")
+                    && !body.contains(" onclick")
+                    && !body.contains(" style=")
+            );
+            assert!(
+                !body.contains("http://") && !body.contains("https://"),
+                "no other host"
+            );
+        }
+    }
+    let res = app
+        .client
+        .get(app.url("/admin/nothing.js"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let plain = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = plain.get(app.url("/admin")).send().await.unwrap();
+    assert_eq!(res.headers()["location"], "/admin/");
+}
