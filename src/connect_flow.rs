@@ -213,17 +213,11 @@ pub async fn finish(
     }
     state.webhook_wake.notify_one();
     let tested = state
-        .tests
-        .run(
-            state.db.clone(),
-            state.keys.clone(),
-            state.upstream.clone(),
-            TestRequest {
-                company,
-                candidate: None,
-                triggered_by: attempt.caller.clone(),
-            },
-        )
+        .test_connection(TestRequest {
+            company,
+            candidate: None,
+            triggered_by: attempt.caller.clone(),
+        })
         .await?;
     let connected = tested.result["outcome"] == "connected";
     end(

@@ -47,6 +47,21 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// Runs Test Connection with this instance's database, keys and upstream client.
+    pub async fn test_connection(
+        &self,
+        request: crate::connection_test::TestRequest,
+    ) -> Result<crate::connection_test::Tested, crate::problem::ApiError> {
+        self.tests
+            .run(
+                self.db.clone(),
+                self.keys.clone(),
+                self.upstream.clone(),
+                request,
+            )
+            .await
+    }
+
     pub fn broker_deps(&self) -> BrokerDeps {
         BrokerDeps {
             db: self.db.clone(),

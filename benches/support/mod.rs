@@ -41,6 +41,11 @@ pub async fn start_app(data_dir: &std::path::Path, extra: &[&str]) -> String {
 
 /// A token for every company with the given scope, valid for ten hours.
 pub fn bearer(scope: &str) -> String {
+    bearer_for(&["*"], scope)
+}
+
+/// A token for the given companies with the given scope, valid for ten hours.
+pub fn bearer_for(companies: &[&str], scope: &str) -> String {
     let now = chrono::Utc::now().timestamp();
     mint_hs256(
         &SecretString::from(JWT.to_string()),
@@ -51,7 +56,7 @@ pub fn bearer(scope: &str) -> String {
             iss: None,
             nbf: None,
             iat: now,
-            companies: vec!["*".into()],
+            companies: companies.iter().map(|c| c.to_string()).collect(),
             scope: Some(scope.into()),
         },
     )

@@ -55,17 +55,11 @@ pub async fn test(
         Some(value) => Some(credentials_input::parse(Some(value), Mode::Merge)?),
     };
     let tested = state
-        .tests
-        .run(
-            state.db.clone(),
-            state.keys.clone(),
-            state.upstream.clone(),
-            TestRequest {
-                company,
-                candidate,
-                triggered_by: caller.sub.clone(),
-            },
-        )
+        .test_connection(TestRequest {
+            company,
+            candidate,
+            triggered_by: caller.sub.clone(),
+        })
         .await?;
     let committed = Instant::now();
     state.webhook_wake.notify_one();

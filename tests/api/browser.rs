@@ -2,86 +2,32 @@
 //! `chromium-driver`) through WebDriver, against the real app and the simulator. Without a
 //! browser these tests are skipped and counted; with `CI=true` or `REQUIRE_BROWSER=1` they fail.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use fantoccini::{Client, ClientBuilder, Locator};
+use fantoccini::Locator;
 use serde_json::{json, Value};
 
 use crate::connection::{app_against, APP, REFRESH, SECRET};
 use crate::helpers::{admin, captured_logs, skip, Backend, TestApp};
 
-const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
-const CHROMIUM: &str = "/usr/bin/chromium";
 const TAB: &str = "\u{e004}";
 const ENTER: &str = "\u{e007}";
 
-/// A headless Chromium session; the driver is stopped on drop.
-struct Browser {
-    client: Client,
-    driver: Child,
-    _profile: tempfile::TempDir,
-}
+use crate::browser_driver::Browser;
 
-impl Drop for Browser {
-    fn drop(&mut self) {
-        let _ = self.driver.kill();
-        let _ = self.driver.wait();
+/// A browser for one test, or `None` (the test skipped and counted) when this machine has none.
+async fn browser(test: &str) -> Option<Browser> {
+    match Browser::start().await {
+        Ok(b) => Some(b),
+        Err(missing) => {
+            skip(test, "browser", &missing, "REQUIRE_BROWSER");
+            None
+        }
     }
 }
 
 impl Browser {
-    /// `None` (the test skipped and counted) when this machine has no Chromium.
-    async fn start(test: &str) -> Option<Browser> {
-        let driver = std::env::var("CHROMEDRIVER").unwrap_or_else(|_| CHROMEDRIVER.into());
-        let binary = std::env::var("CHROMIUM").unwrap_or_else(|_| CHROMIUM.into());
-        if !std::path::Path::new(&driver).exists() || !std::path::Path::new(&binary).exists() {
-            skip(
-                test,
-                "browser",
-                "CHROMEDRIVER and CHROMIUM (or apt-get install chromium chromium-driver)",
-                "REQUIRE_BROWSER",
-            );
-            return None;
-        }
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = Command::new(&driver)
-            .arg(format!("--port={port}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("chromedriver starts");
-        let profile = tempfile::TempDir::new().unwrap();
-        // The flags keep Chromium off the network it cannot reach here (and anywhere in CI).
-        let caps = json!({"goog:chromeOptions": {"binary": binary, "args": [
-            "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            "--no-first-run", "--disable-quic", "--window-size=1100,1300",
-            format!("--user-data-dir={}", profile.path().display()),
-        ]}});
-        let mut builder = ClientBuilder::rustls().unwrap();
-        builder.capabilities(caps.as_object().unwrap().clone());
-        let started = Instant::now();
-        let client = loop {
-            match builder.connect(&format!("http://127.0.0.1:{port}")).await {
-                Ok(client) => break client,
-                Err(e) if started.elapsed() > Duration::from_secs(20) => {
-                    panic!("chromedriver did not start a session: {e}")
-                }
-                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-            }
-        };
-        Some(Browser {
-            client,
-            driver: child,
-            _profile: profile,
-        })
-    }
-
     /// The form control a visible label names.
     async fn by_label(&self, label: &str) -> fantoccini::elements::Element {
         let label = self
@@ -143,13 +89,16 @@ async fn credentials(app: &TestApp, company: &str) -> Value {
     .1
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_settings_screen_in_a_real_browser() {
-    let Some(browser) = Browser::start("the_settings_screen_in_a_real_browser").await else {
+// The screen's whole walk on each backend (the page only calls the API, but the API it calls
+// stores on both).
+crate::on_both_backends!(the_settings_screen_in_a_real_browser);
+
+async fn the_settings_screen_in_a_real_browser(backend: Backend) {
+    let Some(browser) = browser("the_settings_screen_in_a_real_browser").await else {
         return;
     };
     let sim = crate::connection::sim(0);
-    let app = app_against(&Backend::Sqlite, &sim.url(), &[]).await;
+    let app = app_against(&backend, &sim.url(), &[]).await;
     let jwt = admin(&["acme", "globex"]);
 
     // Sign in with the box.
@@ -278,7 +227,9 @@ async fn the_settings_screen_in_a_real_browser() {
     // A picture of it for the README, from the same session.
     let png = browser.client.screenshot().await.unwrap();
     assert!(png.starts_with(b"\x89PNG"));
-    if std::env::var("UPDATE_SCREENSHOT").is_ok_and(|v| v == "1") {
+    if matches!(backend, Backend::Sqlite)
+        && std::env::var("UPDATE_SCREENSHOT").is_ok_and(|v| v == "1")
+    {
         std::fs::write(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/settings-screen.png"),
             png,
@@ -294,15 +245,32 @@ async fn the_settings_screen_in_a_real_browser() {
 /// A link from `token --admin-url` signs in from its fragment, which then leaves the address bar.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_with_the_token_in_its_fragment_signs_in() {
-    let Some(browser) = Browser::start("a_link_with_the_token_in_its_fragment_signs_in").await
-    else {
+    let Some(browser) = browser("a_link_with_the_token_in_its_fragment_signs_in").await else {
         return;
     };
     let sim = crate::connection::sim(0);
     let app = app_against(&Backend::Sqlite, &sim.url(), &[]).await;
     app.put_credentials("acme", &json!({"application_id": APP}))
         .await;
-    let link = format!("{}/admin/#token={}", app.base, admin(&["acme"]));
+    // The link as `ca-connector token --admin-url` prints it.
+    let out = Command::new(env!("CARGO_BIN_EXE_ca-connector"))
+        .args([
+            "token",
+            "--company",
+            "acme",
+            "--jwt-secret",
+            crate::helpers::JWT_SECRET,
+        ])
+        .args(["--data-dir", &app.data_dir.path().display().to_string()])
+        .args(["--admin-url", &app.base])
+        .output()
+        .unwrap();
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        link.starts_with(&format!("{}/admin/#token=ey", app.base)),
+        "{link} ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
     browser.client.goto(&link).await.unwrap();
     browser.wait_text("[role=status]", "Incomplete").await;
     let url = browser.client.current_url().await.unwrap();
@@ -374,4 +342,102 @@ async fn the_page_allows_only_its_own_origin() {
         .unwrap();
     let res = plain.get(app.url("/admin")).send().await.unwrap();
     assert_eq!(res.headers()["location"], "/admin/");
+}
+
+/// Connect to ChannelAdvisor from the screen: the simulator's Grant Access page, back to the
+/// screen, which says what happened; and the screen fits a narrow window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_from_the_screen_and_back() {
+    let Some(browser) = browser("connect_from_the_screen_and_back").await else {
+        return;
+    };
+    let sim = crate::connection::sim(0);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (listen, public) = (
+        format!("127.0.0.1:{port}"),
+        format!("http://127.0.0.1:{port}"),
+    );
+    let app = app_against(
+        &Backend::Sqlite,
+        &sim.url(),
+        &["--listen", &listen, "--public-url", &public],
+    )
+    .await;
+    app.put_credentials(
+        "acme",
+        &json!({"application_id": APP, "shared_secret": SECRET}),
+    )
+    .await;
+    // The link as `ca-connector token --admin-url` prints it.
+    let out = Command::new(env!("CARGO_BIN_EXE_ca-connector"))
+        .args([
+            "token",
+            "--company",
+            "acme",
+            "--jwt-secret",
+            crate::helpers::JWT_SECRET,
+        ])
+        .args(["--data-dir", &app.data_dir.path().display().to_string()])
+        .args(["--admin-url", &app.base])
+        .output()
+        .unwrap();
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        link.starts_with(&format!("{}/admin/#token=ey", app.base)),
+        "{link} ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    browser.client.goto(&link).await.unwrap();
+    browser.wait_text("[role=status]", "Incomplete").await;
+
+    browser
+        .button("Connect to ChannelAdvisor")
+        .await
+        .click()
+        .await
+        .unwrap();
+    // ChannelAdvisor's page (the simulator's): the account's profile, Grant Access.
+    let grant = browser
+        .client
+        .wait()
+        .for_element(Locator::XPath("//button[normalize-space()='Grant Access']"))
+        .await
+        .unwrap();
+    assert!(browser.text("body").await.contains("12345678"));
+    grant.click().await.unwrap();
+    // Back on the screen, signed in still, with the outcome.
+    browser
+        .wait_text("#notice", "Connected to ChannelAdvisor")
+        .await;
+    browser.wait_text("[role=status]", "Connected").await;
+    let url = browser.client.current_url().await.unwrap();
+    assert!(
+        url.as_str().starts_with(&format!("{}/admin/", app.base)),
+        "{url}"
+    );
+    assert!(
+        url.query().is_none(),
+        "the outcome left the address bar: {url}"
+    );
+    assert_eq!(
+        credentials(&app, "acme").await["refresh_token"]["set"],
+        true
+    );
+
+    // A narrow window (a phone, or 200% zoom on a small laptop): nothing wider than the window.
+    browser.client.set_window_size(400, 900).await.unwrap();
+    let fits = browser
+        .client
+        .execute(
+            "return document.documentElement.scrollWidth <= window.innerWidth;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(fits, json!(true), "the screen scrolls sideways at 400 px");
+    browser.client.clone().close().await.unwrap();
 }
