@@ -117,7 +117,7 @@ async fn main() {
             .code_grant(&app, &secret, &code, &redirect_uri)
             .await
             .unwrap();
-        let refresh = RefreshToken::from_secret(granted.refresh_token.unwrap());
+        let refresh = RefreshToken::from_secret(granted.refresh_token);
         let token = direct.refresh_grant(&app, &secret, &refresh).await.unwrap();
         direct.profiles(&app, &token.access_token).await.unwrap();
         let up = t.elapsed();

@@ -11,7 +11,7 @@ use chrono::{DateTime, Utc};
 use connector::connect::AuthorizeRequest;
 use connector::{ApplicationId, SharedSecret, TestError};
 use rand::RngCore;
-use schema::connect::{self, Attempt, NotStored, Refused};
+use schema::connect::{self, Attempt, Refused};
 use schema::CompanyId;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
@@ -190,27 +190,22 @@ pub async fn finish(
     {
         Ok(grant) => grant,
         Err(e) => {
-            tracing::info!(company = %company, code = e.code.as_str(), "connect: the code exchange failed");
+            // `error_code`: the classified failure, never the authorization code itself.
+            tracing::info!(company = %company, error_code = e.code.as_str(), "connect: the code exchange failed");
             end(state, attempt, "connect_failed").await?;
             return Ok(Finished::ExchangeFailed(e));
         }
-    };
-    let Some(refresh_token) = grant.refresh_token else {
-        return Err(ApiError::internal("code grant without a refresh token"));
     };
     let keys = state.keys.clone();
     let kept = attempt.clone();
     let saved = state
         .db
-        .run(move |conn| Ok(connect::store_granted(conn, &keys, &kept, &refresh_token)))
+        .run(move |conn| connect::store_granted(conn, &keys, &kept, &grant.refresh_token))
         .await?;
-    match saved {
-        Ok(saved) => {
-            tracing::info!(company = %company, version = saved.credentials.version, "connect: refresh token stored");
-        }
-        Err(NotStored::ApplicationChanged) => return Err(application_changed()),
-        Err(NotStored::Store(e)) => return Err(e.into()),
-    }
+    let Some(saved) = saved else {
+        return Err(application_changed());
+    };
+    tracing::info!(company = %company, version = saved.credentials.version, "connect: refresh token stored");
     state.webhook_wake.notify_one();
     let tested = state
         .test_connection(TestRequest {

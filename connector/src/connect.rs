@@ -3,9 +3,16 @@
 
 use secrecy::{ExposeSecret, SecretString};
 
-use crate::client::{classify_grant, form, ChannelAdvisorClient, TokenGrant};
+use crate::client::{classify_grant, form, ChannelAdvisorClient};
 use crate::credentials::{ApplicationId, SharedSecret};
 use crate::taxonomy::{ErrorCode, TestError};
+
+/// What an exchanged authorization code gives: the refresh token Connect is for. (The access
+/// token that comes with it is not kept: Test Connection obtains its own.) `Debug` is redacted.
+#[derive(Debug)]
+pub struct CodeGrant {
+    pub refresh_token: SecretString,
+}
 
 /// What the authorize URL carries besides the Application ID.
 pub struct AuthorizeRequest<'a> {
@@ -36,7 +43,7 @@ impl ChannelAdvisorClient {
         secret: &SharedSecret,
         code: &SecretString,
         redirect_uri: &str,
-    ) -> Result<TokenGrant, TestError> {
+    ) -> Result<CodeGrant, TestError> {
         let form = form(&[
             ("grant_type", "authorization_code"),
             ("code", code.expose_secret()),
@@ -44,12 +51,10 @@ impl ChannelAdvisorClient {
         ]);
         let answer = self.token_call(app, secret, form).await?;
         let grant = classify_grant(answer).map_err(about_the_code)?;
-        if grant.refresh_token.is_none() {
-            return Err(TestError::protocol(
-                "the authorization code was exchanged without a refresh token",
-            ));
-        }
-        Ok(grant)
+        let refresh_token = grant.refresh_token.ok_or_else(|| {
+            TestError::protocol("the authorization code was exchanged without a refresh token")
+        })?;
+        Ok(CodeGrant { refresh_token })
     }
 }
 
@@ -64,5 +69,75 @@ fn about_the_code(e: TestError) -> TestError {
         hint: "Press Connect to ChannelAdvisor again and grant access within five minutes. If it keeps failing, check that the Redirect URI registered on your application in the Developer Console is exactly the one ca-connector uses.".into(),
         fields: vec![],
         ..e
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use std::time::Duration;
+
+    use secrecy::{ExposeSecret, SecretString};
+    use wiremock::matchers::{body_string_contains, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    use super::*;
+
+    async fn exchange(answer: ResponseTemplate) -> Result<CodeGrant, TestError> {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/oauth2/token"))
+            .and(body_string_contains("grant_type=authorization_code"))
+            .and(body_string_contains(
+                "redirect_uri=https%3A%2F%2Fca.example%2Fcb",
+            ))
+            .respond_with(answer)
+            .mount(&server)
+            .await;
+        let client = ChannelAdvisorClient::new(
+            url::Url::parse(&server.uri()).unwrap(),
+            Duration::from_secs(5),
+            4,
+        )
+        .unwrap();
+        client
+            .code_grant(
+                &ApplicationId::parse("app").unwrap().unwrap(),
+                &SharedSecret::parse("secret").unwrap().unwrap(),
+                &SecretString::from("the-code"),
+                "https://ca.example/cb",
+            )
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_code_grant_yields_its_refresh_token_or_a_classified_refusal() {
+        let ok = exchange(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+            {"access_token": "a", "expires_in": 3600, "refresh_token": "granted-rt"}
+        )))
+        .await
+        .unwrap();
+        assert_eq!(ok.refresh_token.expose_secret(), "granted-rt");
+
+        let without = exchange(ResponseTemplate::new(200).set_body_json(serde_json::json!(
+            {"access_token": "a", "expires_in": 3600}
+        )))
+        .await
+        .unwrap_err();
+        assert_eq!(without.code, ErrorCode::UpstreamProtocolError);
+
+        let refused = exchange(
+            ResponseTemplate::new(400).set_body_json(serde_json::json!({"error": "invalid_grant"})),
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(refused.code, ErrorCode::InvalidRefreshToken);
+        assert!(
+            refused.message.contains("authorization code"),
+            "{}",
+            refused.message
+        );
+        assert!(refused.fields.is_empty());
     }
 }

@@ -196,53 +196,31 @@ pub fn record_end(
     write_tx(conn, |conn| finish(conn, attempt, action))
 }
 
-/// Why a granted refresh token was not stored.
-#[derive(Debug)]
-pub enum NotStored {
-    /// The company's Application ID changed (or its credentials went) since the attempt started:
-    /// the token belongs to another application.
-    ApplicationChanged,
-    Store(StoreError),
-}
-
-impl From<StoreError> for NotStored {
-    fn from(e: StoreError) -> Self {
-        NotStored::Store(e)
-    }
-}
-
 /// Stores the refresh token ChannelAdvisor granted as a new credentials version, by the person
 /// who started the attempt (`via: authorization_code`), with the save's events and cache drop.
+/// `None` (nothing stored, the attempt audited as failed) when the company's Application ID
+/// changed, or its credentials went, since the attempt started: the token is another
+/// application's.
 pub fn store_granted(
     conn: &mut AnyConnection,
     keys: &crate::KeyRing,
     attempt: &Attempt,
     refresh_token: &secrecy::SecretString,
-) -> Result<crate::credentials::Saved, NotStored> {
+) -> Result<Option<crate::credentials::Saved>, StoreError> {
     use crate::credentials::{self as creds, Change, CredentialsChange};
     let company = CompanyId::parse(&attempt.company).map_err(StoreError::Worker)?;
-    let mut outcome = None;
-    let saved = write_tx(conn, |conn| {
+    write_tx(conn, |conn| {
         let current = creds::load_row_for_update(conn, company.as_str())?;
         if current.and_then(|r| r.application_id).as_deref() != Some(&attempt.application_id) {
             finish(conn, attempt, "connect_failed")?;
-            outcome = Some(NotStored::ApplicationChanged);
             return Ok(None);
         }
         let change = CredentialsChange {
-            application_id: Change::Keep,
-            shared_secret: Change::Keep,
             refresh_token: Change::Set(refresh_token.clone()),
-            profile_id: Change::Keep,
             // A Connect sets the company on the refresh-token method (contract §10).
             auth_method: Change::Set(creds::AuthMethod::RefreshToken),
             ..Default::default()
         };
         creds::save_in_tx(conn, keys, &company, &change, None, author(&attempt.caller)).map(Some)
-    })?;
-    match (saved, outcome) {
-        (Some(saved), _) => Ok(saved),
-        (None, Some(why)) => Err(why),
-        (None, None) => Err(NotStored::ApplicationChanged),
-    }
+    })
 }

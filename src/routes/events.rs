@@ -35,7 +35,7 @@ struct Filter(Option<HashSet<String>>);
 
 impl Filter {
     fn wants(&self, event: &LoggedEvent) -> bool {
-        if event.event_type == "webhook.ping" {
+        if event.event_type == schema::outbox::PING {
             return false;
         }
         match (&self.0, &event.company) {
