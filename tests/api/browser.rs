@@ -27,6 +27,29 @@ async fn browser(test: &str) -> Option<Browser> {
     }
 }
 
+/// The sign-in link for `company` as `ca-connector token --admin-url` prints it.
+fn admin_link(app: &TestApp, company: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_ca-connector"))
+        .args([
+            "token",
+            "--company",
+            company,
+            "--jwt-secret",
+            crate::helpers::JWT_SECRET,
+        ])
+        .args(["--data-dir", &app.data_dir.path().display().to_string()])
+        .args(["--admin-url", &app.base])
+        .output()
+        .unwrap();
+    let link = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert!(
+        link.starts_with(&format!("{}/admin/#token=ey", app.base)),
+        "{link} ({})",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    link
+}
+
 impl Browser {
     /// The form control a visible label names.
     async fn by_label(&self, label: &str) -> fantoccini::elements::Element {
@@ -252,25 +275,7 @@ async fn a_link_with_the_token_in_its_fragment_signs_in() {
     let app = app_against(&Backend::Sqlite, &sim.url(), &[]).await;
     app.put_credentials("acme", &json!({"application_id": APP}))
         .await;
-    // The link as `ca-connector token --admin-url` prints it.
-    let out = Command::new(env!("CARGO_BIN_EXE_ca-connector"))
-        .args([
-            "token",
-            "--company",
-            "acme",
-            "--jwt-secret",
-            crate::helpers::JWT_SECRET,
-        ])
-        .args(["--data-dir", &app.data_dir.path().display().to_string()])
-        .args(["--admin-url", &app.base])
-        .output()
-        .unwrap();
-    let link = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(
-        link.starts_with(&format!("{}/admin/#token=ey", app.base)),
-        "{link} ({})",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let link = admin_link(&app, "acme");
     browser.client.goto(&link).await.unwrap();
     browser.wait_text("[role=status]", "Incomplete").await;
     let url = browser.client.current_url().await.unwrap();
@@ -352,11 +357,7 @@ async fn connect_from_the_screen_and_back() {
         return;
     };
     let sim = crate::connection::sim(0);
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = crate::helpers::free_port();
     let (listen, public) = (
         format!("127.0.0.1:{port}"),
         format!("http://127.0.0.1:{port}"),
@@ -372,25 +373,7 @@ async fn connect_from_the_screen_and_back() {
         &json!({"application_id": APP, "shared_secret": SECRET}),
     )
     .await;
-    // The link as `ca-connector token --admin-url` prints it.
-    let out = Command::new(env!("CARGO_BIN_EXE_ca-connector"))
-        .args([
-            "token",
-            "--company",
-            "acme",
-            "--jwt-secret",
-            crate::helpers::JWT_SECRET,
-        ])
-        .args(["--data-dir", &app.data_dir.path().display().to_string()])
-        .args(["--admin-url", &app.base])
-        .output()
-        .unwrap();
-    let link = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(
-        link.starts_with(&format!("{}/admin/#token=ey", app.base)),
-        "{link} ({})",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let link = admin_link(&app, "acme");
     browser.client.goto(&link).await.unwrap();
     browser.wait_text("[role=status]", "Incomplete").await;
 

@@ -7,7 +7,9 @@ use connector::sim::{SimConfig, Simulator};
 use serde_json::{json, Value};
 
 use crate::connection::{app_against, APP, SECRET};
-use crate::helpers::{admin, assert_problem, captured_logs, second_instance, Backend, TestApp};
+use crate::helpers::{
+    admin, assert_problem, captured_logs, free_port, second_instance, Backend, TestApp,
+};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -28,14 +30,6 @@ fn browser() -> reqwest::Client {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The service with Connect configured: its public URL names its own port.

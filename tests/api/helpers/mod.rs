@@ -375,3 +375,13 @@ pub async fn second_instance(first: &TestApp, extra_args: &[&str]) -> TestApp {
     )
     .await
 }
+
+/// A loopback port free a moment ago, for an app whose settings must name its own port before it
+/// starts (a public URL).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
