@@ -1,7 +1,8 @@
 //! Live events (contract §11): one reader per instance follows the event log in the database and
 //! fans each new event out to this instance's streams. The log is the source, so a change made
-//! through any instance reaches every instance's streams: a local commit wakes the reader at once,
-//! and it looks at least every `POLL` for commits of other instances (or processes on one file).
+//! through any instance reaches every instance's streams: a local commit wakes the reader at once
+//! (`schema::pool::commit_wake`), and it looks at least every `POLL` for commits of other
+//! instances (or processes on one file).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,8 +13,6 @@ use tokio::sync::broadcast;
 
 /// How often the reader looks for other instances' events ("within a second", §11).
 const POLL: Duration = Duration::from_millis(250);
-/// How often it checks whether this process committed anything (a cheap counter read).
-const LOCAL_CHECK: Duration = Duration::from_millis(5);
 /// Events read per query; a longer backlog is read in several.
 const BATCH: i64 = 500;
 /// Events a slow stream may fall behind before it re-reads from the log.
@@ -57,42 +56,51 @@ impl EventHub {
 }
 
 async fn follow(db: Database, sender: broadcast::Sender<Arc<LoggedEvent>>, mut last: i64) {
-    let mut polled = tokio::time::Instant::now();
-    let mut commits = schema::pool::local_commits();
     loop {
-        tokio::time::sleep(LOCAL_CHECK).await;
-        let now_commits = schema::pool::local_commits();
-        if now_commits == commits && polled.elapsed() < POLL {
-            continue;
-        }
-        (commits, polled) = (now_commits, tokio::time::Instant::now());
+        // Armed before the log is read: a commit while reading wakes the next round at once.
+        let woken = schema::pool::commit_wake().notified();
+        tokio::pin!(woken);
+        woken.as_mut().enable();
         if sender.receiver_count() == 0 {
             // Nobody listens: remember where the log ends, without reading the events.
             if let Ok(Some((_, newest))) = db.run(schema::events::bounds).await {
                 last = last.max(newest);
             }
-            continue;
+        } else {
+            last = publish(&db, &sender, last).await;
         }
-        loop {
-            let events = match db
-                .run(move |conn| schema::events::after(conn, last, BATCH))
-                .await
-            {
-                Ok(events) => events,
-                Err(e) => {
-                    tracing::warn!(error = %e, "live events: reading the event log failed");
-                    break;
-                }
-            };
-            let full = events.len() as i64 == BATCH;
-            for event in events {
-                last = event.seq;
-                // No receiver is not an error: streams come and go.
-                let _ = sender.send(Arc::new(event));
+        tokio::select! {
+            _ = woken => {}
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// Sends every event after `last` to the streams; returns the last one sent.
+async fn publish(
+    db: &Database,
+    sender: &broadcast::Sender<Arc<LoggedEvent>>,
+    mut last: i64,
+) -> i64 {
+    loop {
+        let events = match db
+            .run(move |conn| schema::events::after(conn, last, BATCH))
+            .await
+        {
+            Ok(events) => events,
+            Err(e) => {
+                tracing::warn!(error = %e, "live events: reading the event log failed");
+                return last;
             }
-            if !full {
-                break;
-            }
+        };
+        let full = events.len() as i64 == BATCH;
+        for event in events {
+            last = event.seq;
+            // No receiver is not an error: streams come and go.
+            let _ = sender.send(Arc::new(event));
+        }
+        if !full {
+            return last;
         }
     }
 }

@@ -309,12 +309,22 @@ static LOCAL_COMMITS: AtomicU64 = AtomicU64::new(0);
 /// One SQLite write transaction at a time in this process (see `write_tx`).
 static SQLITE_WRITERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// Woken by every write transaction this process commits (see `commit_wake`).
+static COMMIT_WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+
 pub fn local_commits() -> u64 {
     LOCAL_COMMITS.load(Ordering::Acquire)
 }
 
+/// Wakes whoever waits for this process's next commit (the live-events reader). Create the
+/// `Notified` and `enable` it before looking at the database, so no commit falls in between.
+pub fn commit_wake() -> &'static tokio::sync::Notify {
+    &COMMIT_WAKE
+}
+
 fn committed() {
     LOCAL_COMMITS.fetch_add(1, Ordering::AcqRel);
+    COMMIT_WAKE.notify_waiters();
 }
 
 /// A write transaction. On SQLite it starts with `BEGIN IMMEDIATE` so the write lock is taken up
