@@ -5,6 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
 
+use connector::ApplicationId;
 use diesel::Connection;
 use schema::credentials::{self, Change, CredentialsChange};
 use schema::{CompanyId, Database, KeyRing};
@@ -26,7 +27,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for i in 0..n {
             let change = match apps {
                 None => CredentialsChange {
-                    application_id: Change::Set(format!("app-{i}")),
+                    application_id: Change::Set(
+                        ApplicationId::parse(&format!("app-{i}")).unwrap().unwrap(),
+                    ),
                     shared_secret: Change::Set(SecretString::from(format!(
                         "secret-{i:06}-abcdefgh"
                     ))),
@@ -37,7 +40,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     ..Default::default()
                 },
                 Some(apps) => CredentialsChange {
-                    application_id: Change::Set(format!("bench-app-{}", i % apps)),
+                    application_id: Change::Set(
+                        ApplicationId::parse(&format!("bench-app-{}", i % apps))
+                            .unwrap()
+                            .unwrap(),
+                    ),
                     shared_secret: Change::Set(SecretString::from(format!(
                         "bench-app-{}-secret",
                         i % apps

@@ -9,7 +9,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
 use connector::connect::AuthorizeRequest;
-use connector::{ApplicationId, SharedSecret, TestError};
+use connector::{SharedSecret, TestError};
 use rand::RngCore;
 use schema::connect::{self, Attempt, Refused};
 use schema::CompanyId;
@@ -87,9 +87,7 @@ pub async fn start(
     .filter(|(set, _)| !set)
     .map(|(_, name)| name)
     .collect();
-    let app = application_id
-        .as_deref()
-        .and_then(|a| ApplicationId::parse(a).ok().flatten());
+    let app = application_id;
     let (Some(app), true) = (app, missing.is_empty()) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -173,9 +171,8 @@ pub async fn finish(
         .await?;
     let app = stored
         .as_ref()
-        .and_then(|c| c.application_id.as_deref())
-        .filter(|a| *a == attempt.application_id)
-        .and_then(|a| ApplicationId::parse(a).ok().flatten());
+        .and_then(|c| c.application_id.clone())
+        .filter(|a| a.as_str() == attempt.application_id);
     let secret = stored
         .and_then(|c| c.shared_secret)
         .map(SharedSecret::from_secret);
@@ -214,7 +211,7 @@ pub async fn finish(
             triggered_by: attempt.caller.clone(),
         })
         .await?;
-    let connected = tested.result["outcome"] == "connected";
+    let connected = tested.result.connected();
     end(
         state,
         attempt,

@@ -8,15 +8,15 @@ use std::time::Instant;
 
 use chrono::Utc;
 use connector::{
-    run_checks, AccessInput, ApplicationId, AuthMethod, ChannelAdvisorClient, SharedSecret,
-    StoredAccess, TestInput,
+    run_checks, AccessInput, AccountId, ApplicationId, AuthMethod, ChannelAdvisorClient, ProfileId,
+    SharedSecret, StoredAccess, TestInput,
 };
+use connector::{Outcome, TestResult};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use schema::connection::{ObtainedToken, TestRecord};
+use schema::connection::ObtainedToken;
 use schema::credentials::{Change, Credentials, CredentialsChange};
 use schema::{CompanyId, Database, KeyRing};
 use secrecy::{ExposeSecret, SecretString};
-use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
@@ -28,7 +28,7 @@ type Running = Shared<BoxFuture<'static, Result<Tested, ApiError>>>;
 /// A test's result as answered and stored, and whether it changed the connection's state.
 #[derive(Clone)]
 pub struct Tested {
-    pub result: Value,
+    pub result: TestResult,
     pub state_changed: bool,
 }
 
@@ -54,14 +54,14 @@ fn overlay<T: Clone>(stored: Option<T>, change: Option<&Change<T>>) -> Option<T>
 }
 
 struct Effective {
-    application_id: Option<String>,
+    application_id: Option<ApplicationId>,
     shared_secret: Option<SecretString>,
     refresh_token: Option<SecretString>,
-    profile_id: Option<i64>,
+    profile_id: Option<ProfileId>,
     auth_method: AuthMethod,
     developer_key: Option<SecretString>,
     password: Option<SecretString>,
-    account_id: Option<String>,
+    account_id: Option<AccountId>,
 }
 
 impl Effective {
@@ -72,7 +72,7 @@ impl Effective {
             refresh_token: self.refresh_token.as_ref(),
             developer_key: self.developer_key.as_ref(),
             password: self.password.as_ref(),
-            account_id: self.account_id.as_deref(),
+            account_id: self.account_id.as_ref().map(AccountId::as_str),
         })
     }
 }
@@ -121,7 +121,9 @@ fn digest(company: &CompanyId, candidate: bool, version: Option<i64>, e: &Effect
         company.as_str(),
         if candidate { "candidate" } else { "stored" },
         &version.map(|v| v.to_string()).unwrap_or_default(),
-        e.application_id.as_deref().unwrap_or("\u{0}"),
+        e.application_id
+            .as_ref()
+            .map_or("\u{0}", ApplicationId::as_str),
         e.shared_secret
             .as_ref()
             .map(|s| s.expose_secret())
@@ -130,7 +132,9 @@ fn digest(company: &CompanyId, candidate: bool, version: Option<i64>, e: &Effect
             .as_ref()
             .map(|s| s.expose_secret())
             .unwrap_or("\u{0}"),
-        &e.profile_id.map(|p| p.to_string()).unwrap_or_default(),
+        &e.profile_id
+            .map(|p| p.get().to_string())
+            .unwrap_or_default(),
         e.auth_method.as_str(),
         e.developer_key
             .as_ref()
@@ -140,7 +144,7 @@ fn digest(company: &CompanyId, candidate: bool, version: Option<i64>, e: &Effect
             .as_ref()
             .map(|s| s.expose_secret())
             .unwrap_or("\u{0}"),
-        e.account_id.as_deref().unwrap_or("\u{0}"),
+        e.account_id.as_ref().map_or("\u{0}", AccountId::as_str),
     ] {
         h.update(part.as_bytes());
         h.update([0x1f]);
@@ -215,54 +219,44 @@ async fn execute(
     let started_at = Utc::now();
     let started = Instant::now();
     let input = TestInput {
-        application_id: values
-            .application_id
-            .as_deref()
-            .and_then(|a| ApplicationId::parse(a).ok().flatten()),
+        application_id: values.application_id.clone(),
         access: values.access(),
         shared_secret: values.shared_secret.map(SharedSecret::from_secret),
         profile_id: values.profile_id,
     };
     let outcome = run_checks(&client, &input).await;
     let duration_ms = started.elapsed().as_millis() as u64;
-    let connected = outcome.error.is_none();
-    let id = uuid::Uuid::now_v7().to_string();
-    let result = json!({
-        "id": id,
-        "company": request.company.as_str(),
-        "outcome": if connected { "connected" } else { "failed" },
-        "candidate": request.candidate.is_some(),
-        "error": outcome.error,
-        "checks": outcome.checks,
-        "profiles": outcome.profiles,
-        "started_at": rfc3339(started_at),
-        "duration_ms": duration_ms,
-        "triggered_by": request.triggered_by,
-    });
-    match &outcome.error {
+    let result = TestResult {
+        id: uuid::Uuid::now_v7().to_string(),
+        company: request.company.to_string(),
+        outcome: if outcome.error.is_none() {
+            Outcome::Connected
+        } else {
+            Outcome::Failed
+        },
+        candidate: request.candidate.is_some(),
+        error: outcome.error,
+        checks: outcome.checks,
+        profiles: outcome.profiles,
+        started_at: rfc3339(started_at),
+        duration_ms,
+        triggered_by: request.triggered_by.clone(),
+    };
+    match &result.error {
         None => tracing::info!(company = %request.company, duration_ms, "connection test passed"),
         Some(e) => {
             tracing::info!(company = %request.company, code = e.code.as_str(), upstream_status = e.upstream_status, duration_ms, "connection test failed")
         }
     }
-    let record = TestRecord {
-        id,
-        company: request.company.to_string(),
-        candidate: request.candidate.is_some(),
-        outcome: result["outcome"].as_str().unwrap_or("failed").to_string(),
-        error_code: outcome.error.as_ref().map(|e| e.code.as_str().to_string()),
-        result: result.to_string(),
-        started_at: started_at.naive_utc(),
-        triggered_by: request.triggered_by.clone(),
-    };
     let obtained = outcome.grant.map(|g| ObtainedToken {
         expires_at: started_at + chrono::Duration::seconds(g.expires_in as i64),
         access_token: g.access_token,
         rotated_refresh_token: g.refresh_token,
     });
+    let stored = result.clone();
     let change = db
         .run(move |conn| {
-            schema::connection::record_test(conn, &keys, &record, version, obtained.as_ref())
+            schema::connection::record_test(conn, &keys, &stored, version, obtained.as_ref())
         })
         .await?;
     Ok(Tested {
@@ -304,7 +298,7 @@ mod tests {
         let keys = Arc::new(KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap());
         let company = CompanyId::parse("acme").unwrap();
         let change = CredentialsChange {
-            application_id: Change::Set("demo-app".into()),
+            application_id: Change::Set(ApplicationId::parse("demo-app").unwrap().unwrap()),
             shared_secret: Change::Set(SecretString::from("demo-shared-secret-0001")),
             refresh_token: Change::Set(SecretString::from("demo-refresh-token-0001")),
             profile_id: Change::Keep,
@@ -338,6 +332,6 @@ mod tests {
         );
         let again = runner.run(db, keys, client, request()).await.unwrap();
         assert_eq!(sim.token_calls(), 2, "a new run, not a replay");
-        assert_eq!(again.result["outcome"], "connected");
+        assert!(again.result.connected());
     }
 }

@@ -58,7 +58,7 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                         )
                         .await;
                     let outcome = match &result {
-                        Ok(t) => t.result["outcome"].as_str().unwrap_or("failed").to_string(),
+                        Ok(t) => t.result.outcome.as_str().to_string(),
                         Err(e) => {
                             tracing::warn!(company = %company, error = %e, "scheduled health check could not run");
                             "error".to_string()

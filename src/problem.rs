@@ -8,7 +8,9 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
+use serde::Serialize;
 use serde_json::{json, Map, Value};
+use utoipa::ToSchema;
 
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -19,6 +21,24 @@ pub struct ApiError {
     pub detail: String,
     extra: Map<String, Value>,
     headers: Vec<(HeaderName, String)>,
+}
+
+/// The body of every error answer (RFC 9457). Some codes add members, listed in docs/errors.md:
+/// `errors` (each bad field with its message), `current_version`, `fields`, `hint`,
+/// `retry_after_seconds`, `upstream_status`, `state`, `missing`.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// urn:ca-connector:problem:{code}
+    #[serde(rename = "type")]
+    kind: String,
+    title: &'static str,
+    status: u16,
+    detail: String,
+    /// The stable code (docs/errors.md)
+    code: &'static str,
+    #[serde(flatten)]
+    #[schema(ignore)]
+    extra: Map<String, Value>,
 }
 
 impl std::fmt::Display for ApiError {
@@ -98,18 +118,15 @@ impl ApiError {
         ApiError::new(status, code, detail)
     }
 
-    pub fn body(&self) -> Value {
-        let mut body = json!({
-            "type": format!("urn:ca-connector:problem:{}", self.code),
-            "title": self.status.canonical_reason().unwrap_or("Error"),
-            "status": self.status.as_u16(),
-            "detail": self.detail,
-            "code": self.code,
-        });
-        if let Value::Object(map) = &mut body {
-            map.extend(self.extra.clone());
+    pub fn body(&self) -> Problem {
+        Problem {
+            kind: format!("urn:ca-connector:problem:{}", self.code),
+            title: self.status.canonical_reason().unwrap_or("Error"),
+            status: self.status.as_u16(),
+            detail: self.detail.clone(),
+            code: self.code,
+            extra: self.extra.clone(),
         }
-        body
     }
 }
 
@@ -126,7 +143,7 @@ impl ResponseError for ApiError {
                 res.insert_header((name.clone(), v));
             }
         }
-        res.body(self.body().to_string())
+        res.body(serde_json::to_string(&self.body()).unwrap_or_default())
     }
 }
 

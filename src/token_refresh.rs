@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::http::StatusCode;
 use chrono::Utc;
-use connector::{AccessInput, ApplicationId, SharedSecret, StoredAccess, TestError};
+use connector::{AccessInput, AccountId, SharedSecret, StoredAccess, TestError};
 use schema::connection::ObtainedToken;
 use schema::credentials::Credentials;
 use schema::tokens::{Begin, BeginRequest, CachedToken};
@@ -260,10 +260,7 @@ async fn refresh(
     reply: &mut Reply,
 ) -> Result<Refreshed, ApiError> {
     let version = credentials.version;
-    let app = credentials
-        .application_id
-        .as_deref()
-        .and_then(|a| ApplicationId::parse(a).ok().flatten());
+    let app = credentials.application_id.clone();
     let secret = credentials
         .shared_secret
         .clone()
@@ -355,7 +352,7 @@ fn access_input(c: &Credentials) -> AccessInput {
         refresh_token: c.refresh_token.as_ref(),
         developer_key: c.developer_key.as_ref(),
         password: c.password.as_ref(),
-        account_id: c.account_id.as_deref(),
+        account_id: c.account_id.as_ref().map(AccountId::as_str),
     })
 }
 

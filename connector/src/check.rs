@@ -3,11 +3,12 @@
 
 use std::time::Instant;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
 
 use crate::access::AccessInput;
 use crate::client::{ChannelAdvisorClient, Profile, TokenGrant};
-use crate::credentials::{ApplicationId, SharedSecret};
+use crate::credentials::{ApplicationId, ProfileId, SharedSecret};
 use crate::taxonomy::TestError;
 
 /// The effective values of one test (stored ones, possibly overlaid by candidate values).
@@ -17,10 +18,10 @@ pub struct TestInput {
     pub shared_secret: Option<SharedSecret>,
     /// The refresh token, or the SOAP values, by the company's method.
     pub access: AccessInput,
-    pub profile_id: Option<i64>,
+    pub profile_id: Option<ProfileId>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CheckStatus {
     Passed,
@@ -28,9 +29,18 @@ pub enum CheckStatus {
     Skipped,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// The checks, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckName {
+    CredentialsComplete,
+    TokenExchange,
+    ApiProbe,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Check {
-    pub name: &'static str,
+    pub name: CheckName,
     pub status: CheckStatus,
     pub duration_ms: u64,
 }
@@ -44,7 +54,11 @@ pub struct TestOutcome {
     pub grant: Option<TokenGrant>,
 }
 
-const CHECKS: [&str; 3] = ["credentials_complete", "token_exchange", "api_probe"];
+const CHECKS: [CheckName; 3] = [
+    CheckName::CredentialsComplete,
+    CheckName::TokenExchange,
+    CheckName::ApiProbe,
+];
 
 struct Recorder {
     checks: Vec<Check>,
@@ -125,7 +139,7 @@ pub async fn run_checks(client: &ChannelAdvisorClient, input: &TestInput) -> Tes
         // The grant is kept: the refresh token may have been rotated even though the probe failed.
         Err(e) => return rec.fail(started, e, vec![], Some(grant)),
     };
-    if let Some(wanted) = input.profile_id {
+    if let Some(wanted) = input.profile_id.map(ProfileId::get) {
         if !profiles.iter().any(|p| p.id == wanted) {
             let ids: Vec<i64> = profiles.iter().map(|p| p.id).collect();
             return rec.fail(

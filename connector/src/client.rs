@@ -27,7 +27,7 @@ pub struct TokenGrant {
     pub refresh_token: Option<SecretString>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Profile {
     pub id: i64,
     pub account_name: Option<String>,

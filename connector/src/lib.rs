@@ -9,6 +9,7 @@ pub mod check;
 pub mod client;
 pub mod connect;
 pub mod credentials;
+pub mod result;
 #[cfg(feature = "simulator")]
 pub mod sim;
 pub mod taxonomy;
@@ -20,4 +21,5 @@ pub use credentials::{
     AccountId, ApplicationId, AuthMethod, CredentialError, DeveloperKey, ProfileId, RefreshToken,
     SharedSecret, SoapPassword,
 };
+pub use result::{Outcome, TestResult};
 pub use taxonomy::{ErrorCode, TestError};

@@ -3,11 +3,11 @@
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 
-use crate::company::CompanyId;
 use crate::credentials::to_utc;
 use crate::error::StoreError;
 use crate::pool::AnyConnection;
 use crate::schema::audit_entries;
+use domain::CompanyId;
 
 #[derive(Queryable, Selectable, Insertable, Debug, Clone)]
 #[diesel(table_name = audit_entries)]

@@ -6,11 +6,11 @@ use chrono::{DateTime, Utc};
 use diesel::prelude::*;
 
 use crate::audit::{self, Author};
-use crate::company::CompanyId;
 use crate::credentials::{now, to_utc};
 use crate::error::StoreError;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::connect_attempts;
+use domain::CompanyId;
 
 /// What the audit trail calls the flow (`via`).
 pub const VIA: &str = "authorization_code";
@@ -211,7 +211,12 @@ pub fn store_granted(
     let company = CompanyId::parse(&attempt.company).map_err(StoreError::Worker)?;
     write_tx(conn, |conn| {
         let current = creds::load_row_for_update(conn, company.as_str())?;
-        if current.and_then(|r| r.application_id).as_deref() != Some(&attempt.application_id) {
+        if current
+            .and_then(|r| r.application_id)
+            .as_ref()
+            .map(domain::ApplicationId::as_str)
+            != Some(attempt.application_id.as_str())
+        {
             finish(conn, attempt, "connect_failed")?;
             return Ok(None);
         }

@@ -4,24 +4,27 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use secrecy::SecretString;
 
+use connector::TestResult;
+
 use crate::audit;
-use crate::company::CompanyId;
 use crate::credentials::{
-    load_row_for_update, missing_fields, now, stored_method, to_utc, AuthMethod, ConnectionState,
-    CredentialsRow, Presence, REFRESH_TOKEN,
+    load_row_for_update, missing_fields, now, to_utc, AuthMethod, ConnectionState, CredentialsRow,
+    Presence, REFRESH_TOKEN,
 };
 use crate::error::StoreError;
 use crate::outbox;
 use crate::pool::{on_backend, write_tx, AnyConnection};
 use crate::schema::{access_tokens, connection_tests, credentials};
 use crate::seal::KeyRing;
+use domain::CompanyId;
 
 pub const ACCESS_TOKEN: &str = "access_token";
 const INCOMPLETE: &str = "incomplete_credentials";
 
-#[derive(Insertable, Queryable, Selectable, Debug, Clone)]
+/// A history row: the result's JSON plus the columns queries filter on.
+#[derive(Insertable, Debug, Clone)]
 #[diesel(table_name = connection_tests)]
-pub struct TestRecord {
+struct TestRecord {
     pub id: String,
     pub company: String,
     pub candidate: bool,
@@ -96,11 +99,10 @@ pub(crate) fn store_rotated_refresh_token(
 ) -> Result<(), StoreError> {
     let mut secrets = crate::secrets::Secrets::open(keys, row)?;
     secrets.refresh_token = Some(new_token.clone());
-    crate::secrets::write(conn, keys, &row.company, &secrets)?;
-    let company = CompanyId::parse(&row.company).map_err(StoreError::Worker)?;
+    crate::secrets::write(conn, keys, row.company.as_str(), &secrets)?;
     audit::record(
         conn,
-        &company,
+        &row.company,
         audit::Author::api("channeladvisor"),
         "rotated",
         &[REFRESH_TOKEN],
@@ -115,17 +117,29 @@ pub(crate) fn store_rotated_refresh_token(
 pub fn record_test(
     conn: &mut AnyConnection,
     keys: &KeyRing,
-    record: &TestRecord,
+    result: &TestResult,
     version: Option<i64>,
     obtained: Option<&ObtainedToken>,
 ) -> Result<Option<StateChange>, StoreError> {
+    let started_at = DateTime::parse_from_rfc3339(&result.started_at).map_err(|e| {
+        StoreError::Worker(format!("test {} has no valid started_at: {e}", result.id))
+    })?;
+    let record = TestRecord {
+        id: result.id.clone(),
+        company: result.company.clone(),
+        candidate: result.candidate,
+        outcome: result.outcome.as_str().to_string(),
+        error_code: result.error.as_ref().map(|e| e.code.as_str().to_string()),
+        result: serde_json::to_string(result).map_err(|e| StoreError::Worker(e.to_string()))?,
+        started_at: started_at.naive_utc(),
+        triggered_by: result.triggered_by.clone(),
+    };
+    let record = &record;
+    let error = serde_json::to_value(&result.error).unwrap_or_default();
     write_tx(conn, |conn| {
         diesel::insert_into(connection_tests::table)
             .values(record)
             .execute(conn)?;
-        let error = serde_json::from_str::<serde_json::Value>(&record.result)
-            .map(|r| r["error"].clone())
-            .unwrap_or_default();
         let tested = serde_json::json!({
             "company": record.company, "test_id": record.id, "outcome": record.outcome, "candidate": record.candidate,
             "error": error, "triggered_by": record.triggered_by,
@@ -140,7 +154,7 @@ pub fn record_test(
         if version != Some(row.version) {
             return Ok(None);
         }
-        let previous = ConnectionState::parse(&row.state);
+        let previous = row.state;
         // A test that found values missing learned nothing new: the state stays `incomplete`.
         let current = match (record.outcome.as_str(), record.error_code.as_deref()) {
             (_, Some(INCOMPLETE)) => previous,
@@ -214,9 +228,9 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
         .select(access_tokens::expires_at)
         .first(c)
         .optional())?;
-    let missing = missing_fields(stored_method(&row)?, &Presence::of_row(&row));
+    let missing = missing_fields(row.auth_method, &Presence::of_row(&row));
     Ok(Status {
-        state: ConnectionState::parse(&row.state),
+        state: row.state,
         since: Some(to_utc(row.state_since)),
         missing,
         last_test_id: row.last_test_id,
@@ -225,27 +239,38 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
     })
 }
 
-pub fn test_result(conn: &mut AnyConnection, id: &str) -> Result<Option<String>, StoreError> {
-    Ok(on_backend!(conn, |c| connection_tests::table
+/// A stored result read back. A row this build cannot read is an error naming the test, never
+/// a silently missing result.
+fn read_result(id: &str, json: &str) -> Result<TestResult, StoreError> {
+    serde_json::from_str(json)
+        .map_err(|e| StoreError::Worker(format!("stored result of test {id} is not readable: {e}")))
+}
+
+pub fn test_result(conn: &mut AnyConnection, id: &str) -> Result<Option<TestResult>, StoreError> {
+    let json: Option<String> = on_backend!(conn, |c| connection_tests::table
         .find(id)
         .select(connection_tests::result)
         .first(c)
-        .optional())?)
+        .optional())?;
+    json.map(|j| read_result(id, &j)).transpose()
 }
 
-/// Results, newest first, as stored JSON.
+/// Results, newest first.
 pub fn history(
     conn: &mut AnyConnection,
     company: &CompanyId,
     limit: i64,
-) -> Result<Vec<String>, StoreError> {
-    Ok(connection_tests::table
+) -> Result<Vec<TestResult>, StoreError> {
+    let rows: Vec<(String, String)> = connection_tests::table
         .filter(connection_tests::company.eq(company.as_str()))
         .order((
             connection_tests::started_at.desc(),
             connection_tests::id.desc(),
         ))
         .limit(limit)
-        .select(connection_tests::result)
-        .load(conn)?)
+        .select((connection_tests::id, connection_tests::result))
+        .load(conn)?;
+    rows.iter()
+        .map(|(id, json)| read_result(id, json))
+        .collect()
 }

@@ -6,13 +6,13 @@ use diesel::prelude::*;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::audit;
-use crate::company::CompanyId;
 use crate::error::StoreError;
 use crate::outbox;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::{credentials, credentials_deleted_versions};
 use crate::seal::KeyRing;
 use crate::secrets::Secrets;
+use domain::CompanyId;
 use serde_json::Value;
 
 pub const APPLICATION_ID: &str = "application_id";
@@ -24,62 +24,19 @@ pub const DEVELOPER_KEY: &str = "developer_key";
 pub const PASSWORD: &str = "password";
 pub const ACCOUNT_ID: &str = "account_id";
 
-pub use connector::AuthMethod;
-
-/// The method a row names; a value this build does not know is an error, never a default.
-pub(crate) fn stored_method(row: &CredentialsRow) -> Result<AuthMethod, StoreError> {
-    match AuthMethod::parse(&row.auth_method) {
-        Ok(Some(m)) => Ok(m),
-        _ => Err(StoreError::Worker(format!(
-            "company '{}' has an unknown auth_method '{}' stored (written by a newer version?)",
-            row.company, row.auth_method
-        ))),
-    }
-}
-
-/// The connection state shown on the ERP screen (contract §4).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConnectionState {
-    NotConfigured,
-    Incomplete,
-    Untested,
-    Connected,
-    Failed,
-}
-
-impl ConnectionState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConnectionState::NotConfigured => "not_configured",
-            ConnectionState::Incomplete => "incomplete",
-            ConnectionState::Untested => "untested",
-            ConnectionState::Connected => "connected",
-            ConnectionState::Failed => "failed",
-        }
-    }
-
-    pub fn parse(s: &str) -> ConnectionState {
-        match s {
-            "incomplete" => ConnectionState::Incomplete,
-            "untested" => ConnectionState::Untested,
-            "connected" => ConnectionState::Connected,
-            "failed" => ConnectionState::Failed,
-            _ => ConnectionState::NotConfigured,
-        }
-    }
-}
+pub use domain::{AccountId, ApplicationId, AuthMethod, ConnectionState, ProfileId};
 
 #[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone)]
 #[diesel(table_name = credentials, treat_none_as_null = true)]
 pub(crate) struct CredentialsRow {
-    pub company: String,
-    pub application_id: Option<String>,
+    pub company: CompanyId,
+    pub application_id: Option<ApplicationId>,
     pub shared_secret: Option<Vec<u8>>,
     pub refresh_token: Option<Vec<u8>>,
     pub key_id: Option<String>,
-    pub profile_id: Option<i64>,
+    pub profile_id: Option<ProfileId>,
     pub version: i64,
-    pub state: String,
+    pub state: ConnectionState,
     pub state_since: NaiveDateTime,
     pub created_at: NaiveDateTime,
     pub updated_at: NaiveDateTime,
@@ -92,24 +49,24 @@ pub(crate) struct CredentialsRow {
     pub token_error_at: Option<NaiveDateTime>,
     pub token_error_version: Option<i64>,
     pub next_check_at: Option<NaiveDateTime>,
-    pub auth_method: String,
+    pub auth_method: AuthMethod,
     pub developer_key: Option<Vec<u8>>,
     pub password: Option<Vec<u8>>,
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
 }
 
 /// A company's credentials with the secrets opened. `Debug` is redacted by `SecretString`.
 #[derive(Debug, Clone)]
 pub struct Credentials {
-    pub company: String,
-    pub application_id: Option<String>,
+    pub company: CompanyId,
+    pub application_id: Option<ApplicationId>,
     pub shared_secret: Option<SecretString>,
     pub refresh_token: Option<SecretString>,
-    pub profile_id: Option<i64>,
+    pub profile_id: Option<ProfileId>,
     pub auth_method: AuthMethod,
     pub developer_key: Option<SecretString>,
     pub password: Option<SecretString>,
-    pub account_id: Option<String>,
+    pub account_id: Option<AccountId>,
     pub version: i64,
     pub state: ConnectionState,
     pub state_since: DateTime<Utc>,
@@ -196,15 +153,15 @@ pub enum Change<T> {
 /// A write's change to each field; `Default` keeps every field.
 #[derive(Debug, Clone, Default)]
 pub struct CredentialsChange {
-    pub application_id: Change<String>,
+    pub application_id: Change<ApplicationId>,
     pub shared_secret: Change<SecretString>,
     pub refresh_token: Change<SecretString>,
-    pub profile_id: Change<i64>,
+    pub profile_id: Change<ProfileId>,
     /// `Clear` means the default method, `refresh_token`.
     pub auth_method: Change<AuthMethod>,
     pub developer_key: Change<SecretString>,
     pub password: Change<SecretString>,
-    pub account_id: Change<String>,
+    pub account_id: Change<AccountId>,
 }
 
 #[derive(Debug)]
@@ -270,7 +227,7 @@ pub(crate) fn open_field(
 ) -> Option<Result<SecretString, StoreError>> {
     bytes.as_ref().map(|b| {
         let key_id = row.key_id.as_deref().unwrap_or_default();
-        keys.open(&row.company, field, key_id, b)
+        keys.open(row.company.as_str(), field, key_id, b)
             .map_err(StoreError::from)
     })
 }
@@ -278,7 +235,7 @@ pub(crate) fn open_field(
 pub(crate) fn open_row(keys: &KeyRing, row: CredentialsRow) -> Result<Credentials, StoreError> {
     let secrets = Secrets::open(keys, &row)?;
     Ok(Credentials {
-        auth_method: stored_method(&row)?,
+        auth_method: row.auth_method,
         company: row.company,
         application_id: row.application_id,
         shared_secret: secrets.shared_secret,
@@ -288,7 +245,7 @@ pub(crate) fn open_row(keys: &KeyRing, row: CredentialsRow) -> Result<Credential
         password: secrets.password,
         account_id: row.account_id,
         version: row.version,
-        state: ConnectionState::parse(&row.state),
+        state: row.state,
         state_since: to_utc(row.state_since),
         updated_at: to_utc(row.updated_at),
         updated_by: row.updated_by,
@@ -377,18 +334,18 @@ pub fn save_in_tx(
             .as_ref()
             .and_then(|row| open_field(keys, row, field, pick(row)))
     };
-    let old_plain = |pick: fn(&CredentialsRow) -> Option<String>| existing.as_ref().and_then(pick);
+    let old = existing.as_ref();
     let (application_id, app_changed) = apply_plain(
         &change.application_id,
-        old_plain(|r| r.application_id.clone()),
+        old.and_then(|r| r.application_id.clone()),
     );
     let (account_id, account_changed) =
-        apply_plain(&change.account_id, old_plain(|r| r.account_id.clone()));
+        apply_plain(&change.account_id, old.and_then(|r| r.account_id.clone()));
     let (profile_id, profile_changed) = apply_plain(
         &change.profile_id,
         existing.as_ref().and_then(|r| r.profile_id),
     );
-    let old_method = existing.as_ref().map(stored_method).transpose()?;
+    let old_method = existing.as_ref().map(|r| r.auth_method);
     let auth_method = match &change.auth_method {
         Change::Keep => old_method.unwrap_or_default(),
         Change::Clear => AuthMethod::default(),
@@ -427,7 +384,7 @@ pub fn save_in_tx(
 
     let previous_state = existing
         .as_ref()
-        .map(|r| ConnectionState::parse(&r.state))
+        .map(|r| r.state)
         .unwrap_or(ConnectionState::NotConfigured);
 
     if let (Some(row), true) = (&existing, changed.is_empty()) {
@@ -467,23 +424,23 @@ pub fn save_in_tx(
     let now_naive = now.naive_utc();
     let sealed = secrets.seal(keys, company.as_str());
     let row = CredentialsRow {
-        company: company.to_string(),
+        company: company.clone(),
         application_id: application_id.clone(),
         key_id: sealed.key_id,
         shared_secret: sealed.shared_secret,
         refresh_token: sealed.refresh_token,
         developer_key: sealed.developer_key,
         password: sealed.password,
-        auth_method: auth_method.as_str().to_string(),
+        auth_method,
         account_id: account_id.clone(),
         profile_id,
         version: match &existing {
             Some(r) => r.version + 1,
             None => deleted_version(conn, company)? + 1,
         },
-        state: state.as_str().to_string(),
+        state,
         state_since: match &existing {
-            Some(r) if r.state == state.as_str() => r.state_since,
+            Some(r) if r.state == state => r.state_since,
             _ => now_naive,
         },
         created_at: existing.as_ref().map_or(now_naive, |r| r.created_at),
@@ -544,7 +501,7 @@ pub fn save_in_tx(
 
     Ok(Saved {
         credentials: Credentials {
-            company: company.to_string(),
+            company: company.clone(),
             application_id,
             shared_secret: secrets.shared_secret,
             refresh_token: secrets.refresh_token,
@@ -659,12 +616,12 @@ pub fn delete(
             data,
             None,
         )?;
-        let previous = ConnectionState::parse(&row.state);
+        let previous = row.state;
         let gone = ConnectionState::NotConfigured;
         outbox::status_changed(conn, company.as_str(), previous, gone, Value::Null, None)?;
         Ok(Deleted {
             fields,
-            previous_state: ConnectionState::parse(&row.state),
+            previous_state: row.state,
             version: row.version,
         })
     })
@@ -695,12 +652,12 @@ pub fn list_states(
         let ids: Vec<&str> = ids.iter().map(|c| c.as_str()).collect();
         query = query.filter(credentials::company.eq_any(ids));
     }
-    let rows: Vec<(String, String, NaiveDateTime)> = query.load(conn)?;
+    let rows: Vec<(String, ConnectionState, NaiveDateTime)> = query.load(conn)?;
     Ok(rows
         .into_iter()
         .map(|(company, state, since)| CompanyState {
             company,
-            state: ConnectionState::parse(&state),
+            state,
             since: to_utc(since),
         })
         .collect())

@@ -6,7 +6,8 @@ use crate::seal::SealError;
 /// company and field only.
 #[derive(Debug, Error)]
 pub enum StoreError {
-    #[error("database error: {0}")]
+    // With its causes: a stored value that does not parse says which and why only there.
+    #[error("database error: {}", with_causes(.0))]
     Query(#[from] diesel::result::Error),
     #[error("database connection error: {0}")]
     Connection(#[from] diesel::ConnectionError),
@@ -63,4 +64,16 @@ impl StoreError {
             _ => false,
         }
     }
+}
+
+/// An error and the chain of its sources, as one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut line = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        line.push_str(": ");
+        line.push_str(&c.to_string());
+        cause = c.source();
+    }
+    line
 }

@@ -3,7 +3,6 @@
 //! runs. Nothing here speaks HTTP; callers hand in parsed values and get typed records back.
 
 pub mod audit;
-pub mod company;
 pub mod connect;
 pub mod connection;
 pub mod credentials;
@@ -21,7 +20,7 @@ pub mod secrets;
 pub mod tokens;
 pub mod webhooks;
 
-pub use company::CompanyId;
+pub use domain::{CompanyId, ConnectionState};
 pub use error::StoreError;
 pub use pool::{AnyConnection, Backend, Database};
 pub use seal::{KeyRing, SealError};

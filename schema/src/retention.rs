@@ -121,7 +121,7 @@ mod tests {
         let mut conn = db.get().unwrap();
         let keys = KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap();
         let change = CredentialsChange {
-            application_id: Change::Set("app".into()),
+            application_id: Change::Set(domain::ApplicationId::parse("app").unwrap().unwrap()),
             shared_secret: Change::Keep,
             refresh_token: Change::Keep,
             profile_id: Change::Keep,

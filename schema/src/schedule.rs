@@ -6,12 +6,12 @@ use chrono::Duration;
 use diesel::prelude::*;
 use rand::Rng;
 
-use crate::company::CompanyId;
 use crate::credentials::now;
 use crate::credentials::AuthMethod;
 use crate::error::StoreError;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::credentials;
+use domain::CompanyId;
 
 /// Schedules newly complete connections at a random moment within one interval (so checks spread
 /// over the interval), then claims up to `limit` that are due.

@@ -38,7 +38,7 @@ impl Secrets {
         let open = |field: &str, bytes: &Option<Vec<u8>>| {
             bytes
                 .as_ref()
-                .map(|b| keys.open(&row.company, field, key_id, b))
+                .map(|b| keys.open(row.company.as_str(), field, key_id, b))
                 .transpose()
         };
         Ok(Secrets {

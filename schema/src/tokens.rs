@@ -8,7 +8,6 @@ use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use secrecy::SecretString;
 
-use crate::company::CompanyId;
 use crate::connection::{store_token, ObtainedToken, StateChange, ACCESS_TOKEN};
 use crate::credentials::{
     load_row_for_update, load_rows_for_update, now, open_row, to_utc, ConnectionState, Credentials,
@@ -18,6 +17,7 @@ use crate::error::StoreError;
 use crate::pool::{on_backend, write_tx, AnyConnection};
 use crate::schema::{access_tokens, credentials};
 use crate::seal::KeyRing;
+use domain::CompanyId;
 
 #[derive(Debug, Clone)]
 pub struct CachedToken {
@@ -99,7 +99,7 @@ pub fn begin_refresh_many(
         let companies: Vec<&str> = reqs.iter().map(|r| r.company.as_str()).collect();
         let mut rows: HashMap<String, CredentialsRow> = load_rows_for_update(conn, &companies)?
             .into_iter()
-            .map(|row| (row.company.clone(), row))
+            .map(|row| (row.company.to_string(), row))
             .collect();
         let mut tokens = cached_many(conn, keys, &companies)?;
         let at = now();
@@ -203,7 +203,7 @@ fn decide(
     if let (Some(error), Some(error_at)) = (&row.token_error, row.token_error_at.map(to_utc)) {
         let same_values = row.token_error_version == Some(row.version);
         let permanent_recently =
-            row.state == ConnectionState::Failed.as_str() && at - error_at < req.remember_permanent;
+            row.state == ConnectionState::Failed && at - error_at < req.remember_permanent;
         if same_values && (error_at >= req.waiting_since || permanent_recently) {
             return Ok(Begin::Failed {
                 error: error.clone(),
@@ -325,7 +325,7 @@ pub fn finish_err(
             release(conn, company.as_str())?;
         }
         let at = now().naive_utc();
-        let previous = ConnectionState::parse(&row.state);
+        let previous = row.state;
         let current = if permanent {
             ConnectionState::Failed
         } else {
@@ -385,7 +385,7 @@ mod tests {
     fn save(conn: &mut AnyConnection, keys: &KeyRing, company: &str, complete: bool) {
         let secret = |v: &str| Change::Set(SecretString::from(v.to_string()));
         let change = CredentialsChange {
-            application_id: Change::Set("app-1".into()),
+            application_id: Change::Set(domain::ApplicationId::parse("app-1").unwrap().unwrap()),
             shared_secret: if complete {
                 secret("secret-value-1")
             } else {
@@ -555,5 +555,58 @@ mod tests {
         assert!(matches!(begins[..], [Begin::Fresh(_)]));
         assert!(begin_refresh_batch(&mut conn, &keys, &[request("owned", "me")]).is_err());
         diesel::sql_query("ROLLBACK").execute(&mut writer).unwrap();
+    }
+}
+
+/// Stored values are read through the domain types: one this build does not accept is an error
+/// that names the column's type, never a silent default (`not_configured`, "missing").
+#[cfg(test)]
+mod unreadable_values {
+    use diesel::prelude::*;
+    use secrecy::SecretString;
+
+    use crate::credentials::{load, save, Change, CredentialsChange};
+    use crate::{CompanyId, KeyRing};
+
+    #[test]
+    fn a_stored_value_that_does_not_parse_is_an_error_naming_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = crate::pool::test_sqlite(dir.path());
+        let keys =
+            KeyRing::parse(&SecretString::from(format!("k1:{}", "A".repeat(43) + "="))).unwrap();
+        let mut conn = db.get().unwrap();
+        let acme = CompanyId::parse("acme").unwrap();
+        let change = CredentialsChange {
+            application_id: Change::Set(domain::ApplicationId::parse("app-1").unwrap().unwrap()),
+            ..Default::default()
+        };
+        save(&mut conn, &keys, &acme, &change, None, "test").unwrap();
+        for (column, value, named) in [
+            ("state", "'paused'", "stored connection state"),
+            ("auth_method", "'oauth3'", "stored auth method"),
+            ("application_id", "'has space'", "stored Application ID"),
+            ("profile_id", "-4", "stored Profile ID"),
+        ] {
+            let put = |v: &str| {
+                diesel::sql_query(format!("UPDATE credentials SET {column} = {v}"))
+                    .execute(&mut *db.get().unwrap())
+                    .unwrap()
+            };
+            put(value);
+            let loaded = load(&mut conn, &keys, &acme).unwrap_err().to_string();
+            assert!(loaded.contains(named), "{column}: {loaded}");
+            let status = crate::connection::status(&mut conn, &acme)
+                .unwrap_err()
+                .to_string();
+            assert!(status.contains(named), "{column}: {status}");
+            let restore = match column {
+                "state" => "'incomplete'",
+                "auth_method" => "'refresh_token'",
+                "application_id" => "'app-1'",
+                _ => "NULL",
+            };
+            put(restore);
+            assert!(load(&mut conn, &keys, &acme).is_ok(), "{column} restored");
+        }
     }
 }

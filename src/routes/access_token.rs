@@ -33,7 +33,7 @@ pub struct AccessToken {
 }
 
 #[utoipa::path(post, path = "/api/v1/companies/{company}/access-token", tag = "tokens", security(("bearer" = [])),
-    params(("company" = String, Path), ("min_ttl" = Option<u64>, Query, description = "least remaining life in seconds (default: the refresh margin; max 3300)")),
+    params(("company" = String, Path), ("min_ttl" = Option<u64>, Query, minimum = 0, maximum = 3300, description = "least remaining life in seconds (default: the refresh margin; max 3300)")),
     responses((status = 200, body = AccessToken),
               (status = 409, description = "connection_not_ready, or a permanent rejection with its Test Connection code"),
               (status = 503, description = "a transient upstream failure with its code and Retry-After")))]

@@ -29,7 +29,7 @@ pub struct AuditList {
 }
 
 #[utoipa::path(get, path = "/api/v1/companies/{company}/audit", tag = "credentials", security(("bearer" = [])),
-    params(("company" = String, Path), ("limit" = Option<i64>, Query, description = "default 50, max 200")),
+    params(("company" = String, Path), ("limit" = Option<i64>, Query, minimum = 1, description = "default 50, max 200")),
     responses((status = 200, body = AuditList)))]
 pub async fn list(
     state: web::Data<AppState>,

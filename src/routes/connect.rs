@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use schema::connect::Refused;
 use secrecy::SecretString;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
@@ -16,6 +16,7 @@ use crate::body::JsonBody;
 use crate::connect_flow::{self, invalid_state, refused_detail, Finished};
 use crate::problem::ApiError;
 use crate::routes::connect_page::{self, Outcome};
+use crate::routes::input::{self, Field, Problems};
 use crate::routes::rfc3339;
 use crate::startup::AppState;
 
@@ -30,68 +31,34 @@ pub struct ConnectStarted {
 }
 
 /// The optional body of `POST …/connect`.
-#[derive(ToSchema)]
-#[allow(dead_code)] // parsed by `fields` below; this struct documents it in OpenAPI
+#[derive(Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ConnectRequest {
     /// Where to send the browser back to; must be on an allowed origin (--connect-return-origins)
-    return_to: Option<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, nullable, max_length = 2048)]
+    return_to: Field<String>,
 }
 
 /// The body of `POST …/connect/code`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ConnectCode {
     /// The code ChannelAdvisor showed (or put in the Redirect URI's `code` parameter)
-    code: String,
+    #[schema(value_type = String, min_length = 1, max_length = 2048, pattern = r"\S")]
+    code: Field<String>,
 }
 
-/// The string fields of a small JSON object body, refusing unknown ones (every problem listed).
-fn fields(
-    body: Option<Value>,
-    accepted: &[&str],
-) -> Result<Vec<(String, Option<String>)>, ApiError> {
-    let obj = match body {
-        None => return Ok(vec![]),
-        Some(Value::Object(obj)) => obj,
-        Some(_) => {
-            return Err(ApiError::validation(vec![(
-                "body".into(),
-                "must be a JSON object".into(),
-            )]))
+/// A text member trimmed, with "" and null meaning absent.
+fn trimmed(field: Field<String>, name: &str, problems: &mut Problems) -> Option<String> {
+    match field {
+        Field::Given(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Field::Wrong => {
+            problems.add(name, "must be a string");
+            None
         }
-    };
-    let mut errors = Vec::new();
-    let mut found = Vec::new();
-    for (key, value) in obj {
-        if !accepted.contains(&key.as_str()) {
-            errors.push((
-                key,
-                format!(
-                    "unknown field; the accepted fields are {}",
-                    accepted.join(", ")
-                ),
-            ));
-            continue;
-        }
-        match value {
-            Value::Null => found.push((key, None)),
-            Value::String(s) if s.trim().is_empty() => found.push((key, None)),
-            Value::String(s) => found.push((key, Some(s.trim().to_string()))),
-            _ => errors.push((key, "must be a string".into())),
-        }
+        _ => None,
     }
-    if errors.is_empty() {
-        Ok(found)
-    } else {
-        Err(ApiError::validation(errors))
-    }
-}
-
-fn field(found: &[(String, Option<String>)], name: &str) -> Option<String> {
-    found
-        .iter()
-        .find(|(k, _)| k == name)
-        .and_then(|(_, v)| v.clone())
 }
 
 #[utoipa::path(post, path = "/api/v1/companies/{company}/connect", tag = "connect", security(("bearer" = [])),
@@ -107,8 +74,14 @@ pub async fn start(
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let company = caller.authorize(Scope::CredentialsWrite, &path)?;
-    let found = fields(body.0, &["return_to"])?;
-    let return_to = match field(&found, "return_to") {
+    // The body is optional: none at all means no return_to.
+    let (request, mut problems) = match body.0 {
+        None | Some(Value::Null) => (ConnectRequest::default(), Problems::default()),
+        some => input::object::<ConnectRequest>(some)?,
+    };
+    let raw = trimmed(request.return_to, "return_to", &mut problems);
+    problems.finish(())?;
+    let return_to = match raw {
         None => None,
         Some(raw) => {
             let allowed = url::Url::parse(&raw)
@@ -143,7 +116,7 @@ pub async fn start(
 #[utoipa::path(post, path = "/api/v1/companies/{company}/connect/code", tag = "connect", security(("bearer" = [])),
     params(("company" = String, Path)),
     request_body = ConnectCode,
-    responses((status = 200, description = "The code was exchanged; the Test Connection result", body = Object),
+    responses((status = 200, description = "The code was exchanged; the Test Connection result", body = connector::TestResult),
               (status = 409, description = "invalid_state (no open attempt) or the §4 code of a refused exchange"),
               (status = 503, description = "the §4 code of a transient upstream failure")))]
 pub async fn code(
@@ -153,8 +126,10 @@ pub async fn code(
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     let company = caller.authorize(Scope::CredentialsWrite, &path)?;
-    let found = fields(body.0, &["code"])?;
-    let Some(code) = field(&found, "code") else {
+    let (request, mut problems) = input::object::<ConnectCode>(body.0)?;
+    let code = trimmed(request.code, "code", &mut problems);
+    problems.finish(())?;
+    let Some(code) = code else {
         return Err(ApiError::validation(vec![(
             "code".into(),
             "is required: the code ChannelAdvisor showed after you granted access".into(),

@@ -4,14 +4,13 @@
 use actix_web::http::header;
 use actix_web::http::StatusCode;
 use actix_web::HttpResponse;
-use connector::TestError;
+use connector::{TestError, TestResult};
 use html_escape::encode_text as text;
-use serde_json::Value;
 
 /// How a callback ended, as the browser is told.
 pub enum Outcome {
     /// The refresh token was stored and Test Connection ran: its result.
-    Tested(Value),
+    Tested(TestResult),
     /// Nothing stored: the exchange failed.
     Failed(TestError),
     /// Nothing stored: the admin did not grant access.
@@ -24,7 +23,7 @@ impl Outcome {
     /// `ca_connect=` on the way back to the ERP.
     pub fn word(&self) -> &'static str {
         match self {
-            Outcome::Tested(result) if result["outcome"] == "connected" => "connected",
+            Outcome::Tested(result) if result.connected() => "connected",
             Outcome::Denied => "denied",
             _ => "failed",
         }
@@ -33,7 +32,7 @@ impl Outcome {
     /// The §4 code of a failure.
     pub fn code(&self) -> Option<&str> {
         match self {
-            Outcome::Tested(result) => result["error"]["code"].as_str(),
+            Outcome::Tested(result) => result.error.as_ref().map(|e| e.code.as_str()),
             Outcome::Failed(e) => Some(e.code.as_str()),
             Outcome::Problem(_) => Some("invalid_state"),
             Outcome::Denied => None,
@@ -67,7 +66,7 @@ pub fn outcome(outcome: &Outcome, company: Option<&str>) -> HttpResponse {
     let error_text =
         |message: &str, hint: &str| format!("<p>{}</p><p>{}</p>", text(message), text(hint));
     let (title, body) = match outcome {
-        Outcome::Tested(result) if result["outcome"] == "connected" => (
+        Outcome::Tested(result) if result.connected() => (
             "Connected to ChannelAdvisor",
             format!("<p>ChannelAdvisor granted access{company}, and Test Connection passed. You can close this page and return to the settings screen.</p>"),
         ),
@@ -75,10 +74,7 @@ pub fn outcome(outcome: &Outcome, company: Option<&str>) -> HttpResponse {
             "Connected, but the test failed",
             format!(
                 "<p>ChannelAdvisor granted access{company} and the new Refresh Token was saved, but Test Connection failed:</p>{}",
-                error_text(
-                    result["error"]["message"].as_str().unwrap_or_default(),
-                    result["error"]["hint"].as_str().unwrap_or_default()
-                )
+                result.error.as_ref().map(|e| error_text(&e.message, &e.hint)).unwrap_or_default()
             ),
         ),
         Outcome::Failed(e) => (

@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use actix_web::http::header::ContentType;
 use actix_web::{web, HttpResponse};
+use connector::TestResult;
 use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
@@ -24,24 +25,23 @@ pub struct ConnectionStatus {
     state: String,
     since: Option<String>,
     missing: Vec<&'static str>,
-    #[schema(value_type = Object)]
-    last_test: Value,
+    /// The latest Test Connection of the stored values; null before the first
+    last_test: Option<TestResult>,
     last_success_at: Option<String>,
     access_token_expires_at: Option<String>,
 }
 
 #[derive(Serialize, ToSchema)]
 pub struct TestHistory {
-    #[schema(value_type = Vec<Object>)]
-    tests: Vec<Value>,
+    tests: Vec<TestResult>,
 }
 
 /// The body may carry credential fields: they are laid over the stored ones for this test only
 /// (a candidate test, recorded in history, changing neither status nor token cache).
 #[utoipa::path(post, path = "/api/v1/companies/{company}/connection/test", tag = "connection", security(("bearer" = [])),
     params(("company" = String, Path)),
-    request_body(content = Option<crate::routes::credentials::CredentialsInput>, description = "optional candidate values"),
-    responses((status = 200, description = "The test ran; see outcome and error", body = Object)))]
+    request_body(content = Option<crate::routes::credentials_input::CredentialsInput>, description = "optional candidate values"),
+    responses((status = 200, description = "The test ran; see outcome and error", body = TestResult)))]
 pub async fn test(
     state: web::Data<AppState>,
     caller: Caller,
@@ -50,7 +50,7 @@ pub async fn test(
 ) -> Result<HttpResponse, ApiError> {
     let company = caller.authorize(Scope::ConnectionTest, &path)?;
     let candidate = match body.0 {
-        None => None,
+        None | Some(Value::Null) => None,
         Some(Value::Object(map)) if map.is_empty() => None,
         Some(value) => Some(credentials_input::parse(Some(value), Mode::Merge)?),
     };
@@ -103,9 +103,7 @@ pub async fn status(
         state: status.state.as_str().to_string(),
         since: status.since.map(rfc3339),
         missing: status.missing,
-        last_test: last_test
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or(Value::Null),
+        last_test,
         last_success_at: status.last_success_at.map(rfc3339),
         access_token_expires_at: status.access_token_expires_at.map(rfc3339),
     })
@@ -122,7 +120,7 @@ fn status_response(body: web::Bytes) -> HttpResponse {
 }
 
 #[utoipa::path(get, path = "/api/v1/companies/{company}/connection/history", tag = "connection", security(("bearer" = [])),
-    params(("company" = String, Path), ("limit" = Option<i64>, Query, description = "default 20, max 200")),
+    params(("company" = String, Path), ("limit" = Option<i64>, Query, minimum = 1, description = "default 20, max 200")),
     responses((status = 200, body = TestHistory)))]
 pub async fn history(
     state: web::Data<AppState>,
@@ -136,9 +134,5 @@ pub async fn history(
         .db
         .run(move |conn| schema::connection::history(conn, &company, limit))
         .await?;
-    let tests = rows
-        .iter()
-        .filter_map(|r| serde_json::from_str(r).ok())
-        .collect();
-    Ok(HttpResponse::Ok().json(TestHistory { tests }))
+    Ok(HttpResponse::Ok().json(TestHistory { tests: rows }))
 }

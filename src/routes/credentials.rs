@@ -6,6 +6,7 @@ use actix_web::http::header::{self, ETAG};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use connector::credentials::last4;
+use connector::ProfileId;
 use schema::credentials::{self as store, Credentials, CredentialsChange};
 use schema::pool::with_retry;
 use schema::StoreError;
@@ -16,7 +17,7 @@ use utoipa::ToSchema;
 use crate::auth::{Caller, Scope};
 use crate::body::JsonBody;
 use crate::problem::ApiError;
-use crate::routes::credentials_input::{self, Mode};
+use crate::routes::credentials_input::{self, CredentialsInput, Mode};
 use crate::routes::rfc3339;
 use crate::startup::AppState;
 
@@ -48,24 +49,6 @@ pub struct CredentialsView {
     updated_by: String,
 }
 
-/// The request body of PUT and PATCH (each field optional and nullable).
-#[derive(ToSchema)]
-#[allow(dead_code)]
-pub struct CredentialsInput {
-    /// refresh_token (default) or soap
-    auth_method: Option<String>,
-    application_id: Option<String>,
-    shared_secret: Option<String>,
-    refresh_token: Option<String>,
-    profile_id: Option<i64>,
-    /// SOAP Developer Key (secret)
-    developer_key: Option<String>,
-    /// SOAP password (secret)
-    password: Option<String>,
-    /// SOAP account GUID
-    account_id: Option<String>,
-}
-
 fn masked(secret: &Option<secrecy::SecretString>) -> MaskedSecret {
     MaskedSecret {
         set: secret.is_some(),
@@ -75,15 +58,15 @@ fn masked(secret: &Option<secrecy::SecretString>) -> MaskedSecret {
 
 fn view(c: &Credentials) -> CredentialsView {
     CredentialsView {
-        company: c.company.clone(),
+        company: c.company.to_string(),
         auth_method: c.auth_method.as_str(),
-        application_id: c.application_id.clone(),
-        profile_id: c.profile_id,
+        application_id: c.application_id.as_ref().map(|a| a.as_str().to_string()),
+        profile_id: c.profile_id.map(ProfileId::get),
         shared_secret: masked(&c.shared_secret),
         refresh_token: masked(&c.refresh_token),
         developer_key: masked(&c.developer_key),
         password: masked(&c.password),
-        account_id: c.account_id.clone(),
+        account_id: c.account_id.as_ref().map(|a| a.as_str().to_string()),
         complete: c.is_complete(),
         missing: c.missing(),
         version: c.version,
@@ -177,7 +160,7 @@ async fn save(
 }
 
 #[utoipa::path(put, path = "/api/v1/companies/{company}/credentials", tag = "credentials", security(("bearer" = [])),
-    params(("company" = String, Path), ("If-Match" = Option<String>, Header)),
+    params(("company" = String, Path), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]+"?)$"#, description = "the version last read (its ETag); a mismatch answers 412")),
     request_body = CredentialsInput,
     responses((status = 201, body = CredentialsView), (status = 200, body = CredentialsView),
               (status = 412, description = "version_conflict"), (status = 422, description = "validation_failed")))]
@@ -192,7 +175,7 @@ pub async fn replace(
 }
 
 #[utoipa::path(patch, path = "/api/v1/companies/{company}/credentials", tag = "credentials", security(("bearer" = [])),
-    params(("company" = String, Path), ("If-Match" = Option<String>, Header)),
+    params(("company" = String, Path), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]+"?)$"#, description = "the version last read (its ETag); a mismatch answers 412")),
     request_body(content = CredentialsInput, content_type = "application/merge-patch+json"),
     responses((status = 201, body = CredentialsView), (status = 200, body = CredentialsView),
               (status = 412, description = "version_conflict"), (status = 422, description = "validation_failed")))]
@@ -228,8 +211,9 @@ pub async fn read(
 }
 
 #[utoipa::path(delete, path = "/api/v1/companies/{company}/credentials", tag = "credentials", security(("bearer" = [])),
-    params(("company" = String, Path), ("If-Match" = Option<String>, Header)),
-    responses((status = 204, description = "Forgotten, with cached tokens"), (status = 404, description = "credentials_not_found")))]
+    params(("company" = String, Path), ("If-Match" = Option<String>, Header, pattern = r#"^(\*|(W/)?"?[0-9]+"?)$"#, description = "the version last read (its ETag); a mismatch answers 412")),
+    responses((status = 204, description = "Forgotten, with cached tokens"), (status = 404, description = "credentials_not_found"),
+              (status = 412, description = "version_conflict")))]
 pub async fn delete(
     state: web::Data<AppState>,
     caller: Caller,

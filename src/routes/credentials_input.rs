@@ -1,18 +1,23 @@
-//! Parses a credentials body into typed values: PUT replaces every field (absent = cleared),
-//! PATCH is an RFC 7396 merge patch (absent = unchanged, null = cleared). Pasted strings are
-//! trimmed and an empty string means null. Every bad field is reported, not just the first.
+//! The credentials body of PUT, PATCH and a candidate Test Connection. PUT replaces every field
+//! (absent = cleared), PATCH is an RFC 7396 merge patch (absent = unchanged, null = cleared).
+//! Pasted strings are trimmed and an empty string means null. The limits declared here for
+//! OpenAPI are the domain types' own (`MAX_CHARS`), checked again by their `parse`.
 
 use connector::{
-    AccountId, ApplicationId, AuthMethod, DeveloperKey, ProfileId, RefreshToken, SharedSecret,
-    SoapPassword,
+    AccountId, ApplicationId, AuthMethod, CredentialError, DeveloperKey, ProfileId, RefreshToken,
+    SharedSecret, SoapPassword,
 };
 use schema::credentials::{
     Change, CredentialsChange, ACCOUNT_ID, APPLICATION_ID, AUTH_METHOD, DEVELOPER_KEY, PASSWORD,
     PROFILE_ID, REFRESH_TOKEN, SHARED_SECRET,
 };
+use secrecy::SecretString;
+use serde::Deserialize;
 use serde_json::Value;
+use utoipa::ToSchema;
 
 use crate::problem::ApiError;
+use crate::routes::input::{self, Field, Problems};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -20,116 +25,161 @@ pub enum Mode {
     Merge,
 }
 
-const FIELDS: [&str; 8] = [
-    AUTH_METHOD,
-    APPLICATION_ID,
-    SHARED_SECRET,
-    REFRESH_TOKEN,
-    PROFILE_ID,
-    DEVELOPER_KEY,
-    PASSWORD,
-    ACCOUNT_ID,
-];
+/// The credentials fields; each optional and nullable (null or "" clears it). Values may carry
+/// surrounding white space (it is trimmed) but none inside.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CredentialsInput {
+    /// refresh_token (the default) or soap
+    #[serde(default)]
+    #[schema(value_type = Option<String>, nullable, pattern = "^(|refresh_token|soap)$")]
+    auth_method: Field<String>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, nullable, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{0,128}$")]
+    application_id: Field<String>,
+    /// secret: write-only
+    #[serde(default)]
+    #[schema(value_type = Option<String>, nullable, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{0,256}$")]
+    shared_secret: Field<String>,
+    /// secret: write-only
+    #[serde(default)]
+    #[schema(value_type = Option<String>, nullable, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{0,2048}$")]
+    refresh_token: Field<String>,
+    /// The ChannelAdvisor profile the connection must reach (a number; a pasted string of digits
+    /// is accepted too)
+    #[serde(default)]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1)]
+    profile_id: Field<Value>,
+    /// SOAP Developer Key (secret: write-only)
+    #[serde(default)]
+    #[schema(value_type = Option<String>, nullable, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{0,256}$")]
+    developer_key: Field<String>,
+    /// SOAP password (secret: write-only)
+    #[serde(default)]
+    #[schema(value_type = Option<String>, nullable, pattern = r"^[^\s\x00-\x1f\x7f-\x9f]{0,256}$")]
+    password: Field<String>,
+    /// SOAP account GUID, with or without braces
+    #[serde(default)]
+    #[schema(value_type = Option<String>, nullable,
+        pattern = r"^(|\{?[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}?)$")]
+    account_id: Field<String>,
+}
 
-type Errors = Vec<(String, String)>;
+type Parse<T> = fn(&str) -> Result<Option<T>, CredentialError>;
 
+/// One text field into a change: absent keeps (PATCH) or clears (PUT), null and "" clear.
 fn text<T>(
-    obj: &serde_json::Map<String, Value>,
-    field: &str,
+    field: Field<String>,
+    name: &str,
     mode: Mode,
-    parse: impl Fn(&str) -> Result<Option<T>, connector::CredentialError>,
-    errors: &mut Errors,
+    parse: Parse<T>,
+    problems: &mut Problems,
 ) -> Change<T> {
-    match obj.get(field) {
-        None if mode == Mode::Merge => Change::Keep,
-        None | Some(Value::Null) => Change::Clear,
-        Some(Value::String(s)) => match parse(s) {
+    match field {
+        Field::Absent if mode == Mode::Merge => Change::Keep,
+        Field::Absent | Field::Null => Change::Clear,
+        Field::Given(raw) => match parse(&raw) {
             Ok(Some(v)) => Change::Set(v),
             Ok(None) => Change::Clear,
             Err(e) => {
-                errors.push((field.to_string(), e.to_string()));
+                problems.add(name, e.to_string());
                 Change::Keep
             }
         },
-        Some(_) => {
-            errors.push((field.to_string(), "must be a string or null".into()));
+        Field::Wrong => {
+            problems.add(name, "must be a string or null");
             Change::Keep
         }
     }
 }
 
-/// A secret field: parsed by its type's rules, kept as a `SecretString` from here on.
-fn secret<T: Into<secrecy::SecretString>>(
-    obj: &serde_json::Map<String, Value>,
-    field: &str,
+/// A secret field: from here on only a `SecretString`.
+fn secret<T: Into<SecretString>>(
+    field: Field<String>,
+    name: &str,
     mode: Mode,
-    parse: impl Fn(&str) -> Result<Option<T>, connector::CredentialError>,
-    errors: &mut Errors,
-) -> Change<secrecy::SecretString> {
-    match text(obj, field, mode, parse, errors) {
+    parse: Parse<T>,
+    problems: &mut Problems,
+) -> Change<SecretString> {
+    match text(field, name, mode, parse, problems) {
         Change::Set(v) => Change::Set(v.into()),
         Change::Keep => Change::Keep,
         Change::Clear => Change::Clear,
     }
 }
 
-fn profile(obj: &serde_json::Map<String, Value>, mode: Mode, errors: &mut Errors) -> Change<i64> {
-    let parsed = match obj.get(PROFILE_ID) {
-        None if mode == Mode::Merge => return Change::Keep,
-        None | Some(Value::Null) => return Change::Clear,
-        Some(Value::String(s)) if s.trim().is_empty() => return Change::Clear,
+fn profile(field: Field<Value>, mode: Mode, problems: &mut Problems) -> Change<ProfileId> {
+    let parsed = match field {
+        Field::Absent if mode == Mode::Merge => return Change::Keep,
+        Field::Absent | Field::Null => return Change::Clear,
+        Field::Given(Value::String(s)) if s.trim().is_empty() => return Change::Clear,
         // A pasted number may arrive as a string.
-        Some(Value::String(s)) => s.trim().parse::<i64>().ok(),
-        Some(Value::Number(n)) => n.as_i64(),
-        Some(_) => None,
+        Field::Given(Value::String(s)) => s.trim().parse::<i64>().ok(),
+        // JSON has one number type: 12.0 is the whole number 12.
+        Field::Given(Value::Number(n)) => n.as_i64().or_else(|| {
+            n.as_f64()
+                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .map(|f| f as i64)
+        }),
+        Field::Given(_) | Field::Wrong => None,
     };
     match parsed.map(ProfileId::parse) {
-        Some(Ok(p)) => Change::Set(p.get()),
+        Some(Ok(p)) => Change::Set(p),
         _ => {
-            errors.push((
-                PROFILE_ID.to_string(),
-                "must be a positive whole number or null".into(),
-            ));
+            problems.add(PROFILE_ID, "must be a positive whole number or null");
             Change::Keep
         }
     }
 }
 
-pub fn parse(body: Option<Value>, mode: Mode) -> Result<CredentialsChange, ApiError> {
-    let Some(Value::Object(obj)) = body else {
-        return Err(ApiError::validation(vec![(
-            "body".into(),
-            "must be a JSON object".into(),
-        )]));
-    };
-    let mut errors: Errors = obj
-        .keys()
-        .filter(|k| !FIELDS.contains(&k.as_str()))
-        .map(|k| {
-            (
-                k.clone(),
-                format!(
-                    "unknown field; the accepted fields are {}",
-                    FIELDS.join(", ")
-                ),
-            )
-        })
-        .collect();
-    let app_id = |s: &str| Ok(ApplicationId::parse(s)?.map(|v| v.as_str().to_string()));
-    let account = |s: &str| Ok(AccountId::parse(s)?.map(|v| v.as_str().to_string()));
-    let change = CredentialsChange {
-        auth_method: text(&obj, AUTH_METHOD, mode, AuthMethod::parse, &mut errors),
-        application_id: text(&obj, APPLICATION_ID, mode, app_id, &mut errors),
-        account_id: text(&obj, ACCOUNT_ID, mode, account, &mut errors),
-        shared_secret: secret(&obj, SHARED_SECRET, mode, SharedSecret::parse, &mut errors),
-        refresh_token: secret(&obj, REFRESH_TOKEN, mode, RefreshToken::parse, &mut errors),
-        developer_key: secret(&obj, DEVELOPER_KEY, mode, DeveloperKey::parse, &mut errors),
-        password: secret(&obj, PASSWORD, mode, SoapPassword::parse, &mut errors),
-        profile_id: profile(&obj, mode, &mut errors),
-    };
-    if errors.is_empty() {
-        Ok(change)
-    } else {
-        Err(ApiError::validation(errors))
+impl CredentialsInput {
+    /// The typed change this body asks for, or one 422 naming every bad field.
+    pub fn into_change(
+        self,
+        mode: Mode,
+        mut problems: Problems,
+    ) -> Result<CredentialsChange, ApiError> {
+        let p = &mut problems;
+        let change = CredentialsChange {
+            auth_method: text(self.auth_method, AUTH_METHOD, mode, AuthMethod::parse, p),
+            application_id: text(
+                self.application_id,
+                APPLICATION_ID,
+                mode,
+                ApplicationId::parse,
+                p,
+            ),
+            account_id: text(self.account_id, ACCOUNT_ID, mode, AccountId::parse, p),
+            shared_secret: secret(
+                self.shared_secret,
+                SHARED_SECRET,
+                mode,
+                SharedSecret::parse,
+                p,
+            ),
+            refresh_token: secret(
+                self.refresh_token,
+                REFRESH_TOKEN,
+                mode,
+                RefreshToken::parse,
+                p,
+            ),
+            developer_key: secret(
+                self.developer_key,
+                DEVELOPER_KEY,
+                mode,
+                DeveloperKey::parse,
+                p,
+            ),
+            password: secret(self.password, PASSWORD, mode, SoapPassword::parse, p),
+            profile_id: profile(self.profile_id, mode, p),
+        };
+        problems.finish(change)
     }
+}
+
+/// A whole body (`None` when the request had none) into a change.
+pub fn parse(body: Option<Value>, mode: Mode) -> Result<CredentialsChange, ApiError> {
+    let (input, problems) = input::object::<CredentialsInput>(body)?;
+    input.into_change(mode, problems)
 }

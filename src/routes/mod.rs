@@ -9,9 +9,10 @@ pub mod connect;
 mod connect_page;
 pub mod connection;
 pub mod credentials;
-mod credentials_input;
+pub mod credentials_input;
 pub mod events;
 pub mod health;
+mod input;
 pub mod webhooks;
 
 use actix_web::http::StatusCode;

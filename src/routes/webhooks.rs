@@ -7,15 +7,18 @@ use schema::outbox::{ALL_EVENTS, PING};
 use schema::webhooks::{NewWebhook, Webhook};
 use schema::CompanyId;
 use secrecy::ExposeSecret;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use utoipa::ToSchema;
+use utoipa::openapi::schema::{ObjectBuilder, Schema, Type};
+use utoipa::openapi::RefOr;
+use utoipa::{PartialSchema, ToSchema};
 use web_hooks::signing::new_secret;
 use web_hooks::target::check_url_problems;
 
 use crate::auth::{Caller, Scope};
 use crate::body::JsonBody;
 use crate::problem::ApiError;
+use crate::routes::input::{self, Field, Problems};
 use crate::routes::{rfc3339, ListQuery};
 use crate::startup::AppState;
 
@@ -58,15 +61,113 @@ pub struct DeliveryList {
 }
 
 /// The body of `POST /api/v1/webhooks`.
-#[derive(ToSchema)]
-#[allow(dead_code)]
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct WebhookInput {
+    /// The https URL that receives events (http only with --webhook-allow-http; private and
+    /// loopback hosts only with --webhook-allow-private)
+    #[schema(value_type = String, format = "uri", max_length = 2048)]
+    url: Field<String>,
+    /// Event types; default: every event
+    #[serde(default)]
+    #[schema(value_type = Option<Vec<EventType>>, nullable, min_items = 1)]
+    events: Field<Vec<String>>,
+    /// Company ids, or ["*"] for every company the token covers
+    #[schema(value_type = Vec<CompanyOrAll>, min_items = 1)]
+    companies: Field<Vec<String>>,
+    #[serde(default)]
+    #[schema(value_type = Option<String>, nullable, max_length = 256)]
+    description: Field<String>,
+}
+
+/// An event type a subscription may ask for (OpenAPI only: the list is `ALL_EVENTS` and ping).
+pub struct EventType;
+
+impl PartialSchema for EventType {
+    fn schema() -> RefOr<Schema> {
+        let names = ALL_EVENTS.iter().chain([&PING]).copied();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .enum_values(Some(names))
+            .into()
+    }
+}
+
+impl ToSchema for EventType {}
+
+/// A company id or "*" (OpenAPI only: the rule is `CompanyId::parse`'s).
+pub struct CompanyOrAll;
+
+impl PartialSchema for CompanyOrAll {
+    fn schema() -> RefOr<Schema> {
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .pattern(Some(format!(r"^(\*|{})$", crate::openapi::COMPANY_ID_BODY)))
+            .into()
+    }
+}
+
+impl ToSchema for CompanyOrAll {}
+
+/// The subscription a valid body asks for.
+struct Wanted {
     url: String,
-    /// default: every event
-    events: Option<Vec<String>>,
-    /// company ids, or ["*"]
+    events: Vec<String>,
     companies: Vec<String>,
     description: Option<String>,
+}
+
+fn strings(field: Field<Vec<String>>, name: &str, problems: &mut Problems) -> Option<Vec<String>> {
+    match field {
+        Field::Absent | Field::Null => None,
+        Field::Given(items) if !items.is_empty() => Some(items),
+        Field::Given(_) | Field::Wrong => {
+            problems.add(name, "must be a non-empty array of strings");
+            None
+        }
+    }
+}
+
+impl WebhookInput {
+    fn validate(self, mut problems: Problems) -> Result<Wanted, ApiError> {
+        let url = match self.url {
+            Field::Given(u) => u.trim().to_string(),
+            _ => {
+                problems.add("url", "is required: the https URL that receives events");
+                String::new()
+            }
+        };
+        let events = strings(self.events, "events", &mut problems)
+            .unwrap_or_else(|| ALL_EVENTS.iter().map(|e| e.to_string()).collect());
+        for e in &events {
+            if !ALL_EVENTS.contains(&e.as_str()) && e != PING {
+                problems.add("events", format!("unknown event type '{e}'"));
+            }
+        }
+        let companies = strings(self.companies, "companies", &mut problems);
+        if companies.is_none() && !problems.has("companies") {
+            problems.add("companies", "is required: company ids, or [\"*\"]");
+        }
+        for c in companies.iter().flatten() {
+            if c != "*" && CompanyId::parse(c).is_err() {
+                problems.add("companies", format!("'{c}' is not a company id"));
+            }
+        }
+        let description = match self.description {
+            Field::Absent | Field::Null => None,
+            Field::Given(d) if d.chars().count() <= 256 => Some(d),
+            Field::Given(_) | Field::Wrong => {
+                problems.add("description", "must be a string of at most 256 characters");
+                None
+            }
+        };
+        problems.finish(Wanted {
+            url,
+            events,
+            companies: companies.unwrap_or_default(),
+            description,
+        })
+    }
 }
 
 fn view(w: Webhook, secret: Option<String>) -> WebhookView {
@@ -100,28 +201,6 @@ fn not_found() -> ApiError {
     )
 }
 
-fn strings(
-    value: Option<&Value>,
-    field: &str,
-    errors: &mut Vec<(String, String)>,
-) -> Option<Vec<String>> {
-    match value {
-        None | Some(Value::Null) => None,
-        Some(Value::Array(items)) if items.iter().all(Value::is_string) && !items.is_empty() => {
-            Some(
-                items
-                    .iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect(),
-            )
-        }
-        Some(_) => {
-            errors.push((field.into(), "must be a non-empty array of strings".into()));
-            None
-        }
-    }
-}
-
 /// Subscriptions one caller (`sub`) may hold: an ERP needs a handful; without a bound one token
 /// could fill the table and the delivery worker's every pass.
 pub const MAX_WEBHOOKS_PER_CALLER: i64 = 50;
@@ -146,67 +225,15 @@ pub async fn create(
     body: JsonBody,
 ) -> Result<HttpResponse, ApiError> {
     caller.require(Scope::WebhooksManage)?;
-    let Some(Value::Object(obj)) = body.0 else {
-        return Err(ApiError::validation(vec![(
-            "body".into(),
-            "must be a JSON object".into(),
-        )]));
+    let Wanted {
+        url,
+        events,
+        companies,
+        description,
+    } = {
+        let (input, problems) = input::object::<WebhookInput>(body.0)?;
+        input.validate(problems)?
     };
-    let mut errors: Vec<(String, String)> = obj
-        .keys()
-        .filter(|k| !["url", "events", "companies", "description"].contains(&k.as_str()))
-        .map(|k| {
-            (
-                k.clone(),
-                "unknown field; the accepted fields are url, events, companies, description"
-                    .to_string(),
-            )
-        })
-        .collect();
-    let url = match obj.get("url") {
-        Some(Value::String(u)) => Some(u.trim().to_string()),
-        _ => {
-            errors.push((
-                "url".into(),
-                "is required: the https URL that receives events".into(),
-            ));
-            None
-        }
-    };
-    let events = strings(obj.get("events"), "events", &mut errors)
-        .unwrap_or_else(|| ALL_EVENTS.iter().map(|e| e.to_string()).collect());
-    for e in &events {
-        if !ALL_EVENTS.contains(&e.as_str()) && e != PING {
-            errors.push(("events".into(), format!("unknown event type '{e}'")));
-        }
-    }
-    let companies = strings(obj.get("companies"), "companies", &mut errors);
-    if companies.is_none() && !errors.iter().any(|(f, _)| f == "companies") {
-        errors.push((
-            "companies".into(),
-            "is required: company ids, or [\"*\"]".into(),
-        ));
-    }
-    for c in companies.iter().flatten() {
-        if c != "*" && CompanyId::parse(c).is_err() {
-            errors.push(("companies".into(), format!("'{c}' is not a company id")));
-        }
-    }
-    let description = match obj.get("description") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(d)) if d.chars().count() <= 256 => Some(d.clone()),
-        Some(_) => {
-            errors.push((
-                "description".into(),
-                "must be a string of at most 256 characters".into(),
-            ));
-            None
-        }
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::validation(errors));
-    }
-    let (url, companies) = (url.unwrap_or_default(), companies.unwrap_or_default());
     if let Err(problems) = check_url_problems(&url, state.config.webhook_policy()) {
         let errors: Vec<Value> = problems
             .iter()
@@ -345,7 +372,7 @@ pub async fn ping(
 }
 
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
-    params(("id" = String, Path), ("limit" = Option<i64>, Query, description = "default 20, max 200")),
+    params(("id" = String, Path), ("limit" = Option<i64>, Query, minimum = 1, description = "default 20, max 200")),
     responses((status = 200, body = DeliveryList), (status = 404, description = "webhook_not_found")))]
 pub async fn deliveries(
     state: web::Data<AppState>,

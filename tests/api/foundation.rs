@@ -272,6 +272,44 @@ async fn openapi_describes_every_endpoint(backend: Backend) {
         }
     }
     assert!(doc["components"]["securitySchemes"]["bearer"].is_object());
+    // Every error answer is documented as problem+json, and every {company} carries the rule.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            for (status, answer) in op["responses"].as_object().unwrap() {
+                if status.as_str() >= "400" {
+                    assert!(
+                        answer["content"]["application/problem+json"].is_object(),
+                        "{method} {path} {status} is not problem+json"
+                    );
+                }
+            }
+            for param in op["parameters"].as_array().into_iter().flatten() {
+                if param["name"] == "company" {
+                    assert_eq!(param["schema"]["maxLength"], 64, "{method} {path}");
+                    assert!(param["schema"]["pattern"].is_string(), "{method} {path}");
+                }
+            }
+        }
+    }
+    // The answers the code sends, with the types it uses: last_test may be null, a Test
+    // Connection answer is the result type, and the body structs are the ones that parse.
+    let schemas = &doc["components"]["schemas"];
+    let last_test =
+        serde_json::to_string(&schemas["ConnectionStatus"]["properties"]["last_test"]).unwrap();
+    assert!(last_test.contains("null"), "{last_test}");
+    let tested =
+        &doc["paths"]["/api/v1/companies/{company}/connection/test"]["post"]["responses"]["200"];
+    assert!(tested.to_string().contains("TestResult"), "{tested}");
+    for field in ["checks", "profiles", "error", "outcome"] {
+        assert!(
+            schemas["TestResult"]["properties"][field].is_object(),
+            "{field}"
+        );
+    }
+    let input = &schemas["CredentialsInput"];
+    assert_eq!(input["additionalProperties"], false);
+    assert!(input["properties"]["application_id"]["pattern"].is_string());
+    assert_eq!(schemas["WebhookInput"]["additionalProperties"], false);
 }
 
 /// Readiness follows the database: 503 while PostgreSQL is unreachable, 200 again once it is

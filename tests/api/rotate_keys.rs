@@ -1,6 +1,7 @@
 //! `ca-connector rotate-keys` on 10,000 companies: interrupted, resumed, with the server writing
 //! at the same time, and every value read back under the new key alone.
 
+use connector::ApplicationId;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -31,7 +32,9 @@ fn seed(url: &str, keys: &KeyRing) {
     conn.transaction(|c| {
         for i in 0..COMPANIES {
             let change = CredentialsChange {
-                application_id: Change::Set(format!("app-{i}")),
+                application_id: Change::Set(
+                    ApplicationId::parse(&format!("app-{i}")).unwrap().unwrap(),
+                ),
                 shared_secret: Change::Set(SecretString::from(format!("secret-{i:05}-abcdefgh"))),
                 refresh_token: Change::Set(SecretString::from(format!("refresh-{i:05}-abcdefgh"))),
                 profile_id: Change::Keep,

@@ -3,6 +3,8 @@ use std::fmt;
 /// A company (ERP tenant) id: 1–64 characters of `A-Z a-z 0-9 _ . -`, starting with a letter or
 /// digit. Case-sensitive. Parsing is the only way to get one, so every store call is tenant-safe.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[cfg_attr(feature = "diesel", derive(diesel::AsExpression, diesel::FromSqlRow))]
+#[cfg_attr(feature = "diesel", diesel(sql_type = diesel::sql_types::Text))]
 pub struct CompanyId(String);
 
 impl CompanyId {

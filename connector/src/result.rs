@@ -1,0 +1,52 @@
+//! The Test Connection result: the product's main object. One type is answered by the API, stored
+//! as history (JSON text), sent in `connection.tested` events and shown by the settings screen.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+use crate::check::Check;
+use crate::client::Profile;
+use crate::taxonomy::TestError;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Connected,
+    Failed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Connected => "connected",
+            Outcome::Failed => "failed",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct TestResult {
+    pub id: String,
+    pub company: String,
+    pub outcome: Outcome,
+    /// true when candidate values from the request were tested, not the stored ones
+    pub candidate: bool,
+    /// null when connected; otherwise the classified failure (contract §4)
+    pub error: Option<TestError>,
+    /// credentials_complete, token_exchange, api_probe, in order
+    pub checks: Vec<Check>,
+    /// The ChannelAdvisor profiles the credentials reach (empty unless the probe ran)
+    pub profiles: Vec<Profile>,
+    /// RFC 3339, UTC, milliseconds
+    #[schema(format = DateTime)]
+    pub started_at: String,
+    pub duration_ms: u64,
+    /// The `sub` of the person or job that ran it
+    pub triggered_by: String,
+}
+
+impl TestResult {
+    pub fn connected(&self) -> bool {
+        self.outcome == Outcome::Connected
+    }
+}
