@@ -161,7 +161,7 @@ impl Modify for SharedAnswers {
         audit::list,
         connection::test, connection::status, connection::history,
         access_token::issue,
-        webhooks::create, webhooks::list, webhooks::read, webhooks::delete, webhooks::rotate_secret, webhooks::ping, webhooks::deliveries,
+        webhooks::create, webhooks::list, webhooks::read, webhooks::delete, webhooks::rotate_secret, webhooks::ping, webhooks::deliveries, webhooks::audit,
         connect::start, connect::code, connect::callback,
         events::stream,
         admin::redirect, admin::page, admin::asset,

@@ -9,7 +9,7 @@ use diesel::prelude::*;
 use crate::error::StoreError;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::{
-    audit_entries, connection_tests, credentials, outbox_events, webhook_attempts,
+    audit_entries, connection_tests, credentials, outbox_events, webhook_attempts, webhook_audit,
     webhook_deliveries,
 };
 
@@ -55,6 +55,10 @@ pub fn sweep(
     let audit = write_tx(conn, |conn| {
         Ok(
             diesel::delete(audit_entries::table.filter(audit_entries::at.lt(before(keep.audit))))
+                .execute(conn)?
+                + diesel::delete(
+                    webhook_audit::table.filter(webhook_audit::at.lt(before(keep.audit))),
+                )
                 .execute(conn)?,
         )
     })?;

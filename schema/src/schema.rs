@@ -31,6 +31,17 @@ diesel::table! {
 }
 
 diesel::table! {
+    webhook_audit (id) {
+        id -> Text,
+        webhook_id -> Text,
+        at -> Timestamp,
+        actor -> Text,
+        action -> Text,
+        companies -> Text,
+    }
+}
+
+diesel::table! {
     audit_entries (id) {
         id -> Text,
         company -> Text,

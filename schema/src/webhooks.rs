@@ -7,7 +7,7 @@ use secrecy::SecretString;
 use crate::credentials::{now, to_utc};
 use crate::error::StoreError;
 use crate::pool::{write_tx, AnyConnection};
-use crate::schema::{webhook_attempts, webhook_deliveries, webhooks};
+use crate::schema::{webhook_attempts, webhook_audit, webhook_deliveries, webhooks};
 use crate::seal::KeyRing;
 
 pub const WEBHOOK_SECRET: &str = "webhook_secret";
@@ -83,10 +83,14 @@ pub fn create(
         created_at: now().naive_utc(),
         created_by: new.created_by,
     };
-    diesel::insert_into(webhooks::table)
-        .values(&row)
-        .execute(conn)?;
-    Ok(row.into())
+    write_tx(conn, |conn| {
+        diesel::insert_into(webhooks::table)
+            .values(&row)
+            .execute(conn)?;
+        let created: Webhook = row.clone().into();
+        record(conn, &created, &created.created_by, CREATED)?;
+        Ok(created)
+    })
 }
 
 /// How many subscriptions `created_by` has made (and not deleted).
@@ -113,29 +117,128 @@ pub fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Webhook>, StoreE
     Ok(rows.into_iter().next().map(Webhook::from))
 }
 
-/// Removes the subscription and its pending deliveries; attempts stay as history.
-pub fn delete(conn: &mut AnyConnection, id: &str) -> Result<bool, StoreError> {
+/// Removes the subscription and its pending deliveries; attempts and the audit stay as history.
+pub fn delete(conn: &mut AnyConnection, hook: &Webhook, actor: &str) -> Result<bool, StoreError> {
+    let id = hook.id.as_str();
     write_tx(conn, |conn| {
         diesel::delete(webhook_deliveries::table.filter(webhook_deliveries::webhook_id.eq(id)))
             .execute(conn)?;
-        Ok(diesel::delete(webhooks::table.find(id)).execute(conn)? > 0)
+        let gone = diesel::delete(webhooks::table.find(id)).execute(conn)? > 0;
+        if gone {
+            record(conn, hook, actor, DELETED)?;
+        }
+        Ok(gone)
     })
 }
 
 pub fn rotate_secret(
     conn: &mut AnyConnection,
     keys: &KeyRing,
-    id: &str,
+    hook: &Webhook,
     secret: &SecretString,
+    actor: &str,
 ) -> Result<bool, StoreError> {
-    let sealed = keys.seal(id, WEBHOOK_SECRET, secret);
-    Ok(diesel::update(webhooks::table.find(id))
-        .set((
-            webhooks::key_id.eq(sealed.key_id),
-            webhooks::secret.eq(sealed.bytes),
-        ))
-        .execute(conn)?
-        > 0)
+    let sealed = keys.seal(&hook.id, WEBHOOK_SECRET, secret);
+    write_tx(conn, |conn| {
+        let rotated = diesel::update(webhooks::table.find(&hook.id))
+            .set((
+                webhooks::key_id.eq(&sealed.key_id),
+                webhooks::secret.eq(&sealed.bytes),
+            ))
+            .execute(conn)?
+            > 0;
+        if rotated {
+            record(conn, hook, actor, SECRET_ROTATED)?;
+        }
+        Ok(rotated)
+    })
+}
+
+/// Queues a `webhook.ping` for this subscription only; answers the event id.
+pub fn ping(conn: &mut AnyConnection, hook: &Webhook, actor: &str) -> Result<String, StoreError> {
+    write_tx(conn, |conn| {
+        let data = serde_json::json!({"company": null, "webhook_id": hook.id});
+        let event = crate::outbox::emit(conn, crate::outbox::PING, None, data, Some(&hook.id))?;
+        record(conn, hook, actor, PINGED)?;
+        Ok(event)
+    })
+}
+
+pub const CREATED: &str = "webhook_created";
+pub const DELETED: &str = "webhook_deleted";
+pub const SECRET_ROTATED: &str = "webhook_secret_rotated";
+pub const PINGED: &str = "webhook_pinged";
+
+#[derive(Queryable, Selectable, Insertable, Debug, Clone)]
+#[diesel(table_name = webhook_audit)]
+struct AuditRow {
+    id: String,
+    webhook_id: String,
+    at: NaiveDateTime,
+    actor: String,
+    action: String,
+    companies: String,
+}
+
+/// Who did what to which subscription, and when. Never the secret.
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub id: String,
+    pub webhook_id: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    /// The subscription's companies at the time (who may see the entry).
+    pub companies: Vec<String>,
+}
+
+/// One audit entry, in the transaction of the change it describes.
+fn record(
+    conn: &mut AnyConnection,
+    hook: &Webhook,
+    actor: &str,
+    action: &str,
+) -> Result<(), StoreError> {
+    let row = AuditRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        webhook_id: hook.id.clone(),
+        at: now().naive_utc(),
+        actor: actor.to_string(),
+        action: action.to_string(),
+        companies: serde_json::to_string(&hook.companies)
+            .map_err(|e| StoreError::Worker(e.to_string()))?,
+    };
+    diesel::insert_into(webhook_audit::table)
+        .values(&row)
+        .execute(conn)?;
+    Ok(())
+}
+
+/// Newest first, up to `limit` entries.
+pub fn audit(conn: &mut AnyConnection, limit: i64) -> Result<Vec<AuditEntry>, StoreError> {
+    let rows: Vec<AuditRow> = webhook_audit::table
+        .order((webhook_audit::at.desc(), webhook_audit::id.desc()))
+        .limit(limit)
+        .select(AuditRow::as_select())
+        .load(conn)?;
+    rows.into_iter()
+        .map(|r| {
+            let companies = serde_json::from_str(&r.companies).map_err(|e| {
+                StoreError::Worker(format!(
+                    "web-hook audit entry {} is not readable: {e}",
+                    r.id
+                ))
+            })?;
+            Ok(AuditEntry {
+                id: r.id,
+                webhook_id: r.webhook_id,
+                at: to_utc(r.at),
+                actor: r.actor,
+                action: r.action,
+                companies,
+            })
+        })
+        .collect()
 }
 
 /// Re-seals every subscription secret under the first key (small table: one transaction).

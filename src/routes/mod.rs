@@ -59,6 +59,7 @@ route_table! {
     "/api/v1/webhooks/{id}/rotate-secret" => { post: webhooks::rotate_secret }
     "/api/v1/webhooks/{id}/ping" => { post: webhooks::ping }
     "/api/v1/webhooks/{id}/deliveries" => { get: webhooks::deliveries }
+    "/api/v1/webhook-audit" => { get: webhooks::audit }
     "/api/v1/companies/{company}/connect" => { post: connect::start }
     "/api/v1/companies/{company}/connect/code" => { post: connect::code }
     "/oauth/callback" => { get: connect::callback }

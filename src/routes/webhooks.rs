@@ -66,14 +66,17 @@ pub struct DeliveryList {
 pub struct WebhookInput {
     /// The https URL that receives events (http only with --webhook-allow-http; private and
     /// loopback hosts only with --webhook-allow-private)
-    #[schema(value_type = String, format = "uri", max_length = 2048)]
+    // `default` so a missing url is reported with the body's other problems, not alone.
+    #[serde(default)]
+    #[schema(required = true, value_type = String, format = "uri", max_length = 2048)]
     url: Field<String>,
     /// Event types; default: every event
     #[serde(default)]
     #[schema(value_type = Option<Vec<EventType>>, nullable, min_items = 1)]
     events: Field<Vec<String>>,
     /// Company ids, or ["*"] for every company the token covers
-    #[schema(value_type = Vec<CompanyOrAll>, min_items = 1)]
+    #[serde(default)]
+    #[schema(required = true, value_type = Vec<CompanyOrAll>, min_items = 1)]
     companies: Field<Vec<String>>,
     #[serde(default)]
     #[schema(value_type = Option<String>, nullable, max_length = 256)]
@@ -320,9 +323,10 @@ pub async fn delete(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let w = visible(&state, &caller, path.into_inner()).await?;
+    let actor = caller.sub.clone();
     state
         .db
-        .run(move |conn| schema::webhooks::delete(conn, &w.id))
+        .run(move |conn| schema::webhooks::delete(conn, &w, &actor))
         .await?;
     Ok(HttpResponse::NoContent().finish())
 }
@@ -336,10 +340,11 @@ pub async fn rotate_secret(
 ) -> Result<HttpResponse, ApiError> {
     let w = visible(&state, &caller, path.into_inner()).await?;
     let secret = new_secret();
-    let (keys, sealed, id) = (state.keys.clone(), secret.clone(), w.id.clone());
+    let (keys, sealed, hook) = (state.keys.clone(), secret.clone(), w.clone());
+    let actor = caller.sub.clone();
     state
         .db
-        .run(move |conn| schema::webhooks::rotate_secret(conn, &keys, &id, &sealed))
+        .run(move |conn| schema::webhooks::rotate_secret(conn, &keys, &hook, &sealed, &actor))
         .await?;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
@@ -354,18 +359,10 @@ pub async fn ping(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let w = visible(&state, &caller, path.into_inner()).await?;
-    let id = w.id.clone();
+    let actor = caller.sub.clone();
     let event_id = state
         .db
-        .run(move |conn| {
-            schema::outbox::emit(
-                conn,
-                PING,
-                None,
-                json!({"company": null, "webhook_id": id}),
-                Some(&id),
-            )
-        })
+        .run(move |conn| schema::webhooks::ping(conn, &w, &actor))
         .await?;
     state.webhook_wake.notify_one();
     Ok(HttpResponse::Accepted().json(json!({"event_id": event_id})))
@@ -404,4 +401,55 @@ pub async fn deliveries(
         })
         .collect();
     Ok(HttpResponse::Ok().json(DeliveryList { deliveries }))
+}
+
+/// One entry of the web-hook audit trail: who did what to which subscription, and when.
+#[derive(Serialize, ToSchema)]
+pub struct WebhookAuditEntry {
+    id: String,
+    webhook_id: String,
+    /// webhook_created, webhook_deleted, webhook_secret_rotated or webhook_pinged
+    action: String,
+    actor: String,
+    at: String,
+    companies: Vec<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct WebhookAudit {
+    entries: Vec<WebhookAuditEntry>,
+}
+
+/// How far back the audit list looks for entries the caller may see.
+const AUDIT_SCAN: i64 = 2000;
+
+#[utoipa::path(get, path = "/api/v1/webhook-audit", tag = "webhooks", security(("bearer" = [])),
+    params(("limit" = Option<i64>, Query, minimum = 1, description = "default 50, max 200")),
+    responses((status = 200, body = WebhookAudit)))]
+pub async fn audit(
+    state: web::Data<AppState>,
+    caller: Caller,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, ApiError> {
+    caller.require(Scope::WebhooksManage)?;
+    let limit = query.limit(50, 200)?;
+    let rows = state
+        .db
+        .run(|conn| schema::webhooks::audit(conn, AUDIT_SCAN))
+        .await?;
+    // Visible like the subscriptions themselves: to tokens covering all their companies.
+    let entries = rows
+        .into_iter()
+        .filter(|e| covers(&caller, &e.companies))
+        .take(usize::try_from(limit).unwrap_or(50))
+        .map(|e| WebhookAuditEntry {
+            id: e.id,
+            webhook_id: e.webhook_id,
+            action: e.action,
+            actor: e.actor,
+            at: rfc3339(e.at),
+            companies: e.companies,
+        })
+        .collect();
+    Ok(HttpResponse::Ok().json(WebhookAudit { entries }))
 }

@@ -9,7 +9,8 @@ use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
 use crate::connection::{sim, test_connection, APP, REFRESH, SECRET};
 use crate::helpers::{
-    admin, assert_problem, second_instance, spawn_app_with, token, AppOptions, Backend, TestApp,
+    admin, assert_problem, second_instance, spawn_app_with, token, token_for, AppOptions, Backend,
+    TestApp,
 };
 use crate::on_both_backends;
 use crate::tokens::issue;
@@ -882,4 +883,73 @@ async fn killed_and_restarted(backend: &Backend, mid_attempt: bool) {
         "the same webhook-id: a duplicate is recognisable"
     );
     assert_eq!(body["data"]["company"], "acme");
+}
+
+/// Creating, rotating, pinging and deleting a subscription are audit entries: who, when, which
+/// subscription and what; never the secret. They outlive the subscription, and only tokens that
+/// could manage it see them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_changes_are_audited() {
+    let app = app_for_hooks(&Backend::Sqlite, "http://127.0.0.1:9", RETRY_FAST).await;
+    let created = subscribe(
+        &app,
+        json!({"url": "http://127.0.0.1:9/hook", "companies": ["acme"]}),
+        &["acme"],
+    )
+    .await;
+    let id = created["id"].as_str().unwrap();
+    let rotated = rotate_secret(&app, id).await;
+    let call = |method: reqwest::Method, path: String| {
+        app.client
+            .request(method, app.url(&path))
+            .bearer_auth(token_for("ops@erp", &["acme"], "webhooks:manage"))
+            .send()
+    };
+    let ping = call(reqwest::Method::POST, format!("/api/v1/webhooks/{id}/ping"))
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 202);
+    let gone = call(reqwest::Method::DELETE, format!("/api/v1/webhooks/{id}"))
+        .await
+        .unwrap();
+    assert_eq!(gone.status(), 204);
+
+    let res = call(reqwest::Method::GET, "/api/v1/webhook-audit".into())
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let text = res.text().await.unwrap();
+    for secret in [&created["secret"], &rotated["secret"]] {
+        let secret = secret.as_str().unwrap();
+        assert!(!text.contains(secret), "a web-hook secret in the audit");
+    }
+    let audit: Value = serde_json::from_str(&text).unwrap();
+    let seen: Vec<(&str, &str)> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .inspect(|e| assert_eq!(e["webhook_id"], id))
+        .map(|e| (e["action"].as_str().unwrap(), e["actor"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("webhook_deleted", "ops@erp"),
+            ("webhook_pinged", "ops@erp"),
+            ("webhook_secret_rotated", "admin@test"),
+            ("webhook_created", "admin@test"),
+        ]
+    );
+    // A token for another company sees none of it.
+    let other: Value = app
+        .client
+        .get(app.url("/api/v1/webhook-audit"))
+        .bearer_auth(admin(&["globex"]))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(other["entries"], json!([]));
 }
