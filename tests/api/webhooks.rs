@@ -953,3 +953,40 @@ async fn webhook_changes_are_audited() {
         .unwrap();
     assert_eq!(other["entries"], json!([]));
 }
+
+/// A target that answers slowly holds its own delivery only: another subscription's events keep
+/// arriving while the slow one's attempt is still open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_target_does_not_hold_up_other_targets() {
+    let slow = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok().set_delay(Duration::from_secs(6)))
+        .mount(&slow)
+        .await;
+    let fast = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ok())
+        .mount(&fast)
+        .await;
+    let app = app_for_hooks(&Backend::Sqlite, "http://127.0.0.1:9", RETRY_FAST).await;
+    let hook = |server: &MockServer| json!({"url": format!("{}/hook", server.uri()), "companies": ["acme"]});
+    let slow_id = subscribe(&app, hook(&slow), &["acme"]).await["id"].clone();
+    let fast_id = subscribe(&app, hook(&fast), &["acme"]).await["id"].clone();
+    let ping = |id: &Value| {
+        app.client
+            .post(app.url(&format!("/api/v1/webhooks/{}/ping", id.as_str().unwrap())))
+            .bearer_auth(admin(&["acme"]))
+            .send()
+    };
+    assert_eq!(ping(&slow_id).await.unwrap().status(), 202);
+    // The slow target has the request and keeps it open for 6 s.
+    assert_eq!(received(&slow, 1, Duration::from_secs(5)).await.len(), 1);
+    let started = Instant::now();
+    assert_eq!(ping(&fast_id).await.unwrap().status(), 202);
+    assert_eq!(received(&fast, 1, Duration::from_secs(5)).await.len(), 1);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the fast target waited {:?} behind the slow one",
+        started.elapsed()
+    );
+}

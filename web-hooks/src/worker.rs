@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::future::join_all;
 use prometheus::{Gauge, IntCounterVec, IntGauge};
 use schema::outbox::{AttemptResult, Claimed};
 use schema::{Database, KeyRing};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::signing::sign;
 use crate::target::TargetPolicy;
@@ -37,7 +36,7 @@ pub struct WorkerConfig {
     pub policy: TargetPolicy,
     /// This instance, for the leases.
     pub owner: String,
-    /// Deliveries claimed (and sent in parallel) at once.
+    /// Deliveries in flight at once (each on its own task).
     pub batch: i64,
     /// How often to look for due deliveries when not woken.
     pub poll: Duration,
@@ -80,28 +79,32 @@ impl Worker {
     }
 
     pub fn spawn(self) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(self.run())
+        tokio::spawn(Arc::new(self).run())
     }
 
-    async fn run(self) {
+    /// Claims due deliveries while a slot is free and sends each on its own task: a slow target
+    /// holds one slot for its attempt's deadline, never the deliveries of other targets.
+    async fn run(self: Arc<Self>) {
         let first =
             chrono::Duration::seconds(self.config.schedule.first().copied().unwrap_or(0) as i64);
         let lease = chrono::Duration::from_std(ATTEMPT_TIMEOUT + LEASE_MARGIN)
             .unwrap_or(chrono::Duration::seconds(30));
+        let slots = Arc::new(Semaphore::new(self.config.batch.max(1) as usize));
         let mut gauges_at = Instant::now() - Duration::from_secs(10);
         loop {
             if gauges_at.elapsed() >= Duration::from_secs(1) {
                 gauges_at = Instant::now();
                 self.update_gauges().await;
             }
-            let (keys, owner, batch) = (
-                self.keys.clone(),
-                self.config.owner.clone(),
-                self.config.batch,
-            );
+            let Ok(slot) = slots.clone().acquire_owned().await else {
+                return;
+            };
+            // This loop is the only one taking slots, so every free one counted here is ours.
+            let free = 1 + slots.available_permits() as i64;
+            let (keys, owner) = (self.keys.clone(), self.config.owner.clone());
             let claimed = match self
                 .db
-                .run(move |conn| schema::outbox::claim(conn, &keys, &owner, first, lease, batch))
+                .run(move |conn| schema::outbox::claim(conn, &keys, &owner, first, lease, free))
                 .await
             {
                 Ok(c) => c,
@@ -112,13 +115,30 @@ impl Worker {
                 }
             };
             if claimed.is_empty() {
+                drop(slot);
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(self.config.poll) => {}
                 }
                 continue;
             }
-            self.deliver_all(claimed).await;
+            let mut slot = Some(slot);
+            for delivery in claimed {
+                let held = match slot.take() {
+                    Some(s) => s,
+                    None => match slots.clone().acquire_owned().await {
+                        Ok(s) => s,
+                        Err(_) => return,
+                    },
+                };
+                let worker = self.clone();
+                tokio::spawn(async move {
+                    worker.deliver(delivery).await;
+                    drop(held);
+                    // The next event of this subscription may be due now.
+                    worker.wake.notify_one();
+                });
+            }
         }
     }
 
@@ -183,42 +203,42 @@ impl Worker {
         }
     }
 
-    /// Attempts a claimed batch in parallel and records every result in one transaction.
-    async fn deliver_all(&self, claimed: Vec<Claimed>) {
-        let results: Vec<(Claimed, AttemptResult)> =
-            join_all(claimed.into_iter().map(|c| async move {
-                let r = self.attempt(&c).await;
-                (c, r)
-            }))
-            .await;
+    /// Attempts one claimed delivery and records the attempt (only while this instance still
+    /// holds its lease).
+    async fn deliver(&self, claimed: Claimed) {
+        let result = self.attempt(&claimed).await;
         let schedule = self.config.schedule.clone();
-        let recorded = results.clone();
-        match self
+        let recorded = vec![(claimed, result)];
+        let attempt = recorded.clone();
+        let status = match self
             .db
-            .run(move |conn| schema::outbox::record_all(conn, &recorded, &schedule))
+            .run(move |conn| schema::outbox::record_all(conn, &attempt, &schedule))
             .await
         {
-            Ok(statuses) => {
-                for ((claimed, result), status) in results.iter().zip(statuses) {
-                    if status == schema::outbox::SUPERSEDED {
-                        tracing::warn!(webhook = %claimed.webhook_id, event = %claimed.event_id, "web-hook attempt not recorded: its lease ran out and another instance holds the delivery");
-                        continue;
-                    }
-                    let label = match status {
-                        "delivered" => "delivered",
-                        "failed" => "failed",
-                        _ => "retry",
-                    };
-                    self.metrics.deliveries.with_label_values(&[label]).inc();
-                    if status == "failed" {
-                        tracing::warn!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempts = claimed.attempt, "web-hook delivery failed for good");
-                    } else if !result.delivered {
-                        tracing::info!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempt = claimed.attempt, error = result.error.as_deref().unwrap_or(""), "web-hook attempt failed; will retry");
-                    }
-                }
+            Ok(statuses) => statuses.into_iter().next(),
+            // The lease runs out and the attempt is made again: at least once, never lost.
+            Err(e) => {
+                tracing::error!(error = %e, "recording a web-hook attempt failed");
+                return;
             }
-            // The leases run out and the attempts are made again: at least once, never lost.
-            Err(e) => tracing::error!(error = %e, "recording web-hook attempts failed"),
+        };
+        let (Some((claimed, result)), Some(status)) = (recorded.first(), status) else {
+            return;
+        };
+        if status == schema::outbox::SUPERSEDED {
+            tracing::warn!(webhook = %claimed.webhook_id, event = %claimed.event_id, "web-hook attempt not recorded: its lease ran out and another instance holds the delivery");
+            return;
+        }
+        let label = match status {
+            "delivered" => "delivered",
+            "failed" => "failed",
+            _ => "retry",
+        };
+        self.metrics.deliveries.with_label_values(&[label]).inc();
+        if status == "failed" {
+            tracing::warn!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempts = claimed.attempt, "web-hook delivery failed for good");
+        } else if !result.delivered {
+            tracing::info!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempt = claimed.attempt, error = result.error.as_deref().unwrap_or(""), "web-hook attempt failed; will retry");
         }
     }
 }
