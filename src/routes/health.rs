@@ -3,24 +3,41 @@
 use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 use crate::openapi::ApiDoc;
 use crate::problem::ApiError;
 use crate::startup::AppState;
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive")))]
+/// Liveness: always "ok" while the process answers.
+#[derive(Serialize, ToSchema)]
+pub struct Alive {
+    status: &'static str,
+}
+
+/// Readiness: "ready", and which database the instance uses.
+#[derive(Serialize, ToSchema)]
+pub struct Ready {
+    status: &'static str,
+    /// sqlite or postgres
+    database: &'static str,
+}
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "The process is alive", body = Alive)))]
 pub async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Alive { status: "ok" })
 }
 
 #[utoipa::path(get, path = "/readyz", tag = "operations", responses(
-    (status = 200, description = "Database reachable and migrations applied"),
+    (status = 200, description = "Database reachable and migrations applied", body = Ready),
     (status = 503, description = "Not ready", content_type = "application/problem+json")))]
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     match state.db.check_ready(Duration::from_secs(2)).await {
-        Ok(()) => Ok(HttpResponse::Ok()
-            .json(json!({"status": "ready", "database": state.db.backend().name()}))),
+        Ok(()) => Ok(HttpResponse::Ok().json(Ready {
+            status: "ready",
+            database: state.db.backend().name(),
+        })),
         Err(e) => {
             tracing::warn!(error = %e, "not ready");
             Err(ApiError::unavailable(

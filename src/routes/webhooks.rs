@@ -204,6 +204,12 @@ fn not_found() -> ApiError {
     )
 }
 
+/// The answer of a ping: the event that is on its way.
+#[derive(Serialize, ToSchema)]
+pub struct PingQueued {
+    event_id: String,
+}
+
 /// Subscriptions one caller (`sub`) may hold: an ERP needs a handful; without a bound one token
 /// could fill the table and the delivery worker's every pass.
 pub const MAX_WEBHOOKS_PER_CALLER: i64 = 50;
@@ -352,7 +358,7 @@ pub async fn rotate_secret(
 }
 
 #[utoipa::path(post, path = "/api/v1/webhooks/{id}/ping", tag = "webhooks", security(("bearer" = [])), params(("id" = String, Path)),
-    responses((status = 202, description = "A webhook.ping event is on its way; body: {\"event_id\"}"), (status = 404, description = "webhook_not_found")))]
+    responses((status = 202, description = "A webhook.ping event is on its way", body = PingQueued), (status = 404, description = "webhook_not_found")))]
 pub async fn ping(
     state: web::Data<AppState>,
     caller: Caller,
@@ -365,7 +371,7 @@ pub async fn ping(
         .run(move |conn| schema::webhooks::ping(conn, &w, &actor))
         .await?;
     state.webhook_wake.notify_one();
-    Ok(HttpResponse::Accepted().json(json!({"event_id": event_id})))
+    Ok(HttpResponse::Accepted().json(PingQueued { event_id }))
 }
 
 #[utoipa::path(get, path = "/api/v1/webhooks/{id}/deliveries", tag = "webhooks", security(("bearer" = [])),
