@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use prometheus::{Gauge, IntCounterVec, IntGauge};
 use schema::outbox::{AttemptResult, Claimed};
 use schema::{Database, KeyRing};
-use tokio::sync::{Notify, Semaphore};
+use tokio::sync::{mpsc, Notify, OwnedSemaphorePermit, Semaphore};
 
 use crate::signing::sign;
 use crate::target::TargetPolicy;
@@ -83,8 +83,11 @@ impl Worker {
     }
 
     /// Claims due deliveries while a slot is free and sends each on its own task: a slow target
-    /// holds one slot for its attempt's deadline, never the deliveries of other targets.
+    /// holds one slot for its attempt's deadline, never the deliveries of other targets. Finished
+    /// attempts go to one recorder, which writes all that have finished in one transaction.
     async fn run(self: Arc<Self>) {
+        let (finished, to_record) = mpsc::unbounded_channel();
+        tokio::spawn(self.clone().record_finished(to_record));
         let first =
             chrono::Duration::seconds(self.config.schedule.first().copied().unwrap_or(0) as i64);
         let lease = chrono::Duration::from_std(ATTEMPT_TIMEOUT + LEASE_MARGIN)
@@ -96,11 +99,17 @@ impl Worker {
                 gauges_at = Instant::now();
                 self.update_gauges().await;
             }
-            let Ok(slot) = slots.clone().acquire_owned().await else {
+            // Claims are taken in groups (a claim is a write transaction): wait for a quarter of
+            // the slots, then take every slot free at that moment. Only this loop takes slots.
+            let group = (self.config.batch / 4).clamp(1, u32::MAX as i64) as u32;
+            let Ok(mut held) = slots.clone().acquire_many_owned(group).await else {
                 return;
             };
-            // This loop is the only one taking slots, so every free one counted here is ours.
-            let free = 1 + slots.available_permits() as i64;
+            let more = slots.available_permits() as u32;
+            if let Ok(extra) = slots.clone().try_acquire_many_owned(more) {
+                held.merge(extra);
+            }
+            let free = held.num_permits() as i64;
             let (keys, owner) = (self.keys.clone(), self.config.owner.clone());
             let claimed = match self
                 .db
@@ -115,28 +124,27 @@ impl Worker {
                 }
             };
             if claimed.is_empty() {
-                drop(slot);
+                drop(held);
                 tokio::select! {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(self.config.poll) => {}
                 }
                 continue;
             }
-            let mut slot = Some(slot);
             for delivery in claimed {
-                let held = match slot.take() {
-                    Some(s) => s,
-                    None => match slots.clone().acquire_owned().await {
-                        Ok(s) => s,
-                        Err(_) => return,
-                    },
+                // One slot each; the claim took at most as many as were held.
+                let Some(slot) = held.split(1) else {
+                    break;
                 };
-                let worker = self.clone();
+                let (worker, finished) = (self.clone(), finished.clone());
                 tokio::spawn(async move {
-                    worker.deliver(delivery).await;
-                    drop(held);
-                    // The next event of this subscription may be due now.
-                    worker.wake.notify_one();
+                    let result = worker.attempt(&delivery).await;
+                    // The slot is given back once the attempt is recorded.
+                    let _ = finished.send(Finished {
+                        delivery,
+                        result,
+                        _slot: slot,
+                    });
                 });
             }
         }
@@ -203,28 +211,40 @@ impl Worker {
         }
     }
 
-    /// Attempts one claimed delivery and records the attempt (only while this instance still
-    /// holds its lease).
-    async fn deliver(&self, claimed: Claimed) {
-        let result = self.attempt(&claimed).await;
-        let schedule = self.config.schedule.clone();
-        let recorded = vec![(claimed, result)];
-        let attempt = recorded.clone();
-        let status = match self
-            .db
-            .run(move |conn| schema::outbox::record_all(conn, &attempt, &schedule))
-            .await
-        {
-            Ok(statuses) => statuses.into_iter().next(),
-            // The lease runs out and the attempt is made again: at least once, never lost.
-            Err(e) => {
-                tracing::error!(error = %e, "recording a web-hook attempt failed");
-                return;
+    /// Records finished attempts: waits for one, takes every other that has finished meanwhile,
+    /// and writes them in one transaction (only those whose lease this instance still holds).
+    async fn record_finished(self: Arc<Self>, mut to_record: mpsc::UnboundedReceiver<Finished>) {
+        while let Some(first) = to_record.recv().await {
+            let mut batch = vec![first];
+            while let Ok(next) = to_record.try_recv() {
+                batch.push(next);
             }
-        };
-        let (Some((claimed, result)), Some(status)) = (recorded.first(), status) else {
-            return;
-        };
+            let results: Vec<(Claimed, AttemptResult)> = batch
+                .iter()
+                .map(|f| (f.delivery.clone(), f.result.clone()))
+                .collect();
+            let schedule = self.config.schedule.clone();
+            let recorded = results.clone();
+            match self
+                .db
+                .run(move |conn| schema::outbox::record_all(conn, &recorded, &schedule))
+                .await
+            {
+                Ok(statuses) => {
+                    for ((claimed, result), status) in results.iter().zip(statuses) {
+                        self.note(claimed, result, status);
+                    }
+                }
+                // The leases run out and the attempts are made again: at least once, never lost.
+                Err(e) => tracing::error!(error = %e, "recording web-hook attempts failed"),
+            }
+            drop(batch);
+            // The next events of these subscriptions may be due now.
+            self.wake.notify_one();
+        }
+    }
+
+    fn note(&self, claimed: &Claimed, result: &AttemptResult, status: &str) {
         if status == schema::outbox::SUPERSEDED {
             tracing::warn!(webhook = %claimed.webhook_id, event = %claimed.event_id, "web-hook attempt not recorded: its lease ran out and another instance holds the delivery");
             return;
@@ -241,4 +261,12 @@ impl Worker {
             tracing::info!(webhook = %claimed.webhook_id, event = %claimed.event_id, attempt = claimed.attempt, error = result.error.as_deref().unwrap_or(""), "web-hook attempt failed; will retry");
         }
     }
+}
+
+/// An attempt that has ended, waiting to be recorded.
+struct Finished {
+    delivery: Claimed,
+    result: AttemptResult,
+    /// Its slot: dropped (given back) once the attempt is recorded.
+    _slot: OwnedSemaphorePermit,
 }
