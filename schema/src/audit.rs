@@ -87,17 +87,21 @@ pub fn list(
         .limit(limit)
         .select(AuditRow::as_select())
         .load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|r| AuditEntry {
-            id: r.id,
-            company: r.company,
-            at: to_utc(r.at),
-            actor: r.actor,
-            action: r.action,
-            fields: serde_json::from_str(&r.fields).unwrap_or_default(),
-            version: r.version,
-            via: r.via,
+    rows.into_iter()
+        .map(|r| {
+            let fields = serde_json::from_str(&r.fields).map_err(|e| {
+                StoreError::Worker(format!("audit entry {} has unreadable fields: {e}", r.id))
+            })?;
+            Ok(AuditEntry {
+                id: r.id,
+                company: r.company,
+                at: to_utc(r.at),
+                actor: r.actor,
+                action: r.action,
+                fields,
+                version: r.version,
+                via: r.via,
+            })
         })
-        .collect())
+        .collect()
 }

@@ -57,10 +57,16 @@ struct DeliveryRow {
     locked_by: Option<String>,
 }
 
-fn matches(list_json: &str, value: &str) -> bool {
-    serde_json::from_str::<Vec<String>>(list_json)
-        .map(|list| list.iter().any(|v| v == "*" || v == value))
-        .unwrap_or(false)
+/// Whether a subscription's list names `value` (or `*`). A list that does not parse matches
+/// nothing (the change being saved must not fail because of one damaged subscription), and says so.
+fn matches(webhook_id: &str, list_json: &str, value: &str) -> bool {
+    match serde_json::from_str::<Vec<String>>(list_json) {
+        Ok(list) => list.iter().any(|v| v == "*" || v == value),
+        Err(e) => {
+            tracing::error!(webhook = %webhook_id, error = %e, "web-hook subscription has an unreadable list; it receives no events until it is recreated");
+            false
+        }
+    }
 }
 
 /// Writes an event and its deliveries; call it inside the transaction of the change. `only`
@@ -82,7 +88,10 @@ pub fn emit(
         .into_iter()
         .filter(|(webhook_id, events, companies)| match only {
             Some(target) => target == webhook_id,
-            None => matches(events, event_type) && company.is_some_and(|c| matches(companies, c)),
+            None => {
+                matches(webhook_id, events, event_type)
+                    && company.is_some_and(|c| matches(webhook_id, companies, c))
+            }
         })
         .map(|(webhook_id, _, _)| webhook_id)
         .collect();

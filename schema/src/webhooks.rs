@@ -40,18 +40,30 @@ pub struct Webhook {
     pub created_by: String,
 }
 
-impl From<WebhookRow> for Webhook {
-    fn from(r: WebhookRow) -> Self {
-        Webhook {
+/// A list column read back; one that does not parse is an error naming the subscription, never
+/// an empty list (an empty company list would cover every caller).
+fn list_column(id: &str, column: &str, json: &str) -> Result<Vec<String>, StoreError> {
+    serde_json::from_str(json).map_err(|e| {
+        StoreError::Worker(format!(
+            "web-hook {id} has an unreadable {column} column: {e}"
+        ))
+    })
+}
+
+impl TryFrom<WebhookRow> for Webhook {
+    type Error = StoreError;
+
+    fn try_from(r: WebhookRow) -> Result<Self, StoreError> {
+        Ok(Webhook {
+            events: list_column(&r.id, "events", &r.events)?,
+            companies: list_column(&r.id, "companies", &r.companies)?,
             id: r.id,
             url: r.url,
-            events: serde_json::from_str(&r.events).unwrap_or_default(),
-            companies: serde_json::from_str(&r.companies).unwrap_or_default(),
             description: r.description,
             enabled: r.enabled,
             created_at: to_utc(r.created_at),
             created_by: r.created_by,
-        }
+        })
     }
 }
 
@@ -87,7 +99,7 @@ pub fn create(
         diesel::insert_into(webhooks::table)
             .values(&row)
             .execute(conn)?;
-        let created: Webhook = row.clone().into();
+        let created = Webhook::try_from(row.clone())?;
         record(conn, &created, &created.created_by, CREATED)?;
         Ok(created)
     })
@@ -106,7 +118,7 @@ pub fn list(conn: &mut AnyConnection) -> Result<Vec<Webhook>, StoreError> {
         .order(webhooks::created_at.asc())
         .select(WebhookRow::as_select())
         .load(conn)?;
-    Ok(rows.into_iter().map(Webhook::from).collect())
+    rows.into_iter().map(Webhook::try_from).collect()
 }
 
 pub fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Webhook>, StoreError> {
@@ -114,7 +126,7 @@ pub fn get(conn: &mut AnyConnection, id: &str) -> Result<Option<Webhook>, StoreE
         .find(id)
         .select(WebhookRow::as_select())
         .load(conn)?;
-    Ok(rows.into_iter().next().map(Webhook::from))
+    rows.into_iter().next().map(Webhook::try_from).transpose()
 }
 
 /// Removes the subscription and its pending deliveries; attempts and the audit stay as history.
@@ -297,4 +309,36 @@ pub fn attempts(
             webhook_attempts::error,
         ))
         .load(conn)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use secrecy::SecretString;
+
+    use super::*;
+
+    /// A damaged company list is an error, never an empty list: an empty list would make the
+    /// subscription visible to, and manageable by, every caller.
+    #[test]
+    fn an_unreadable_company_list_is_an_error() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = crate::pool::test_sqlite(dir.path());
+        let keys =
+            KeyRing::parse(&SecretString::from(format!("k1:{}", "A".repeat(43) + "="))).unwrap();
+        let mut conn = db.get().unwrap();
+        let new = NewWebhook {
+            url: "https://erp.example/hook".into(),
+            events: vec!["connection.tested".into()],
+            companies: vec!["acme".into()],
+            description: None,
+            created_by: "test".into(),
+        };
+        let hook = create(&mut conn, &keys, new, &SecretString::from("whsec_x")).unwrap();
+        diesel::sql_query("UPDATE webhooks SET companies = 'acme'")
+            .execute(&mut conn)
+            .unwrap();
+        let listed = list(&mut conn).unwrap_err().to_string();
+        assert!(listed.contains("unreadable companies"), "{listed}");
+        assert!(get(&mut conn, &hook.id).is_err());
+    }
 }
