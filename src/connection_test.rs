@@ -72,7 +72,7 @@ impl Effective {
             refresh_token: self.refresh_token.as_ref(),
             developer_key: self.developer_key.as_ref(),
             password: self.password.as_ref(),
-            account_id: self.account_id.as_ref().map(AccountId::as_str),
+            account_id: self.account_id.as_ref(),
         })
     }
 }

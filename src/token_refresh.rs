@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actix_web::http::header::RETRY_AFTER;
 use actix_web::http::StatusCode;
 use chrono::Utc;
-use connector::{AccessInput, AccountId, SharedSecret, StoredAccess, TestError};
+use connector::{AccessInput, SharedSecret, StoredAccess, TestError};
 use schema::connection::ObtainedToken;
 use schema::credentials::Credentials;
 use schema::tokens::{Begin, BeginRequest, CachedToken};
@@ -243,10 +243,7 @@ fn leased(begin: Begin, read: Stamp) -> Result<Option<Leased>, ApiError> {
             read,
         }),
         Begin::NotReady { state, missing } => return Err(not_ready(state.as_str(), &missing)),
-        Begin::Failed { error } => {
-            let e: TestError = serde_json::from_str(&error).map_err(ApiError::internal)?;
-            return Err(refresh_error(&e));
-        }
+        Begin::Failed { error } => return Err(refresh_error(&error)),
         Begin::Owner { credentials } => Leased::Owner(credentials),
         Begin::Busy => return Ok(None),
     }))
@@ -291,12 +288,11 @@ async fn refresh(
             deliver(deps, req, version, obtained, upstream, reply).await
         }
         Err(e) => {
-            let json = serde_json::to_string(&e).map_err(ApiError::internal)?;
-            let permanent = e.code.is_permanent();
+            let remembered = e.clone();
             let recorded = deps
                 .db
                 .write_grouped(move |conn| {
-                    schema::tokens::finish_err(conn, &company, version, &owner, &json, permanent)
+                    schema::tokens::finish_err(conn, &company, version, &owner, &remembered)
                 })
                 .await?;
             if recorded.is_none() {
@@ -352,7 +348,7 @@ fn access_input(c: &Credentials) -> AccessInput {
         refresh_token: c.refresh_token.as_ref(),
         developer_key: c.developer_key.as_ref(),
         password: c.password.as_ref(),
-        account_id: c.account_id.as_ref().map(AccountId::as_str),
+        account_id: c.account_id.as_ref(),
     })
 }
 

@@ -42,7 +42,7 @@ pub struct StoredAccess<'a> {
     pub refresh_token: Option<&'a SecretString>,
     pub developer_key: Option<&'a SecretString>,
     pub password: Option<&'a SecretString>,
-    pub account_id: Option<&'a str>,
+    pub account_id: Option<&'a AccountId>,
 }
 
 impl AccessInput {
@@ -55,11 +55,7 @@ impl AccessInput {
             AuthMethod::Soap => AccessInput::Soap {
                 developer_key: stored.developer_key.cloned().map(DeveloperKey::from_secret),
                 password: stored.password.cloned().map(SoapPassword::from_secret),
-                // Stored values were validated on the way in; one that no longer parses is
-                // missing, and Test Connection says which field to enter again.
-                account_id: stored
-                    .account_id
-                    .and_then(|a| AccountId::parse(a).ok().flatten()),
+                account_id: stored.account_id.cloned(),
             },
         }
     }

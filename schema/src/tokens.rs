@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Duration, Utc};
+use connector::TestError;
 use diesel::prelude::*;
 use secrecy::SecretString;
 
@@ -50,7 +51,7 @@ pub enum Begin {
     Busy,
     /// A refresh failed: after the caller started waiting, or permanently and recently for
     /// these very credentials. The stored error (JSON) is the answer.
-    Failed { error: String },
+    Failed { error: TestError },
 }
 
 pub struct BeginRequest {
@@ -205,9 +206,14 @@ fn decide(
         let permanent_recently =
             row.state == ConnectionState::Failed && at - error_at < req.remember_permanent;
         if same_values && (error_at >= req.waiting_since || permanent_recently) {
-            return Ok(Begin::Failed {
-                error: error.clone(),
-            });
+            // Written by `finish_err` from a `TestError`; one that does not read is an error.
+            let error = serde_json::from_str(error).map_err(|e| {
+                StoreError::Worker(format!(
+                    "company '{}' has an unreadable remembered token error: {e}",
+                    row.company
+                ))
+            })?;
+            return Ok(Begin::Failed { error });
         }
     }
     let lease_held = row
@@ -311,9 +317,11 @@ pub fn finish_err(
     company: &CompanyId,
     version: i64,
     owner: &str,
-    error_json: &str,
-    permanent: bool,
+    error: &TestError,
 ) -> Result<Option<StateChange>, StoreError> {
+    let permanent = error.code.is_permanent();
+    let error_json = serde_json::to_string(error).map_err(|e| StoreError::Worker(e.to_string()))?;
+    let error_json = error_json.as_str();
     write_tx(conn, |conn| {
         let Some(row) = load_row_for_update(conn, company.as_str())? else {
             return Ok(None);
@@ -347,7 +355,7 @@ pub fn finish_err(
         if permanent {
             crate::connection::drop_cached_token(conn, company.as_str())?;
         }
-        let error: serde_json::Value = serde_json::from_str(error_json).unwrap_or_default();
+        let error = serde_json::to_value(error).unwrap_or_default();
         let data = serde_json::json!({"company": company.as_str(), "error": error, "permanent": permanent, "state": current.as_str()});
         crate::outbox::emit(
             conn,
