@@ -48,7 +48,7 @@ pub struct CredentialsInput {
     /// The ChannelAdvisor profile the connection must reach (a number; a pasted string of digits
     /// is accepted too)
     #[serde(default)]
-    #[schema(value_type = Option<i64>, nullable, minimum = 1)]
+    #[schema(value_type = Option<i64>, nullable, minimum = 1, maximum = 9_000_000_000_000_000_i64)]
     profile_id: Field<Value>,
     /// SOAP Developer Key (secret: write-only)
     #[serde(default)]
@@ -118,7 +118,7 @@ fn profile(field: Field<Value>, mode: Mode, problems: &mut Problems) -> Change<P
         // JSON has one number type: 12.0 is the whole number 12.
         Field::Given(Value::Number(n)) => n.as_i64().or_else(|| {
             n.as_f64()
-                .filter(|f| f.fract() == 0.0 && f.abs() < 9.0e15)
+                .filter(|f| f.fract() == 0.0 && f.abs() <= 9.0e15)
                 .map(|f| f as i64)
         }),
         Field::Given(_) | Field::Wrong => None,
@@ -182,4 +182,24 @@ impl CredentialsInput {
 pub fn parse(body: Option<Value>, mode: Mode) -> Result<CredentialsChange, ApiError> {
     let (input, problems) = input::object::<CredentialsInput>(body)?;
     input.into_change(mode, problems)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// JSON has one number type: a whole number written with `.0` is that number, also where the
+    /// default float parser would be one unit off (hence serde_json's `float_roundtrip`).
+    #[test]
+    fn whole_numbers_written_as_floats_are_profile_ids() {
+        for (raw, want) in [("12.0", 12), ("4288506285096170.0", 4_288_506_285_096_170)] {
+            let body = serde_json::from_str(&format!(r#"{{"profile_id": {raw}}}"#)).unwrap();
+            match parse(Some(body), Mode::Merge).unwrap().profile_id {
+                Change::Set(p) => assert_eq!(p.get(), want, "{raw}"),
+                _ => panic!("{raw} not taken"),
+            }
+        }
+        let body = serde_json::from_str(r#"{"profile_id": 12.5}"#).unwrap();
+        assert!(parse(Some(body), Mode::Merge).is_err());
+    }
 }
