@@ -87,8 +87,7 @@ pub async fn start(
     .filter(|(set, _)| !set)
     .map(|(_, name)| name)
     .collect();
-    let app = application_id;
-    let (Some(app), true) = (app, missing.is_empty()) else {
+    let (Some(app), true) = (application_id, missing.is_empty()) else {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
             "connection_not_ready",

@@ -21,7 +21,6 @@ use sha2::{Digest, Sha256};
 use tracing::Instrument;
 
 use crate::problem::ApiError;
-use crate::routes::rfc3339;
 
 type Running = Shared<BoxFuture<'static, Result<Tested, ApiError>>>;
 
@@ -238,7 +237,7 @@ async fn execute(
         error: outcome.error,
         checks: outcome.checks,
         profiles: outcome.profiles,
-        started_at: rfc3339(started_at),
+        started_at,
         duration_ms,
         triggered_by: request.triggered_by.clone(),
     };

@@ -8,7 +8,7 @@ use utoipa::openapi::path::{Operation, ParameterIn};
 use utoipa::openapi::response::ResponseBuilder;
 use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::openapi::{Ref, RefOr};
+use utoipa::openapi::{Ref, RefOr, Response};
 use utoipa::{Modify, OpenApi};
 
 use crate::problem::{Problem, PROBLEM_JSON};
@@ -65,7 +65,7 @@ const WITH_BODY: &[(&str, &str)] = &[
 /// Every `{company}` carries the company id's rule; every error answer is problem+json.
 struct SharedAnswers;
 
-fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
+fn problem_response(description: &str) -> Response {
     ResponseBuilder::new()
         .description(description)
         .content(
@@ -74,7 +74,7 @@ fn problem_response(description: &str) -> RefOr<utoipa::openapi::Response> {
                 .schema(Some(Ref::from_schema_name("Problem")))
                 .build(),
         )
-        .into()
+        .build()
 }
 
 fn add_answers(operation: &mut Operation, answers: &[(&str, &str)]) {
@@ -82,7 +82,7 @@ fn add_answers(operation: &mut Operation, answers: &[(&str, &str)]) {
         let responses = &mut operation.responses.responses;
         responses
             .entry(status.to_string())
-            .or_insert_with(|| problem_response(description));
+            .or_insert_with(|| problem_response(description).into());
     }
 }
 
@@ -125,11 +125,9 @@ fn shape(operation: &mut Operation, path: &str) {
         let RefOr::T(response) = response else {
             continue;
         };
-        if status.as_str() >= "400" && response.content.is_empty() {
-            *response = match problem_response(&response.description) {
-                RefOr::T(r) => r,
-                RefOr::Ref(_) => continue,
-            };
+        let is_error = status.parse::<u16>().is_ok_and(|s| s >= 400);
+        if is_error && response.content.is_empty() {
+            *response = problem_response(&response.description);
         }
     }
 }

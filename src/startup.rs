@@ -186,7 +186,7 @@ impl Application {
                 schedule: state.config.webhooks.retry_schedule.clone(),
                 policy: state.config.webhook_policy(),
                 owner: uuid::Uuid::new_v4().to_string(),
-                batch: 64,
+                max_in_flight: 64,
                 poll: std::time::Duration::from_millis(50),
             },
             state.metrics.webhooks.clone(),

@@ -1,7 +1,8 @@
 //! The Test Connection result: the product's main object. One type is answered by the API, stored
 //! as history (JSON text), sent in `connection.tested` events and shown by the settings screen.
 
-use serde::{Deserialize, Serialize};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
 use crate::check::Check;
@@ -38,11 +39,18 @@ pub struct TestResult {
     /// The ChannelAdvisor profiles the credentials reach (empty unless the probe ran)
     pub profiles: Vec<Profile>,
     /// RFC 3339, UTC, milliseconds
-    #[schema(format = DateTime)]
-    pub started_at: String,
+    #[serde(serialize_with = "rfc3339_millis")]
+    #[schema(value_type = String, format = DateTime)]
+    pub started_at: DateTime<Utc>,
     pub duration_ms: u64,
     /// The `sub` of the person or job that ran it
     pub triggered_by: String,
+}
+
+/// The API's time format: RFC 3339 in UTC with milliseconds (chrono's default prints as many
+/// fraction digits as the value has).
+fn rfc3339_millis<S: Serializer>(at: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&at.to_rfc3339_opts(SecondsFormat::Millis, true))
 }
 
 impl TestResult {

@@ -1,5 +1,3 @@
-use std::fmt;
-
 /// The connection state shown on the ERP screen (contract §4).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[cfg_attr(feature = "diesel", derive(diesel::AsExpression, diesel::FromSqlRow))]
@@ -13,20 +11,11 @@ pub enum ConnectionState {
 }
 
 /// A state name this build does not know (a newer build's, or a damaged row).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "'{0}' is not a connection state (not_configured, incomplete, untested, connected, failed)"
+)]
 pub struct UnknownState(pub String);
-
-impl fmt::Display for UnknownState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "'{}' is not a connection state (not_configured, incomplete, untested, connected, failed)",
-            self.0
-        )
-    }
-}
-
-impl std::error::Error for UnknownState {}
 
 impl ConnectionState {
     pub const ALL: [ConnectionState; 5] = [

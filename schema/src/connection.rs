@@ -121,9 +121,6 @@ pub fn record_test(
     version: Option<i64>,
     obtained: Option<&ObtainedToken>,
 ) -> Result<Option<StateChange>, StoreError> {
-    let started_at = DateTime::parse_from_rfc3339(&result.started_at).map_err(|e| {
-        StoreError::Worker(format!("test {} has no valid started_at: {e}", result.id))
-    })?;
     let record = TestRecord {
         id: result.id.clone(),
         company: result.company.clone(),
@@ -131,7 +128,7 @@ pub fn record_test(
         outcome: result.outcome.as_str().to_string(),
         error_code: result.error.as_ref().map(|e| e.code.as_str().to_string()),
         result: serde_json::to_string(result).map_err(|e| StoreError::Worker(e.to_string()))?,
-        started_at: started_at.naive_utc(),
+        started_at: result.started_at.naive_utc(),
         triggered_by: result.triggered_by.clone(),
     };
     let record = &record;

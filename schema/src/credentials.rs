@@ -662,3 +662,54 @@ pub fn list_states(
         })
         .collect())
 }
+
+/// Stored values are read through the domain types: one this build does not accept is an error
+/// that names the column's type, never a silent default (`not_configured`, "missing").
+#[cfg(test)]
+mod tests {
+    use diesel::prelude::*;
+
+    use super::{load, save, Change, CredentialsChange};
+    use crate::{CompanyId, KeyRing};
+
+    #[test]
+    fn a_stored_value_that_does_not_parse_is_an_error_naming_it() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let db = crate::pool::test_sqlite(dir.path());
+        let keys = KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap();
+        let mut conn = db.get().unwrap();
+        let acme = CompanyId::parse("acme").unwrap();
+        let change = CredentialsChange {
+            application_id: Change::Set(domain::ApplicationId::parse("app-1").unwrap().unwrap()),
+            ..Default::default()
+        };
+        save(&mut conn, &keys, &acme, &change, None, "test").unwrap();
+        for (column, value, named) in [
+            ("state", "'paused'", "stored connection state"),
+            ("auth_method", "'oauth3'", "stored auth method"),
+            ("application_id", "'has space'", "stored Application ID"),
+            ("profile_id", "-4", "stored Profile ID"),
+        ] {
+            let put = |v: &str| {
+                diesel::sql_query(format!("UPDATE credentials SET {column} = {v}"))
+                    .execute(&mut *db.get().unwrap())
+                    .unwrap()
+            };
+            put(value);
+            let loaded = load(&mut conn, &keys, &acme).unwrap_err().to_string();
+            assert!(loaded.contains(named), "{column}: {loaded}");
+            let status = crate::connection::status(&mut conn, &acme)
+                .unwrap_err()
+                .to_string();
+            assert!(status.contains(named), "{column}: {status}");
+            let restore = match column {
+                "state" => "'incomplete'",
+                "auth_method" => "'refresh_token'",
+                "application_id" => "'app-1'",
+                _ => "NULL",
+            };
+            put(restore);
+            assert!(load(&mut conn, &keys, &acme).is_ok(), "{column} restored");
+        }
+    }
+}

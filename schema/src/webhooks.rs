@@ -323,8 +323,7 @@ mod tests {
     fn an_unreadable_company_list_is_an_error() {
         let dir = tempfile::TempDir::new().unwrap();
         let db = crate::pool::test_sqlite(dir.path());
-        let keys =
-            KeyRing::parse(&SecretString::from(format!("k1:{}", "A".repeat(43) + "="))).unwrap();
+        let keys = KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap();
         let mut conn = db.get().unwrap();
         let new = NewWebhook {
             url: "https://erp.example/hook".into(),

@@ -188,6 +188,27 @@ pub fn parse(body: Option<Value>, mode: Mode) -> Result<CredentialsChange, ApiEr
 mod tests {
     use super::*;
 
+    /// The lengths OpenAPI declares are the domain types' own: a limit changed in one place
+    /// only would make the document promise what the service refuses (or the reverse).
+    #[test]
+    fn declared_lengths_are_the_domain_limits() {
+        use utoipa::PartialSchema;
+        let schema = serde_json::to_value(CredentialsInput::schema()).unwrap();
+        for (field, max) in [
+            (APPLICATION_ID, ApplicationId::MAX_CHARS),
+            (SHARED_SECRET, SharedSecret::MAX_CHARS),
+            (REFRESH_TOKEN, RefreshToken::MAX_CHARS),
+            (DEVELOPER_KEY, DeveloperKey::MAX_CHARS),
+            (PASSWORD, SoapPassword::MAX_CHARS),
+        ] {
+            let pattern = schema["properties"][field]["pattern"].as_str().unwrap();
+            assert!(
+                pattern.ends_with(&format!("{{0,{max}}}$")),
+                "{field}: {pattern}"
+            );
+        }
+    }
+
     /// JSON has one number type: a whole number written with `.0` is that number, also where the
     /// default float parser would be one unit off (hence serde_json's `float_roundtrip`).
     #[test]

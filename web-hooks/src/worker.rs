@@ -37,7 +37,7 @@ pub struct WorkerConfig {
     /// This instance, for the leases.
     pub owner: String,
     /// Deliveries in flight at once (each on its own task).
-    pub batch: i64,
+    pub max_in_flight: usize,
     /// How often to look for due deliveries when not woken.
     pub poll: Duration,
 }
@@ -92,20 +92,22 @@ impl Worker {
             chrono::Duration::seconds(self.config.schedule.first().copied().unwrap_or(0) as i64);
         let lease = chrono::Duration::from_std(ATTEMPT_TIMEOUT + LEASE_MARGIN)
             .unwrap_or(chrono::Duration::seconds(30));
-        let slots = Arc::new(Semaphore::new(self.config.batch.max(1) as usize));
+        let slots = Arc::new(Semaphore::new(self.config.max_in_flight.max(1)));
+        // Claims are taken in groups (a claim is a write transaction): wait for a quarter of the
+        // slots, then take every slot free at that moment. Only this loop takes slots.
+        let group = u32::try_from(self.config.max_in_flight / 4)
+            .unwrap_or(u32::MAX)
+            .max(1);
         let mut gauges_at = Instant::now() - Duration::from_secs(10);
         loop {
             if gauges_at.elapsed() >= Duration::from_secs(1) {
                 gauges_at = Instant::now();
                 self.update_gauges().await;
             }
-            // Claims are taken in groups (a claim is a write transaction): wait for a quarter of
-            // the slots, then take every slot free at that moment. Only this loop takes slots.
-            let group = (self.config.batch / 4).clamp(1, u32::MAX as i64) as u32;
             let Ok(mut held) = slots.clone().acquire_many_owned(group).await else {
                 return;
             };
-            let more = slots.available_permits() as u32;
+            let more = u32::try_from(slots.available_permits()).unwrap_or(0);
             if let Ok(extra) = slots.clone().try_acquire_many_owned(more) {
                 held.merge(extra);
             }
@@ -219,20 +221,19 @@ impl Worker {
             while let Ok(next) = to_record.try_recv() {
                 batch.push(next);
             }
-            let results: Vec<(Claimed, AttemptResult)> = batch
+            let recorded: Vec<(Claimed, AttemptResult)> = batch
                 .iter()
                 .map(|f| (f.delivery.clone(), f.result.clone()))
                 .collect();
             let schedule = self.config.schedule.clone();
-            let recorded = results.clone();
             match self
                 .db
                 .run(move |conn| schema::outbox::record_all(conn, &recorded, &schedule))
                 .await
             {
                 Ok(statuses) => {
-                    for ((claimed, result), status) in results.iter().zip(statuses) {
-                        self.note(claimed, result, status);
+                    for (f, status) in batch.iter().zip(statuses) {
+                        self.note(&f.delivery, &f.result, status);
                     }
                 }
                 // The leases run out and the attempts are made again: at least once, never lost.
