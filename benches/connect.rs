@@ -137,7 +137,7 @@ async fn main() {
             upstream.push(up.as_secs_f64() * 1000.0);
         }
     }
-    let settle = ca_connector::memo::WINDOW.as_secs_f64() * 1000.0;
+    let settle = schema::pool::SETTLE.as_secs_f64() * 1000.0;
     let (m_cb, m_up) = (median(callbacks), median(upstream));
     println!(
         "callback: median {m_cb:.3} ms; its three upstream calls made directly {m_up:.3} ms; settle window {settle:.0} ms; own time {:.3} ms (target < 5 ms), n={}",

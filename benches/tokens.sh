@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Issue-5 benchmarks against the release build, each throughput as a ratio to a minimal actix-web
-# handler measured in the same run with the same wrk settings:
-#   cached token issuance (target >= 0.4), connection status reads (target >= 0.5),
-#   refresh fan-in (1,000 requests over 100 companies, no cached token: exactly 100 upstream calls,
-#   p99 < upstream latency + 50 ms), and peak resident memory with 10,000 companies (target < 64 MiB).
+# The token path's benchmarks against the release build, each figure a ratio to a baseline
+# measured in the same run:
+#   cached token issuance and connection status reads against a minimal actix-web handler with
+#   the same wrk settings (target >= 0.7 each);
+#   refresh fan-in (1,000 requests over 100 companies, no cached token: exactly 100 upstream calls)
+#   against examples/ideal-fan-in on the same simulator (p99 target <= 1.1x);
+#   peak resident memory with 10,000 companies (target < 64 MiB).
 # Usage: benches/tokens.sh [DATABASE_URL]   (default: a fresh SQLite file)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
-cargo build --release -q --bin ca-connector --example seed-companies --example minimal-actix --example token-fan-in --example ideal-fan-in --example store-steps
+cargo build --release -q --bin ca-connector --example seed-companies --example minimal-actix --example token-fan-in --example ideal-fan-in
 cargo build --release -q -p connector --features simulator --bin ca-sim
 rel=target/release
 work=$(mktemp -d)
@@ -25,9 +27,6 @@ export CA_CONNECTOR_ENCRYPTION_KEYS="$keys"
 "$rel/ca-sim" --listen 127.0.0.1:19090 --any-app --latency-ms "$latency_ms" 2>/dev/null & pids+=($!)
 "$rel/examples/minimal-actix" 127.0.0.1:19091 & pids+=($!)
 "$rel/examples/seed-companies" "$db" "$keys" 10000 100
-# The per-request store steps alone, on a SQLite file of their own (they leave leases behind).
-"$rel/examples/seed-companies" "sqlite://$work/steps.db" "$keys" 2000 100
-"$rel/examples/store-steps" "sqlite://$work/steps.db" "$keys"
 "$rel/ca-connector" serve --listen 127.0.0.1:19092 --database-url "$db" --data-dir "$work" \
   --channeladvisor-url http://127.0.0.1:19090 --log-format json 2>"$work/serve.log" & server=$!; pids+=($server)
 for _ in $(seq 50); do curl -sf http://127.0.0.1:19092/readyz >/dev/null && break; sleep 0.1; done
@@ -67,6 +66,9 @@ print(f"  fan-in p99 minus the burst's upstream p99: {[round(s - u, 1) for s, u 
       f" median {statistics.median(s - u for s, u in zip(service, up99)):.1f} ms (target < 50)")
 print(f"  against the simulator's configured latency: median p99 {statistics.median(service):.1f} ms (target < {target:.0f})")
 print(f"ideal-fan-in (the floor: no database, no auth, no middleware) p99 {ideal}; median {statistics.median(ideal):.1f} ms")
+ratios = [s / i for s, i in zip(service, ideal)]
+print(f"fan-in p99 against ideal-fan-in, burst by burst: {[round(r, 2) for r in ratios]};"
+      f" median {statistics.median(ratios):.2f} (target <= 1.1)")
 # Whether that reading can be met on this machine at all: how often the floor itself misses it.
 print(f"bursts at or over {target:.0f} ms: ca-connector {sum(v >= target for v in service)} of {len(service)},"
       f" ideal-fan-in {sum(v >= target for v in ideal)} of {len(ideal)}")
@@ -96,8 +98,8 @@ for i, (b, c, s) in enumerate(rounds, 1):
     print(f"round {i}: minimal handler {b:,.0f} req/s; cached token {c:,.0f} ({c/b:.2f}); status {s:,.0f} ({s/b:.2f})")
 tok = statistics.median(c / b for b, c, _ in rounds)
 st = statistics.median(s / b for b, _, s in rounds)
-print(f"cached token issuance: median ratio {tok:.2f} (target >= 0.4)")
-print(f"connection status reads: median ratio {st:.2f} (target >= 0.5)")
+print(f"cached token issuance: median ratio {tok:.2f} (target >= 0.7)")
+print(f"connection status reads: median ratio {st:.2f} (target >= 0.7)")
 PY
 grep -E "^(VmHWM|VmRSS)" "/proc/$server/status" | awk '{printf "server %s %.1f MiB\n", $1, $2/1024}'
 awk '/ca_connector_token_refresh_seconds_(sum|count)/ {v[$1]=$2} END {if (v["ca_connector_token_refresh_seconds_count"]) printf "upstream token call as the service saw it: mean %.1f ms over %d calls\n", 1000*v["ca_connector_token_refresh_seconds_sum"]/v["ca_connector_token_refresh_seconds_count"], v["ca_connector_token_refresh_seconds_count"]}' "$work/metrics.txt"

@@ -2,8 +2,6 @@
 //! admin's browser) and finishing one with the code ChannelAdvisor hands back, whether it arrives
 //! at the callback or is pasted by the admin. Both HTTP faces (`routes::connect`) call these.
 
-use std::time::Instant;
-
 use actix_web::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -222,8 +220,5 @@ pub async fn finish(
     )
     .await?;
     state.webhook_wake.notify_one();
-    if tested.state_changed {
-        crate::memo::settle(Instant::now()).await;
-    }
     Ok(Finished::Tested(tested))
 }

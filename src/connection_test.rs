@@ -1,40 +1,43 @@
 //! Runs Test Connection for a company: effective values (stored, overlaid by candidate values),
 //! the upstream checks, and the record in history and status. Concurrent tests of one company
-//! with the same effective values share one run (one upstream exchange, one result).
+//! with the same effective values share one run (one result); a test whose exchange spends the
+//! stored refresh token shares it with job refreshes and health checks (`tokens`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use chrono::Utc;
 use connector::{
-    run_checks, AccessInput, AccountId, ApplicationId, AuthMethod, ChannelAdvisorClient, ProfileId,
-    SharedSecret, StoredAccess, TestInput,
+    run_checks, Access, AccessInput, AccountId, ApplicationId, AuthMethod, ChannelAdvisorClient,
+    ProfileId, SharedSecret, StoredAccess, TestError, TestInput,
 };
 use connector::{Outcome, TestResult};
-use futures_util::future::{BoxFuture, FutureExt, Shared};
-use schema::connection::ObtainedToken;
 use schema::credentials::{Change, Credentials, CredentialsChange};
 use schema::{CompanyId, Database, KeyRing};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
-use tracing::Instrument;
 
 use crate::problem::ApiError;
-
-type Running = Shared<BoxFuture<'static, Result<Tested, ApiError>>>;
+use crate::tokens::decide::Refusal;
+use crate::tokens::flight::SingleFlight;
+use crate::tokens::{Candidate, Failure, TokenBroker};
 
 /// A test's result as answered and stored, and whether it changed the connection's state.
 #[derive(Clone)]
 pub struct Tested {
     pub result: TestResult,
     pub state_changed: bool,
+    /// A state change is seen by every instance from then on.
+    settles_at: Option<std::time::Instant>,
 }
 
-/// Tests in flight, keyed by a digest of company and effective values (never the values).
-#[derive(Default)]
 pub struct TestRunner {
-    running: Arc<Mutex<HashMap<String, Running>>>,
+    db: Database,
+    keys: Arc<KeyRing>,
+    client: ChannelAdvisorClient,
+    tokens: Arc<TokenBroker>,
+    /// Tests in flight, keyed by a digest of company and effective values (never the values).
+    running: SingleFlight<String, Result<Tested, ApiError>>,
 }
 
 pub struct TestRequest {
@@ -152,15 +155,25 @@ fn digest(company: &CompanyId, candidate: bool, version: Option<i64>, e: &Effect
 }
 
 impl TestRunner {
-    pub async fn run(
-        &self,
+    pub fn new(
         db: Database,
         keys: Arc<KeyRing>,
         client: ChannelAdvisorClient,
-        request: TestRequest,
-    ) -> Result<Tested, ApiError> {
-        let (load_keys, id) = (keys.clone(), request.company.clone());
-        let stored = db
+        tokens: Arc<TokenBroker>,
+    ) -> Self {
+        TestRunner {
+            db,
+            keys,
+            client,
+            tokens,
+            running: SingleFlight::default(),
+        }
+    }
+
+    pub async fn run(&self, request: TestRequest) -> Result<Tested, ApiError> {
+        let (load_keys, id) = (self.keys.clone(), request.company.clone());
+        let stored = self
+            .db
             .run(move |conn| schema::credentials::load(conn, &load_keys, &id))
             .await?;
         let candidate = request.candidate.is_some();
@@ -172,165 +185,152 @@ impl TestRunner {
             stored.as_ref().map(|c| c.version)
         };
         let key = digest(&request.company, candidate, version, &values);
-
-        let running = {
-            let mut map = self.running.lock().unwrap_or_else(|p| p.into_inner());
-            match map.get(&key) {
-                Some(shared) => shared.clone(),
-                None => {
-                    // Spawned, so the test completes and is recorded even if the caller goes away;
-                    // the run takes itself out of the map when it ends (the insert below happens
-                    // under this lock, so it cannot come after), so no finished result is ever
-                    // replayed to a later caller, whether or not anyone awaited it.
-                    let (running, done_key) = (self.running.clone(), key.clone());
-                    let task = tokio::spawn(
-                        async move {
-                            let tested = execute(db, keys, client, request, values, version).await;
-                            running
-                                .lock()
-                                .unwrap_or_else(|p| p.into_inner())
-                                .remove(&done_key);
-                            tested
-                        }
-                        .instrument(tracing::Span::current()),
-                    );
-                    let shared =
-                        async move { task.await.unwrap_or_else(|e| Err(ApiError::internal(e))) }
-                            .boxed()
-                            .shared();
-                    map.insert(key.clone(), shared.clone());
-                    shared
-                }
-            }
+        let spends_stored =
+            spends_stored_refresh_token(stored.as_ref(), request.candidate.as_ref());
+        let run = Run {
+            db: self.db.clone(),
+            client: self.client.clone(),
+            tokens: self.tokens.clone(),
+            digest: key.clone(),
+            spends_stored,
         };
-        running.await
+        // Spent even if every caller goes away, so the test completes and is recorded.
+        let tested = self
+            .running
+            .run(key, move || run.execute(request, values, version))
+            .await
+            .unwrap_or_else(|| {
+                Err(ApiError::internal(
+                    "the connection test ended without a result",
+                ))
+            })?;
+        schema::pool::settle(tested.settles_at).await;
+        Ok(tested)
     }
 }
 
-async fn execute(
+/// Whether a test's exchange spends the stored refresh token: stored values, or candidate values
+/// that leave the refresh token (and the method) as stored. Such an exchange goes through the
+/// token broker, shared with job refreshes and under the refresh lease, and a rotated refresh
+/// token it brings back is stored.
+fn spends_stored_refresh_token(
+    stored: Option<&Credentials>,
+    candidate: Option<&CredentialsChange>,
+) -> bool {
+    let Some(stored) = stored else { return false };
+    let Some(candidate) = candidate else {
+        return true;
+    };
+    let method_kept = match &candidate.auth_method {
+        Change::Keep => true,
+        Change::Set(m) => *m == stored.auth_method,
+        Change::Clear => stored.auth_method == AuthMethod::default(),
+    };
+    method_kept
+        && stored.auth_method == AuthMethod::RefreshToken
+        && matches!(candidate.refresh_token, Change::Keep)
+}
+
+/// What one test run needs, moved into its task.
+struct Run {
     db: Database,
-    keys: Arc<KeyRing>,
     client: ChannelAdvisorClient,
-    request: TestRequest,
-    values: Effective,
-    version: Option<i64>,
-) -> Result<Tested, ApiError> {
-    let started_at = Utc::now();
-    let started = Instant::now();
-    let input = TestInput {
-        application_id: values.application_id.clone(),
-        access: values.access(),
-        shared_secret: values.shared_secret.map(SharedSecret::from_secret),
-        profile_id: values.profile_id,
-    };
-    let outcome = run_checks(&client, &input).await;
-    let duration_ms = started.elapsed().as_millis() as u64;
-    let result = TestResult {
-        id: uuid::Uuid::now_v7().to_string(),
-        company: request.company.to_string(),
-        outcome: if outcome.error.is_none() {
-            Outcome::Connected
-        } else {
-            Outcome::Failed
-        },
-        candidate: request.candidate.is_some(),
-        error: outcome.error,
-        checks: outcome.checks,
-        profiles: outcome.profiles,
-        started_at,
-        duration_ms,
-        triggered_by: request.triggered_by.clone(),
-    };
-    match &result.error {
-        None => tracing::info!(company = %request.company, duration_ms, "connection test passed"),
-        Some(e) => {
-            tracing::info!(company = %request.company, code = e.code.as_str(), upstream_status = e.upstream_status, duration_ms, "connection test failed")
-        }
-    }
-    let obtained = outcome.grant.map(|g| ObtainedToken {
-        expires_at: started_at + chrono::Duration::seconds(g.expires_in as i64),
-        access_token: g.access_token,
-        rotated_refresh_token: g.refresh_token,
-    });
-    let stored = result.clone();
-    let change = db
-        .run(move |conn| {
-            schema::connection::record_test(conn, &keys, &stored, version, obtained.as_ref())
-        })
-        .await?;
-    Ok(Tested {
-        result,
-        state_changed: change.is_some_and(|c| c.previous != c.current),
-    })
+    tokens: Arc<TokenBroker>,
+    digest: String,
+    spends_stored: bool,
 }
 
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use connector::sim::{SimConfig, Simulator};
-    use schema::credentials::{Change, CredentialsChange};
-    use schema::{CompanyId, Database, KeyRing};
-    use secrecy::SecretString;
-
-    use super::*;
-
-    /// Every caller of a run goes away (their futures dropped): the run still completes, and
-    /// then nothing of it is left to be replayed to the next caller.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_run_whose_callers_all_left_leaves_nothing_behind() {
-        let sim = Simulator::start(
-            SimConfig {
-                latency: Duration::from_millis(300),
-                ..Default::default()
-            },
-            "127.0.0.1:0",
-        )
-        .unwrap();
-        let dir = tempfile::TempDir::new().unwrap();
-        let db = Database::connect(
-            &format!("sqlite://{}", dir.path().join("t.db").display()),
-            2,
-        )
-        .unwrap();
-        db.migrate().unwrap();
-        let keys = Arc::new(KeyRing::parse(&KeyRing::generate_spec("k1")).unwrap());
-        let company = CompanyId::parse("acme").unwrap();
-        let change = CredentialsChange {
-            application_id: Change::Set(ApplicationId::parse("demo-app").unwrap().unwrap()),
-            shared_secret: Change::Set(SecretString::from("demo-shared-secret-0001")),
-            refresh_token: Change::Set(SecretString::from("demo-refresh-token-0001")),
-            profile_id: Change::Keep,
-            ..Default::default()
+impl Run {
+    async fn execute(
+        self,
+        request: TestRequest,
+        values: Effective,
+        version: Option<i64>,
+    ) -> Result<Tested, ApiError> {
+        let started_at = Utc::now();
+        let started = Instant::now();
+        let input = TestInput {
+            application_id: values.application_id.clone(),
+            access: values.access(),
+            shared_secret: values.shared_secret.map(SharedSecret::from_secret),
+            profile_id: values.profile_id,
         };
-        let mut conn = db.get().unwrap();
-        schema::credentials::save(&mut conn, &keys, &company, &change, None, "t").unwrap();
-        drop(conn);
-        let client = ChannelAdvisorClient::new(
-            url::Url::parse(&sim.url()).unwrap(),
-            Duration::from_secs(5),
-            4,
-        )
-        .unwrap();
-        let runner = TestRunner::default();
-        let request = || TestRequest {
-            company: company.clone(),
-            candidate: None,
-            triggered_by: "t".into(),
-        };
-        let left = tokio::time::timeout(
-            Duration::from_millis(50),
-            runner.run(db.clone(), keys.clone(), client.clone(), request()),
-        )
+        let candidate = request.candidate.is_some();
+        let outcome = run_checks(&self.client, &input, |app, secret, access| {
+            self.exchange(&request.company, candidate, app, secret, access)
+        })
         .await;
-        assert!(left.is_err(), "the caller left before the run ended");
-        tokio::time::sleep(Duration::from_millis(800)).await;
-        assert!(
-            runner.running.lock().unwrap().is_empty(),
-            "the finished run is gone"
-        );
-        let again = runner.run(db, keys, client, request()).await.unwrap();
-        assert_eq!(sim.token_calls(), 2, "a new run, not a replay");
-        assert!(again.result.connected());
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let result = TestResult {
+            id: uuid::Uuid::now_v7().to_string(),
+            company: request.company.to_string(),
+            outcome: if outcome.error.is_none() {
+                Outcome::Connected
+            } else {
+                Outcome::Failed
+            },
+            candidate,
+            error: outcome.error,
+            checks: outcome.checks,
+            profiles: outcome.profiles,
+            started_at,
+            duration_ms,
+            triggered_by: request.triggered_by.clone(),
+        };
+        match &result.error {
+            None => {
+                tracing::info!(company = %request.company, duration_ms, "connection test passed")
+            }
+            Some(e) => {
+                tracing::info!(company = %request.company, code = e.code.as_str(), upstream_status = e.upstream_status, duration_ms, "connection test failed")
+            }
+        }
+        let stored = result.clone();
+        // The run ends at the commit (a test pressed from then on is a new run); its callers
+        // each wait for the settle (`TestRunner::run`).
+        let recorded = self
+            .db
+            .run_unsettled(move |conn| schema::connection::record_test(conn, &stored, version))
+            .await?;
+        Ok(Tested {
+            result,
+            state_changed: recorded.value.is_some_and(|c| c.previous != c.current),
+            settles_at: recorded.settles_at,
+        })
+    }
+
+    /// The test's token exchange: through the broker when it spends the stored refresh token,
+    /// otherwise a grant of the candidate values' own.
+    async fn exchange(
+        &self,
+        company: &CompanyId,
+        candidate: bool,
+        app: ApplicationId,
+        secret: SharedSecret,
+        access: Access,
+    ) -> Result<SecretString, TestError> {
+        if !self.spends_stored {
+            return self
+                .client
+                .grant(&app, &secret, &access)
+                .await
+                .map(|g| g.access_token);
+        }
+        let laid_over = candidate.then(|| Candidate {
+            application_id: app,
+            shared_secret: secret.secret().clone(),
+            digest: self.digest.clone(),
+        });
+        match self.tokens.exchange(company, laid_over).await {
+            Ok(issued) => Ok(issued.token.access_token),
+            Err(Failure::Refused(Refusal::Upstream(e))) => Err(e),
+            Err(Failure::Refused(Refusal::NotReady { missing, .. })) => {
+                Err(TestError::incomplete(missing))
+            }
+            Err(Failure::Store(e)) => Err(TestError::unavailable(&format!(
+                "the token store failed: {}",
+                e.detail
+            ))),
+        }
     }
 }

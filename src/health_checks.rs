@@ -48,15 +48,7 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                         candidate: None,
                         triggered_by: "scheduler".into(),
                     };
-                    let result = state
-                        .tests
-                        .run(
-                            state.db.clone(),
-                            state.keys.clone(),
-                            state.upstream.clone(),
-                            request,
-                        )
-                        .await;
+                    let result = state.tests.run(request).await;
                     let outcome = match &result {
                         Ok(t) => t.result.outcome.as_str().to_string(),
                         Err(e) => {

@@ -1,7 +1,6 @@
 //! ca-connector: the HTTP service and CLI behind an ERP's ChannelAdvisor settings screen.
 
 pub mod auth;
-pub mod batches;
 pub mod body;
 pub mod commands;
 pub mod connect_flow;
@@ -11,7 +10,6 @@ pub mod dev_secrets;
 pub mod header_limit;
 pub mod health_checks;
 pub mod live_events;
-pub mod memo;
 pub mod metrics;
 pub mod openapi;
 pub mod problem;
@@ -20,8 +18,7 @@ pub mod routes;
 pub mod settings;
 pub mod startup;
 pub mod telemetry;
-pub mod token_broker;
-pub mod token_refresh;
+pub mod tokens;
 pub mod verified_tokens;
 
 pub use settings::{Config, Settings};

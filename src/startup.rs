@@ -8,20 +8,18 @@ use actix_web::dev::Server;
 use actix_web::middleware::from_fn;
 use actix_web::{web, App, HttpServer};
 use anyhow::Context;
-use schema::tokens::{Begin, BeginRequest};
 use schema::{Backend, Database, KeyRing};
 
 use crate::auth::Authenticator;
-use crate::batches::Batches;
 use crate::body::BODY_LIMIT;
 use crate::connection_test::TestRunner;
-use crate::memo::Memo;
 use crate::metrics::{record_http_metrics, Metrics};
 use crate::problem::{problem_for_every_error, ApiError};
 use crate::request_context::request_context;
 use crate::routes;
 use crate::settings::{Config, Store};
-use crate::token_broker::{BrokerDeps, TokenBroker};
+use crate::tokens::read_cache::ReadCache;
+use crate::tokens::TokenBroker;
 use connector::ChannelAdvisorClient;
 
 /// What every handler shares.
@@ -32,13 +30,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     pub upstream: ChannelAdvisorClient,
     pub tests: TestRunner,
-    pub tokens: TokenBroker,
-    pub leases: Arc<Batches<BeginRequest, Begin>>,
-    /// Connection status bodies read moments ago (see `memo`).
-    pub statuses: Memo<web::Bytes>,
-    /// The multi-threaded runtime the service was started on. Work that must not queue behind
-    /// a burst of requests on an HTTP worker's own single-threaded runtime runs here.
-    pub background: tokio::runtime::Handle,
+    pub tokens: Arc<TokenBroker>,
+    /// Connection status bodies read moments ago (see `read_cache`).
+    pub statuses: ReadCache<web::Bytes>,
     /// Follows the event log for this instance's live streams (§11).
     pub events: crate::live_events::EventHub,
     /// Wakes this instance's delivery worker after a change wrote events.
@@ -52,25 +46,7 @@ impl AppState {
         &self,
         request: crate::connection_test::TestRequest,
     ) -> Result<crate::connection_test::Tested, crate::problem::ApiError> {
-        self.tests
-            .run(
-                self.db.clone(),
-                self.keys.clone(),
-                self.upstream.clone(),
-                request,
-            )
-            .await
-    }
-
-    pub fn broker_deps(&self) -> BrokerDeps {
-        BrokerDeps {
-            db: self.db.clone(),
-            keys: self.keys.clone(),
-            client: self.upstream.clone(),
-            metrics: self.metrics.clone(),
-            leases: self.leases.clone(),
-            runtime: self.background.clone(),
-        }
+        self.tests.run(request).await
     }
 }
 
@@ -149,33 +125,27 @@ impl Application {
         let listener_address = listener.local_addr()?;
         let port = listener_address.port();
         let keys = Arc::new(config.keys.clone());
-        let lease_keys = keys.clone();
-        let leases = Batches::new(
-            db.clone(),
-            Box::new(move |conn, reqs| {
-                schema::tokens::begin_refresh_batch(conn, &lease_keys, reqs)
-            }),
-        );
         let events = crate::live_events::EventHub::start(db.clone()).await?;
         let state_events = events.clone();
+        let metrics = Arc::new(Metrics::new()?);
+        let upstream = ChannelAdvisorClient::new(
+            config.channeladvisor_url.clone(),
+            config.upstream_timeout,
+            config.upstream_concurrency,
+        )
+        .map_err(anyhow::Error::msg)?
+        .with_scope(&config.connect.scope);
+        let tokens = TokenBroker::new(db.clone(), keys.clone(), upstream.clone(), metrics.clone());
         let state = web::Data::new(AppState {
+            tests: TestRunner::new(db.clone(), keys.clone(), upstream.clone(), tokens.clone()),
+            statuses: ReadCache::new(db.clone()),
             db,
             keys,
             auth,
-            metrics: Arc::new(Metrics::new()?),
-            upstream: ChannelAdvisorClient::new(
-                config.channeladvisor_url.clone(),
-                config.upstream_timeout,
-                config.upstream_concurrency,
-            )
-            .map_err(anyhow::Error::msg)?
-            .with_scope(&config.connect.scope),
-            tests: TestRunner::default(),
+            metrics,
+            upstream,
             events,
-            tokens: TokenBroker::default(),
-            leases,
-            statuses: Memo::default(),
-            background: tokio::runtime::Handle::current(),
+            tokens,
             webhook_wake: Arc::default(),
             config,
         });

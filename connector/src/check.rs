@@ -1,13 +1,16 @@
 //! Test Connection's checks, in order, stopping at the first failure:
 //! `credentials_complete` → `token_exchange` → `api_probe`.
 
+use std::future::Future;
 use std::time::Instant;
+
+use secrecy::SecretString;
 
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
-use crate::access::AccessInput;
-use crate::client::{ChannelAdvisorClient, Profile, TokenGrant};
+use crate::access::{Access, AccessInput};
+use crate::client::{ChannelAdvisorClient, Profile};
 use crate::credentials::{ApplicationId, ProfileId, SharedSecret};
 use crate::taxonomy::TestError;
 
@@ -45,13 +48,12 @@ pub struct Check {
     pub duration_ms: u64,
 }
 
-/// What the checks found. `grant` is kept for the caller to cache (never serialized).
+/// What the checks found.
 #[derive(Debug, Clone)]
 pub struct TestOutcome {
     pub checks: Vec<Check>,
     pub error: Option<TestError>,
     pub profiles: Vec<Profile>,
-    pub grant: Option<TokenGrant>,
 }
 
 const CHECKS: [CheckName; 3] = [
@@ -74,13 +76,7 @@ impl Recorder {
         });
     }
 
-    fn fail(
-        mut self,
-        started: Instant,
-        error: TestError,
-        profiles: Vec<Profile>,
-        grant: Option<TokenGrant>,
-    ) -> TestOutcome {
+    fn fail(mut self, started: Instant, error: TestError, profiles: Vec<Profile>) -> TestOutcome {
         self.record(CheckStatus::Failed, started);
         while self.checks.len() < CHECKS.len() {
             let name = CHECKS[self.checks.len()];
@@ -94,12 +90,21 @@ impl Recorder {
             checks: self.checks,
             error: Some(error),
             profiles,
-            grant,
         }
     }
 }
 
-pub async fn run_checks(client: &ChannelAdvisorClient, input: &TestInput) -> TestOutcome {
+/// Runs the checks; `exchange` obtains the access token from the complete values (the caller
+/// decides how: a shared refresh for stored values, a grant of its own for candidate ones).
+pub async fn run_checks<F, Fut>(
+    client: &ChannelAdvisorClient,
+    input: &TestInput,
+    exchange: F,
+) -> TestOutcome
+where
+    F: FnOnce(ApplicationId, SharedSecret, Access) -> Fut,
+    Fut: Future<Output = Result<SecretString, TestError>>,
+{
     let mut rec = Recorder {
         checks: Vec::with_capacity(3),
     };
@@ -121,23 +126,22 @@ pub async fn run_checks(client: &ChannelAdvisorClient, input: &TestInput) -> Tes
             .map(|(_, f)| f)
             .collect();
             missing.extend(access.err().unwrap_or_default());
-            return rec.fail(started, TestError::incomplete(missing), vec![], None);
+            return rec.fail(started, TestError::incomplete(missing), vec![]);
         }
     };
     rec.record(CheckStatus::Passed, started);
 
     let started = Instant::now();
-    let grant = match client.grant(app, secret, &access).await {
-        Ok(g) => g,
-        Err(e) => return rec.fail(started, e, vec![], None),
+    let access_token = match exchange(app.clone(), secret.clone(), access).await {
+        Ok(t) => t,
+        Err(e) => return rec.fail(started, e, vec![]),
     };
     rec.record(CheckStatus::Passed, started);
 
     let started = Instant::now();
-    let profiles = match client.profiles(app, &grant.access_token).await {
+    let profiles = match client.profiles(app, &access_token).await {
         Ok(p) => p,
-        // The grant is kept: the refresh token may have been rotated even though the probe failed.
-        Err(e) => return rec.fail(started, e, vec![], Some(grant)),
+        Err(e) => return rec.fail(started, e, vec![]),
     };
     if let Some(wanted) = input.profile_id.map(ProfileId::get) {
         if !profiles.iter().any(|p| p.id == wanted) {
@@ -146,7 +150,6 @@ pub async fn run_checks(client: &ChannelAdvisorClient, input: &TestInput) -> Tes
                 started,
                 TestError::profile_not_authorized(wanted, &ids),
                 profiles,
-                Some(grant),
             );
         }
     }
@@ -155,6 +158,5 @@ pub async fn run_checks(client: &ChannelAdvisorClient, input: &TestInput) -> Tes
         checks: rec.checks,
         error: None,
         profiles,
-        grant: Some(grant),
     }
 }

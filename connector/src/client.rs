@@ -2,8 +2,7 @@
 //! a whole-request deadline, a cap on the answer's size, and at most N calls in flight per
 //! Application ID (ChannelAdvisor allows 5 concurrent requests per integration).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::engine::general_purpose::STANDARD;
@@ -40,7 +39,9 @@ pub struct ChannelAdvisorClient {
     base: url::Url,
     deadline: Duration,
     per_app: usize,
-    limits: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// One limiter per Application ID, forgotten after an idle spell far longer than any call
+    /// (so none is dropped while a call holds one of its permits).
+    limits: moka::sync::Cache<String, Arc<Semaphore>>,
     /// Scopes the SOAP grant and the authorize URL ask for (`--oauth-scope`).
     scope: String,
 }
@@ -77,7 +78,10 @@ impl ChannelAdvisorClient {
             base,
             deadline,
             per_app: per_app.max(1),
-            limits: Arc::default(),
+            limits: moka::sync::Cache::builder()
+                .max_capacity(100_000)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
             scope: "orders inventory".to_string(),
         })
     }
@@ -97,10 +101,8 @@ impl ChannelAdvisorClient {
     }
 
     fn limiter(&self, app: &ApplicationId) -> Arc<Semaphore> {
-        let mut map = self.limits.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(app.as_str().to_string())
-            .or_insert_with(|| Arc::new(Semaphore::new(self.per_app)))
-            .clone()
+        self.limits
+            .get_with_by_ref(app.as_str(), || Arc::new(Semaphore::new(self.per_app)))
     }
 
     pub(crate) fn endpoint(&self, path: &str) -> url::Url {
@@ -110,18 +112,20 @@ impl ChannelAdvisorClient {
         url
     }
 
-    /// Sends one request under the per-application limit and reads the answer within the deadline.
+    /// Sends one request under the per-application limit and reads the answer, all within the
+    /// deadline: the wait for a permit counts, so a refresh lease sized by the deadline always
+    /// outlives its call.
     async fn call(
         &self,
         app: &ApplicationId,
         request: reqwest::RequestBuilder,
     ) -> Result<Answer, TestError> {
         let limiter = self.limiter(app);
-        let _permit = limiter
-            .acquire_owned()
-            .await
-            .map_err(|_| TestError::unavailable("client closed"))?;
         let exchange = async {
+            let _permit = limiter
+                .acquire_owned()
+                .await
+                .map_err(|_| TestError::unavailable("client closed"))?;
             let mut res = request.send().await.map_err(|e| transport_error(&e))?;
             let status = res.status().as_u16();
             let retry_after = res

@@ -112,14 +112,12 @@ pub(crate) fn store_rotated_refresh_token(
 }
 
 /// Records a test in the history. A non-candidate test run against `version` of the stored
-/// credentials also sets the state, and caches the token it obtained, in the same transaction;
-/// if the credentials changed meanwhile it is history only (its result is about old values).
+/// credentials also sets the state; if the credentials changed meanwhile it is history only (its
+/// result is about old values). The token it obtained was stored by the token broker.
 pub fn record_test(
     conn: &mut AnyConnection,
-    keys: &KeyRing,
     result: &TestResult,
     version: Option<i64>,
-    obtained: Option<&ObtainedToken>,
 ) -> Result<Option<StateChange>, StoreError> {
     let record = TestRecord {
         id: result.id.clone(),
@@ -178,14 +176,7 @@ pub fn record_test(
         if current != previous {
             let test = Some(record.id.as_str());
             outbox::status_changed(conn, &record.company, previous, current, error, test)?;
-        }
-        if let Some(token) = obtained {
-            if let Some(rotated) = &token.rotated_refresh_token {
-                store_rotated_refresh_token(conn, keys, &row, rotated)?;
-            }
-            if record.outcome == "connected" {
-                store_token(conn, keys, &record.company, row.version, token)?;
-            }
+            crate::pool::mark_visible_change();
         }
         Ok(Some(StateChange { previous, current }))
     })

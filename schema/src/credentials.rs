@@ -448,15 +448,18 @@ pub fn save_in_tx(
         updated_by: actor.to_string(),
         last_test_id: existing.as_ref().and_then(|r| r.last_test_id.clone()),
         last_success_at: existing.as_ref().and_then(|r| r.last_success_at),
-        // New values: any refresh in flight or remembered error is about the old ones, and the
-        // health check is scheduled afresh by the scheduler.
-        token_lease_until: None,
-        token_lease_owner: None,
+        // A refresh in flight keeps its lease: it spent the stored refresh token, and the one it
+        // brings back (rotated) must still be written. A remembered error is about the old
+        // values, and the health check is scheduled afresh by the scheduler.
+        token_lease_until: existing.as_ref().and_then(|r| r.token_lease_until),
+        token_lease_owner: existing.as_ref().and_then(|r| r.token_lease_owner.clone()),
         token_error: None,
         token_error_at: None,
         token_error_version: None,
         next_check_at: None,
     };
+    // New values: no instance may hand out a token or state of the old ones once this answered.
+    crate::pool::mark_visible_change();
     if existing.is_some() {
         diesel::update(credentials::table.find(company.as_str()))
             .set(&row)
@@ -597,6 +600,7 @@ pub fn delete(
         .map(|(_, n)| n)
         .collect();
         diesel::delete(credentials::table.find(company.as_str())).execute(conn)?;
+        crate::pool::mark_visible_change();
         remember_deleted_version(conn, company, row.version)?;
         crate::connection::drop_cached_token(conn, company.as_str())?;
         audit::record(

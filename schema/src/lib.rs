@@ -8,7 +8,6 @@ pub mod connection;
 pub mod credentials;
 pub mod error;
 pub mod events;
-mod group_commit;
 pub mod keys;
 pub mod outbox;
 pub mod pool;

@@ -1,6 +1,7 @@
+use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
@@ -23,9 +24,8 @@ pub enum AnyConnection {
 /// `$body` with `$c` bound to the backend's own connection, for the statements run on every
 /// token request and status read. Through `AnyConnection` diesel writes out a statement's SQL on
 /// each run to find it in its statement cache, and prepares an `UPDATE` anew; on the backend's
-/// own connection a statement of fixed shape is found by its type. On SQLite (`store-steps`):
-/// the cached-token read 44 → 7 µs, the refresh lease 168 → 49 µs (with `=` for one company —
-/// SQLite prepares every `IN (…)` anew), both taken on an HTTP worker.
+/// own connection a statement of fixed shape is found by its type (on SQLite the cached-token
+/// read went from 44 to 7 µs).
 macro_rules! on_backend {
     ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {
@@ -125,7 +125,8 @@ pub struct Database {
     /// One permit per pooled connection: callers wait here, asynchronously, instead of parking a
     /// blocking thread on the pool's condition variable (which cost a thread switch per wait).
     permits: Arc<Semaphore>,
-    group: Arc<crate::group_commit::Group>,
+    /// Write transactions this handle has committed (see `writes`).
+    writes: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Database {
@@ -157,7 +158,7 @@ impl Database {
             pool,
             backend,
             permits: Arc::new(Semaphore::new(max_size as usize)),
-            group: Arc::default(),
+            writes: Arc::default(),
         })
     }
 
@@ -165,8 +166,10 @@ impl Database {
         self.backend
     }
 
-    pub(crate) fn group(&self) -> &crate::group_commit::Group {
-        &self.group
+    /// Write transactions committed through this handle's `run` so far. A read cache notes it
+    /// before a read and drops what it read once it has moved: the entry may predate a write.
+    pub fn writes(&self) -> u64 {
+        self.writes.load(Ordering::Acquire)
     }
 
     pub fn get(&self) -> Result<Conn, StoreError> {
@@ -175,7 +178,21 @@ impl Database {
 
     /// Runs store code on tokio's blocking pool: diesel is synchronous and must never stall the
     /// async executor. The caller's tracing span goes along so log lines keep their request id.
+    ///
+    /// When the code committed a change another instance may have cached a view of (see
+    /// `mark_visible_change`), this returns only `SETTLE` after the commit: by then no instance
+    /// still serves a read from before it, so no caller has to remember to wait.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.run_unsettled(f).await?.settled().await
+    }
+
+    /// `run`, handing the wait for the settle to the caller: for work shared by several callers
+    /// that must end (and stop being joined) at its commit, each caller then settling itself.
+    pub async fn run_unsettled<T, F>(&self, f: F) -> Result<Unsettled<T>, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
@@ -188,49 +205,24 @@ impl Database {
             .acquire_owned()
             .await
             .map_err(|e| StoreError::Worker(e.to_string()))?;
-        tokio::task::spawn_blocking(move || {
+        let (result, commits) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            span.in_scope(|| {
+            COMMITS.set(Commits::default());
+            let result = span.in_scope(|| {
                 let mut conn = db.get()?;
                 f(&mut conn)
-            })
+            });
+            (result, COMMITS.take())
         })
         .await
-        .map_err(|e| StoreError::Worker(e.to_string()))?
-    }
-
-    /// A short read — a few primary-key lookups — on the calling thread when the store is SQLite
-    /// and a pooled connection is idle; otherwise like `run`. In WAL mode a reader never waits for
-    /// a writer, and such a read takes microseconds: less than handing it to a blocking thread
-    /// and waking the caller again, which was most of a cached-token request's time. PostgreSQL
-    /// reads cross the network and always go through `run`.
-    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
-    {
-        if let Some(mut conn) = self.sqlite_connection_here() {
-            return f(&mut conn);
+        .map_err(|e| StoreError::Worker(e.to_string()))?;
+        if commits.count > 0 {
+            self.writes.fetch_add(commits.count, Ordering::AcqRel);
         }
-        self.run(f).await
-    }
-
-    /// Like `read` when the read can run on the calling thread at once; `None` (and `f` not
-    /// run) when it cannot, for callers that must not wait.
-    pub fn try_read_here<T, F>(&self, f: F) -> Option<Result<T, StoreError>>
-    where
-        F: FnOnce(&mut AnyConnection) -> Result<T, StoreError>,
-    {
-        let mut conn = self.sqlite_connection_here()?;
-        Some(f(&mut conn))
-    }
-
-    /// An idle pooled connection for a short statement on the calling thread: SQLite only.
-    pub(crate) fn sqlite_connection_here(&self) -> Option<Conn> {
-        if self.backend != Backend::Sqlite {
-            return None;
-        }
-        self.pool.try_get()
+        Ok(Unsettled {
+            value: result?,
+            settles_at: commits.visible_at.map(|at| at + SETTLE),
+        })
     }
 
     /// Readiness: a connection answers within `timeout` and no migration is pending.
@@ -302,19 +294,64 @@ fn pending_migrations(conn: &mut AnyConnection) -> Result<usize, StoreError> {
     pending.map_err(|e| StoreError::Migration(e.to_string()))
 }
 
-/// Write transactions committed by this process. In-memory read caches note it before a read
-/// and drop what they read once it has moved: their entry may predate a local change.
-static LOCAL_COMMITS: AtomicU64 = AtomicU64::new(0);
+/// How long an instance may serve a read from memory (`READ_WINDOW` of the service's read
+/// cache). A change others must see answers only this long after its commit.
+pub const SETTLE: Duration = Duration::from_millis(100);
 
-/// One SQLite write transaction at a time in this process (see `write_tx`).
+/// What the store code of one `Database::run` committed, handed from `write_tx` on the
+/// blocking thread back to `run`.
+#[derive(Default, Clone, Copy)]
+struct Commits {
+    count: u64,
+    /// When the last commit holding a visible change (`mark_visible_change`) was made.
+    visible_at: Option<Instant>,
+    /// The transaction under way holds a visible change.
+    pending_visible: bool,
+}
+
+thread_local! {
+    static COMMITS: Cell<Commits> = Cell::new(Commits::default());
+}
+
+/// Called inside a write transaction that changes what a read cache may hold about a company —
+/// its credentials, its state — in a way a caller must never be handed the old view of after
+/// the change answered: `Database::run` then settles before it returns.
+pub fn mark_visible_change() {
+    COMMITS.set(Commits {
+        pending_visible: true,
+        ..COMMITS.get()
+    });
+}
+
+/// A store result whose visible change (if any) others may still be serving the old view of
+/// until `settles_at`.
+#[must_use = "answer only once it has settled"]
+#[derive(Debug, Clone)]
+pub struct Unsettled<T> {
+    pub value: T,
+    pub settles_at: Option<Instant>,
+}
+
+impl<T> Unsettled<T> {
+    pub async fn settled(self) -> Result<T, StoreError> {
+        settle(self.settles_at).await;
+        Ok(self.value)
+    }
+}
+
+/// Waits until a change committed with `settles_at` is seen by every instance.
+pub async fn settle(settles_at: Option<Instant>) {
+    if let Some(at) = settles_at {
+        tokio::time::sleep_until(at.into()).await;
+    }
+}
+
+/// One SQLite write transaction at a time in this process (see `write_tx`). Taken only on the
+/// blocking pool, never on the async executor.
 static SQLITE_WRITERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Woken by every write transaction this process commits (see `commit_wake`).
 static COMMIT_WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
-
-pub fn local_commits() -> u64 {
-    LOCAL_COMMITS.load(Ordering::Acquire)
-}
 
 /// Wakes whoever waits for this process's next commit (the live-events reader). Create the
 /// `Notified` and `enable` it before looking at the database, so no commit falls in between.
@@ -323,8 +360,25 @@ pub fn commit_wake() -> &'static tokio::sync::Notify {
 }
 
 fn committed() {
-    LOCAL_COMMITS.fetch_add(1, Ordering::AcqRel);
+    let c = COMMITS.get();
+    COMMITS.set(Commits {
+        count: c.count + 1,
+        visible_at: if c.pending_visible {
+            Some(Instant::now())
+        } else {
+            c.visible_at
+        },
+        pending_visible: false,
+    });
     COMMIT_WAKE.notify_waiters();
+}
+
+/// A transaction that did not commit leaves no visible change behind.
+fn rolled_back() {
+    COMMITS.set(Commits {
+        pending_visible: false,
+        ..COMMITS.get()
+    });
 }
 
 /// A write transaction. On SQLite it starts with `BEGIN IMMEDIATE` so the write lock is taken up
@@ -361,11 +415,14 @@ where
                 // The original error matters more than a failed rollback.
                 let _ =
                     <AnyConnection as Connection>::TransactionManager::rollback_transaction(conn);
+                rolled_back();
                 Err(e)
             }
         };
     }
-    conn.transaction(f).inspect(|_| committed())
+    conn.transaction(f)
+        .inspect(|_| committed())
+        .inspect_err(|_| rolled_back())
 }
 
 /// Retries a whole transaction a few times when it lost a race (see `StoreError::is_retryable`).

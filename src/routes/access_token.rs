@@ -12,7 +12,7 @@ use crate::auth::{Caller, Scope};
 use crate::problem::ApiError;
 use crate::routes::rfc3339;
 use crate::startup::AppState;
-use crate::token_broker::Served;
+use crate::tokens::Served;
 
 /// The largest `min_ttl` honoured: a fresh ChannelAdvisor token lives an hour, so a larger demand
 /// could never be met and would refresh on every call.
@@ -58,18 +58,10 @@ pub async fn issue(
         .config
         .token_refresh_margin
         .max(Duration::from_secs(min_ttl.unwrap_or(0)));
-    let result = state
-        .tokens
-        .issue(
-            &state.broker_deps(),
-            company,
-            need,
-            state.config.upstream_timeout,
-        )
-        .await;
+    let result = state.tokens.issue(&company, need).await;
     let outcome = match &result {
-        Ok((_, Served::CacheHit)) => "cache_hit",
-        Ok((_, Served::Refreshed)) => "refreshed",
+        Ok(issued) if issued.served == Served::CacheHit => "cache_hit",
+        Ok(_) => "refreshed",
         Err(_) => "failed",
     };
     state
@@ -81,7 +73,7 @@ pub async fn issue(
         // A failed refresh may have written access_token.refresh_failed.
         state.webhook_wake.notify_one();
     }
-    let (token, _) = result?;
+    let token = result?.token;
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .insert_header(("Pragma", "no-cache"))

@@ -153,7 +153,7 @@ pub async fn code(
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(tested.result)),
         // A refused exchange answers as a refused refresh does (§6): 409 permanent, 503 transient.
-        Finished::ExchangeFailed(e) => Err(crate::token_refresh::refresh_error(&e)),
+        Finished::ExchangeFailed(e) => Err(crate::tokens::refresh_error(&e)),
     }
 }
 

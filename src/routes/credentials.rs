@@ -1,7 +1,5 @@
 //! The settings screen's data: write-only secrets, versioned with ETag / If-Match.
 
-use std::time::Instant;
-
 use actix_web::http::header::{self, ETAG};
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -145,11 +143,11 @@ async fn save(
         .run(move |conn| with_retry(|| store::save(conn, &keys, &id, &change, if_match, &actor)))
         .await
         .map_err(|e| map_store(e, company.as_str()))?;
-    let committed = Instant::now();
+    // A change answers only once no instance still serves a token or state of the old values:
+    // the store's write settled before `run` returned.
     state.webhook_wake.notify_one();
     if !saved.changed.is_empty() {
         tracing::info!(company = %company, changed = ?saved.changed, version = saved.credentials.version, "credentials saved");
-        crate::memo::settle(committed).await;
     }
     let status = if saved.created {
         StatusCode::CREATED
@@ -229,9 +227,7 @@ pub async fn delete(
         .run(move |conn| with_retry(|| store::delete(conn, &id, if_match, &actor)))
         .await
         .map_err(|e| map_store(e, company.as_str()))?;
-    let committed = Instant::now();
     state.webhook_wake.notify_one();
     tracing::info!(company = %company, "credentials deleted");
-    crate::memo::settle(committed).await;
     Ok(HttpResponse::NoContent().finish())
 }

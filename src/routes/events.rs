@@ -111,7 +111,7 @@ impl Live {
             let after = self.last;
             let batch = self
                 .db
-                .read(move |conn| schema::events::after(conn, after, REPLAY_BATCH))
+                .run(move |conn| schema::events::after(conn, after, REPLAY_BATCH))
                 .await?;
             let full = batch.len() as i64 == REPLAY_BATCH;
             for event in batch {
@@ -189,7 +189,7 @@ pub async fn stream(
     let resume = last_event_id(&req, &query)?;
     // Subscribed before the log is read, so nothing committed in between is missed.
     let events = state.events.subscribe();
-    let bounds = state.db.read(schema::events::bounds).await?;
+    let bounds = state.db.run(schema::events::bounds).await?;
     let newest = bounds.map_or(0, |(_, n)| n);
     let remaining = caller.exp - chrono::Utc::now().timestamp();
     let mut live = Live {

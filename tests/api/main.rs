@@ -19,6 +19,7 @@ mod foundation;
 mod memory;
 mod promises;
 mod rotate_keys;
+mod rotation;
 mod schema_equivalence;
 mod secrets;
 mod soap;
@@ -27,5 +28,5 @@ mod webhooks;
 
 /// How long the service reuses a database read from memory.
 pub fn memo_window() -> std::time::Duration {
-    ca_connector::memo::WINDOW
+    schema::pool::SETTLE
 }

@@ -100,7 +100,30 @@ impl OtherProcess {
         req.send().await.unwrap().status().as_u16()
     }
 
-    async fn state(&self, company: &str) -> String {
+    /// Any call as company's admin, with an optional JSON body: the status and the body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path_in_company: &str,
+        company: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .client
+            .request(
+                method,
+                format!("{}/api/v1/companies/{company}/{path_in_company}", self.base),
+            )
+            .bearer_auth(admin(&[company]));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn state(&self, company: &str) -> String {
         self.field(reqwest::Method::GET, "connection", company, "state")
             .await
     }

@@ -40,6 +40,9 @@ struct Args {
     /// (repeatable)
     #[arg(long = "soap", default_values = ["demo-developer-key-0001:demo-soap-password-0001:0a1b2c3d-4e5f-6789-abcd-ef0123456789=12345678"])]
     soap: Vec<String>,
+    /// Rotate refresh tokens, with reuse detection: a spent refresh token used again revokes its grant
+    #[arg(long)]
+    rotate_refresh_tokens: bool,
 }
 
 #[tokio::main]
@@ -64,6 +67,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         grant_profiles: args.grant_profiles.clone(),
         omit_state: args.omit_state,
         soap_accounts: Vec::new(),
+        rotate_refresh_tokens: args.rotate_refresh_tokens,
     };
     for app in &args.apps {
         let (id, secret) = app.split_once(':').ok_or("--app takes ID:SECRET")?;

@@ -17,6 +17,12 @@
 //! | `sim-fault-rotate` | 200 with a new refresh token (which then works too) |
 //! | `sim-probe-401`, `-403`, `-500`, `-html`, `-429`, `-hang` | 200; the probe then answers so |
 //!
+//! With `rotate_refresh_tokens` (`ca-sim --rotate-refresh-tokens`) the client rotates as RFC 9700
+//! §4.14 describes: every refresh-token grant consumes the token it was given and answers a new
+//! one, and a consumed token used again revokes the whole grant — every token descended from the
+//! same first one — answering `invalid_grant` (counted in `reuse_detected`, logged as "refresh
+//! token already used").
+//!
 //! The `soap` grant accepts the configured SOAP accounts (`SoapAccount::demo()` by default); a
 //! Developer Key named like a fault above triggers that fault.
 //!
@@ -61,6 +67,8 @@ pub struct SimConfig {
     pub omit_state: bool,
     /// SOAP Credentials the `soap` grant accepts, with the profiles each grants.
     pub soap_accounts: Vec<SoapAccount>,
+    /// Rotate refresh tokens with reuse detection (see the module's notes).
+    pub rotate_refresh_tokens: bool,
 }
 
 /// One account's SOAP Credentials. A Developer Key named like a fault (`sim-fault-…`,
@@ -102,6 +110,7 @@ impl Default for SimConfig {
             grant_profiles: vec![12345678],
             omit_state: false,
             soap_accounts: vec![SoapAccount::demo()],
+            rotate_refresh_tokens: false,
         }
     }
 }
@@ -112,6 +121,47 @@ pub struct Stats {
     pub profile_calls: AtomicU64,
     in_flight: Mutex<HashMap<String, Arc<AtomicI64>>>,
     pub max_in_flight_per_app: AtomicI64,
+    /// Consumed refresh tokens used again (each revoked its grant).
+    pub reuse_detected: AtomicU64,
+}
+
+/// Which grant each rotated refresh token belongs to, and the tokens already spent.
+#[derive(Default)]
+struct Rotation {
+    /// Refresh token → its grant (the first token of its line).
+    grant_of: HashMap<String, String>,
+    /// Spent refresh tokens → their grant.
+    spent: HashMap<String, String>,
+}
+
+impl Rotation {
+    /// Spends `refresh` and returns its successor; `None` when it was spent before, which revokes
+    /// every live token of its grant (`refresh_tokens` loses them).
+    fn spend(&mut self, refresh: &str, n: u64, config: &mut SimConfig) -> Option<String> {
+        if let Some(grant) = self.spent.get(refresh).cloned() {
+            let revoked: Vec<String> = self
+                .grant_of
+                .iter()
+                .filter(|(_, g)| **g == grant)
+                .map(|(t, _)| t.clone())
+                .collect();
+            for token in revoked {
+                config.refresh_tokens.remove(&token);
+            }
+            return None;
+        }
+        let grant = self
+            .grant_of
+            .get(refresh)
+            .cloned()
+            .unwrap_or_else(|| refresh.to_string());
+        let profiles = config.refresh_tokens.remove(refresh).unwrap_or_default();
+        let next = format!("sim-rotated-{n:08}");
+        config.refresh_tokens.insert(next.clone(), profiles);
+        self.grant_of.insert(next.clone(), grant.clone());
+        self.spent.insert(refresh.to_string(), grant);
+        Some(next)
+    }
 }
 
 struct Issued {
@@ -127,6 +177,7 @@ struct SimState {
     issued: Mutex<HashMap<String, Issued>>,
     codes: Mutex<HashMap<String, authorize::Code>>,
     counter: AtomicU64,
+    rotation: Mutex<Rotation>,
 }
 
 /// Counts an application's calls in flight for as long as it lives.
@@ -169,6 +220,7 @@ impl Simulator {
             issued: Mutex::default(),
             codes: Mutex::default(),
             counter: AtomicU64::new(0),
+            rotation: Mutex::default(),
         });
         let listener = std::net::TcpListener::bind(listen).map_err(|e| {
             let why = if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -340,6 +392,25 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
     let mut rotated = None;
     let profiles = {
         let mut config = state.config.lock().unwrap();
+        if !soap && config.rotate_refresh_tokens {
+            let spent_before = state.rotation.lock().unwrap().spent.contains_key(&refresh);
+            if spent_before || config.refresh_tokens.contains_key(&refresh) {
+                let profiles = config.refresh_tokens.get(&refresh).cloned();
+                let next = state
+                    .rotation
+                    .lock()
+                    .unwrap()
+                    .spend(&refresh, n, &mut config);
+                let Some(next) = next else {
+                    state.stats.reuse_detected.fetch_add(1, Ordering::SeqCst);
+                    tracing::warn!("refresh token already used: the grant is revoked");
+                    return oauth_error(400, "invalid_grant");
+                };
+                drop(config);
+                let profiles = profiles.unwrap_or_default();
+                return rotated_answer(&state, n, app, profiles, Some(next));
+            }
+        }
         let known = if soap {
             soap_profiles(&config, &fields)
         } else {
@@ -365,6 +436,19 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
     if let Some(r) = rotated {
         body["refresh_token"] = json!(r);
     }
+    HttpResponse::Ok().json(body)
+}
+
+/// A rotating client's answer: an access token and the refresh token that replaces the spent one.
+fn rotated_answer(
+    state: &SimState,
+    n: u64,
+    app: String,
+    profiles: Vec<i64>,
+    rotated: Option<String>,
+) -> HttpResponse {
+    let mut body = issue(state, n, app, profiles, None);
+    body["refresh_token"] = json!(rotated);
     HttpResponse::Ok().json(body)
 }
 
@@ -452,6 +536,7 @@ async fn stats_view(state: web::Data<SimState>) -> HttpResponse {
         "token_calls": s.token_calls.load(Ordering::SeqCst),
         "profile_calls": s.profile_calls.load(Ordering::SeqCst),
         "max_in_flight_per_app": s.max_in_flight_per_app.load(Ordering::SeqCst),
+        "reuse_detected": s.reuse_detected.load(Ordering::SeqCst),
     }))
 }
 

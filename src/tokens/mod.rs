@@ -1,0 +1,456 @@
+//! Access tokens (contract §6): the broker every job request, Test Connection and health check
+//! of a company goes through, so they share one exchange with ChannelAdvisor at a time — one per
+//! company in this process (`SingleFlight`), one across instances (the lease in the store).
+//!
+//! A request runs `decide` on what the store holds and does what it says: serve the cached token,
+//! wait for the refresh another holds, refuse, or take the lease and refresh. A refresh's outcome
+//! is written, fenced by the lease, before anyone is handed its token; then the callers decide
+//! again on what is stored, so whatever happened meanwhile (a save, a lost lease) is seen.
+
+pub mod decide;
+pub mod flight;
+pub mod read_cache;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix_web::http::header::RETRY_AFTER;
+use actix_web::http::StatusCode;
+use chrono::Utc;
+use connector::{
+    AccessInput, ApplicationId, ChannelAdvisorClient, SharedSecret, StoredAccess, TestError,
+};
+use schema::connection::ObtainedToken;
+use schema::credentials::{now, Credentials};
+use schema::pool::{with_retry, write_tx};
+use schema::tokens::{CachedToken, Exchanged, Snapshot, TokenRow, Written};
+use schema::{CompanyId, Database, KeyRing};
+use secrecy::SecretString;
+use serde_json::json;
+
+use crate::metrics::Metrics;
+use crate::problem::ApiError;
+use decide::{decide, Ask, Decision, Refusal};
+use flight::SingleFlight;
+use read_cache::{ReadCache, Stamp, READ_WINDOW};
+
+/// How a request was served, for the metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Served {
+    CacheHit,
+    Refreshed,
+}
+
+/// A token handed out, and when the read it came from began (see `read_cache`).
+#[derive(Clone)]
+pub struct Issued {
+    pub token: CachedToken,
+    pub served: Served,
+    read: Stamp,
+    read_at: Instant,
+}
+
+/// Why no token was handed out.
+#[derive(Clone)]
+pub enum Failure {
+    Refused(Refusal),
+    Store(ApiError),
+}
+
+impl From<schema::StoreError> for Failure {
+    fn from(e: schema::StoreError) -> Self {
+        Failure::Store(e.into())
+    }
+}
+
+/// Candidate values a Test Connection lays over the stored ones for its exchange. The exchange
+/// still spends the stored refresh token, so it runs under the lease like any refresh.
+#[derive(Clone)]
+pub struct Candidate {
+    pub application_id: ApplicationId,
+    pub shared_secret: SecretString,
+    /// Distinguishes the flights of different candidate values (a digest, never the values).
+    pub digest: String,
+}
+
+pub struct TokenBroker {
+    db: Database,
+    keys: Arc<KeyRing>,
+    client: ChannelAdvisorClient,
+    metrics: Arc<Metrics>,
+    /// Names this instance in lease holders.
+    instance: String,
+    /// Company (plus candidate digest) → the flight under way.
+    flights: SingleFlight<String, Result<Issued, Failure>>,
+    recent: ReadCache<Issued>,
+}
+
+impl TokenBroker {
+    pub fn new(
+        db: Database,
+        keys: Arc<KeyRing>,
+        client: ChannelAdvisorClient,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
+        Arc::new(TokenBroker {
+            recent: ReadCache::new(db.clone()),
+            db,
+            keys,
+            client,
+            metrics,
+            instance: uuid::Uuid::new_v4().to_string(),
+            flights: SingleFlight::default(),
+        })
+    }
+
+    /// A token with at least `life` left, for a connector job.
+    pub async fn issue(
+        self: &Arc<Self>,
+        company: &CompanyId,
+        life: Duration,
+    ) -> Result<Issued, Failure> {
+        let life = chrono::Duration::from_std(life).unwrap_or(chrono::Duration::zero());
+        let ask = Ask {
+            life: Some(life),
+            since: now(),
+        };
+        if let Some(issued) = self.recent.get(company.as_str()) {
+            if ask.accepts(&issued.token, Utc::now()) {
+                return Ok(Issued {
+                    served: Served::CacheHit,
+                    ..issued
+                });
+            }
+        }
+        self.shared(company, ask, None).await
+    }
+
+    /// A token exchanged after this call began, for Test Connection: the exchange is shared with
+    /// any job refresh or other test of the company under way.
+    pub async fn exchange(
+        self: &Arc<Self>,
+        company: &CompanyId,
+        candidate: Option<Candidate>,
+    ) -> Result<Issued, Failure> {
+        let ask = Ask {
+            life: None,
+            since: now(),
+        };
+        self.shared(company, ask, candidate).await
+    }
+
+    /// Joins the company's flight, or starts one; a result that will not do for this caller (a
+    /// token from before it asked that is too short, or a read that began too long before it
+    /// asked) sends it round again, to a flight with its own needs.
+    async fn shared(
+        self: &Arc<Self>,
+        company: &CompanyId,
+        ask: Ask,
+        candidate: Option<Candidate>,
+    ) -> Result<Issued, Failure> {
+        let asked = Instant::now();
+        let key = match &candidate {
+            Some(c) => format!("{company}\u{1f}{}", c.digest),
+            None => company.to_string(),
+        };
+        // Bounded: a second round starts a flight with this caller's own needs, which a refresh
+        // meets; a third is only ever needed if reads kept falling outside the window.
+        for round in 1.. {
+            let broker = self.clone();
+            let (company2, ask2, candidate2) = (company.clone(), ask.clone(), candidate.clone());
+            let result = self
+                .flights
+                .run(key.clone(), move || async move {
+                    broker.drive(&company2, &ask2, candidate2.as_ref()).await
+                })
+                .await
+                .unwrap_or_else(|| {
+                    Err(Failure::Store(ApiError::internal(
+                        "the token lookup ended without an answer",
+                    )))
+                });
+            let issued = match result {
+                Ok(issued) => issued,
+                Err(e) => return Err(e),
+            };
+            let fresh_read = issued.read_at + READ_WINDOW > asked;
+            if round >= 4 || (fresh_read && ask.accepts(&issued.token, Utc::now())) {
+                if candidate.is_none() && issued.served == Served::CacheHit {
+                    self.recent
+                        .put(company.as_str(), issued.clone(), issued.read);
+                }
+                return Ok(issued);
+            }
+        }
+        unreachable!("the rounds above end in a return")
+    }
+
+    /// One flight: decide on what is stored and act, until there is an answer.
+    async fn drive(
+        &self,
+        company: &CompanyId,
+        ask: &Ask,
+        candidate: Option<&Candidate>,
+    ) -> Result<Issued, Failure> {
+        let lease = schema::tokens::lease_for(self.client.deadline());
+        let give_up = Instant::now() + lease.to_std().unwrap_or(Duration::from_secs(20)) * 2;
+        loop {
+            if Instant::now() > give_up {
+                let secs = self.client.deadline().as_secs();
+                return Err(Failure::Refused(Refusal::Upstream(TestError::timeout(
+                    secs,
+                ))));
+            }
+            let (read, read_at) = (self.recent.stamp(), Instant::now());
+            let (keys, id) = (self.keys.clone(), company.clone());
+            let snapshot = self
+                .db
+                .run(move |conn| schema::tokens::snapshot(conn, &keys, &id))
+                .await?;
+            let (cached, row) = for_candidate(&snapshot, candidate.is_some());
+            let decision = decide(cached.as_ref(), row.as_ref(), ask, now());
+            let step = match decision {
+                Decision::Refresh => self.take_lease(company, ask, lease, candidate).await?,
+                other => Step::Decided(other),
+            };
+            match step {
+                Step::Decided(Decision::Serve(token)) => {
+                    let served = Served::CacheHit;
+                    return Ok(Issued {
+                        token,
+                        served,
+                        read,
+                        read_at,
+                    });
+                }
+                Step::Decided(Decision::Refuse(refusal)) => return Err(Failure::Refused(refusal)),
+                Step::Decided(Decision::Wait | Decision::Refresh) => {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Step::Leased(credentials, holder) => {
+                    if let Some(issued) = self
+                        .refresh(company, credentials, &holder, candidate)
+                        .await?
+                    {
+                        return Ok(issued);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Decides again under the row lock and, if it is still a refresh, takes the lease.
+    async fn take_lease(
+        &self,
+        company: &CompanyId,
+        ask: &Ask,
+        lease: chrono::Duration,
+        candidate: Option<&Candidate>,
+    ) -> Result<Step, Failure> {
+        let holder = format!("{}/{}", self.instance, uuid::Uuid::new_v4());
+        let (keys, id, ask) = (self.keys.clone(), company.clone(), ask.clone());
+        let ignore_cached = candidate.is_some();
+        let step = self
+            .db
+            .run(move |conn| {
+                write_tx(conn, |conn| {
+                    let locked = schema::tokens::lock(conn, &keys, &id)?;
+                    let (cached, row) = for_candidate(&locked.snapshot, ignore_cached);
+                    let at = now();
+                    Ok(match decide(cached.as_ref(), row.as_ref(), &ask, at) {
+                        Decision::Refresh => {
+                            let credentials = locked.lease(conn, &keys, &holder, at + lease)?;
+                            Step::Leased(Box::new(credentials), holder)
+                        }
+                        other => Step::Decided(other),
+                    })
+                })
+            })
+            .await?;
+        Ok(step)
+    }
+
+    /// Asks ChannelAdvisor with the leased credentials and writes the outcome. `None` when the
+    /// outcome was not this attempt's to hand out (the values changed, or the lease was lost):
+    /// the caller decides again.
+    async fn refresh(
+        &self,
+        company: &CompanyId,
+        credentials: Box<Credentials>,
+        holder: &str,
+        candidate: Option<&Candidate>,
+    ) -> Result<Option<Issued>, Failure> {
+        let app = candidate
+            .map(|c| c.application_id.clone())
+            .or_else(|| credentials.application_id.clone());
+        let secret = candidate
+            .map(|c| c.shared_secret.clone())
+            .or_else(|| credentials.shared_secret.clone());
+        let (Some(app), Some(secret), Ok(access)) =
+            (app, secret, access_input(&credentials).complete())
+        else {
+            let (state, missing) = (credentials.state, credentials.missing());
+            return Err(Failure::Refused(Refusal::NotReady { state, missing }));
+        };
+        let started = Instant::now();
+        // A refresh token is refreshed; SOAP Credentials are simply granted again (contract §8).
+        let grant = self
+            .client
+            .grant(&app, &SharedSecret::from_secret(secret), &access)
+            .await;
+        let upstream = started.elapsed();
+        self.metrics
+            .token_refresh_seconds
+            .observe(upstream.as_secs_f64());
+        let version = credentials.version;
+        let grant = match grant {
+            Ok(grant) => grant,
+            Err(error) => {
+                return self
+                    .record_failure(company, holder, version, error, candidate.is_none())
+                    .await
+            }
+        };
+        let obtained = ObtainedToken {
+            expires_at: Utc::now() + chrono::Duration::seconds(grant.expires_in as i64),
+            access_token: grant.access_token,
+            rotated_refresh_token: grant.refresh_token,
+        };
+        let (keys, id, owner) = (self.keys.clone(), company.clone(), holder.to_string());
+        let cache = candidate.is_none();
+        let token = CachedToken {
+            access_token: obtained.access_token.clone(),
+            expires_at: obtained.expires_at,
+            obtained_at: now(),
+        };
+        let (read, read_at) = (self.recent.stamp(), Instant::now());
+        // Durable before anyone is handed it; a write that lost a race is tried again.
+        let written = self
+            .db
+            .run(move |conn| {
+                let spent = credentials.refresh_token.as_ref();
+                let done = Exchanged {
+                    company: &id,
+                    holder: &owner,
+                    version,
+                    spent,
+                    token: &obtained,
+                    cache,
+                };
+                with_retry(|| write_tx(conn, |conn| schema::tokens::finish_ok(conn, &keys, &done)))
+            })
+            .await?;
+        let upstream_ms = upstream.as_secs_f64() * 1000.0;
+        tracing::info!(company = %company, upstream_ms, written = ?written, "access token refreshed");
+        let issued = Issued {
+            token,
+            served: Served::Refreshed,
+            read,
+            read_at,
+        };
+        Ok(match written {
+            Written::Stored => Some(issued),
+            // A test of candidate values gets its token whether or not it could be kept.
+            _ if candidate.is_some() => Some(issued),
+            Written::Outdated | Written::NotHolder => None,
+        })
+    }
+
+    async fn record_failure(
+        &self,
+        company: &CompanyId,
+        holder: &str,
+        version: i64,
+        error: TestError,
+        record: bool,
+    ) -> Result<Option<Issued>, Failure> {
+        let (id, owner, remembered) = (company.clone(), holder.to_string(), error.clone());
+        let (written, _) = self
+            .db
+            .run(move |conn| {
+                with_retry(|| {
+                    write_tx(conn, |conn| {
+                        schema::tokens::finish_err(conn, &id, &owner, version, &remembered, record)
+                    })
+                })
+            })
+            .await?;
+        tracing::warn!(company = %company, code = error.code.as_str(), upstream_status = error.upstream_status, written = ?written, "access token refresh failed");
+        match written {
+            Written::NotHolder if record => Ok(None),
+            Written::Outdated if record => Ok(None),
+            _ => Err(Failure::Refused(Refusal::Upstream(error))),
+        }
+    }
+}
+
+/// What a decision sees: for a test of candidate values, no cached token (it is of the stored
+/// values) and only the stored refresh token required (the candidate brings the rest).
+fn for_candidate(snapshot: &Snapshot, candidate: bool) -> (Option<CachedToken>, Option<TokenRow>) {
+    if !candidate {
+        return (snapshot.cached.clone(), snapshot.row.clone());
+    }
+    let row = snapshot.row.clone().map(|mut row| {
+        row.missing
+            .retain(|f| !matches!(*f, "application_id" | "shared_secret"));
+        row
+    });
+    (None, row)
+}
+
+enum Step {
+    Decided(Decision),
+    Leased(Box<Credentials>, String),
+}
+
+/// The stored refresh token, or SOAP values, by the company's method.
+fn access_input(c: &Credentials) -> AccessInput {
+    AccessInput::from_stored(StoredAccess {
+        method: c.auth_method,
+        refresh_token: c.refresh_token.as_ref(),
+        developer_key: c.developer_key.as_ref(),
+        password: c.password.as_ref(),
+        account_id: c.account_id.as_ref(),
+    })
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        match f {
+            Failure::Store(e) => e,
+            Failure::Refused(Refusal::Upstream(e)) => refresh_error(&e),
+            Failure::Refused(Refusal::NotReady { state, missing }) => {
+                not_ready(state.as_str(), &missing)
+            }
+        }
+    }
+}
+
+/// A failed refresh as the job sees it: permanent rejections are 409 (fix the credentials),
+/// transient ones 503 with Retry-After (try again).
+pub fn refresh_error(e: &TestError) -> ApiError {
+    let body = |status| {
+        ApiError::new(status, e.code.as_str(), e.message.clone())
+            .with("hint", json!(e.hint))
+            .with("fields", json!(e.fields))
+            .with("upstream_status", json!(e.upstream_status))
+    };
+    if e.code.is_permanent() {
+        body(StatusCode::CONFLICT)
+    } else {
+        let retry = e.retry_after_seconds.unwrap_or(5);
+        body(StatusCode::SERVICE_UNAVAILABLE)
+            .with("retry_after_seconds", json!(retry))
+            .header(RETRY_AFTER, retry.to_string())
+    }
+}
+
+fn not_ready(state: &str, missing: &[&str]) -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "connection_not_ready",
+        format!("The connection is {state}: save the Application ID, Shared Secret and Refresh Token first."),
+    )
+    .with("state", json!(state))
+    .with("missing", json!(missing))
+}
