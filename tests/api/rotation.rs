@@ -23,6 +23,7 @@ on_both_backends!(
     a_rotated_refresh_token_survives_a_save_of_another_field,
     tests_and_job_tokens_at_once_share_one_exchange,
     a_lease_overtaken_by_a_slow_upstream_cannot_write,
+    a_candidate_test_keeps_the_rotated_refresh_token,
 );
 
 /// Access tokens live 3,300 s, so a job asking for `min_ttl=3300` always causes a refresh.
@@ -230,6 +231,61 @@ async fn a_lease_overtaken_by_a_slow_upstream_cannot_write(backend: Backend) {
         (200, Some("token-of-b")),
         "{body}"
     );
+}
+
+/// Test Connection with a candidate Profile ID spends the stored refresh token: the rotated one
+/// it brings back is stored, so the next job refresh (on the other instance) works.
+async fn a_candidate_test_keeps_the_rotated_refresh_token(backend: Backend) {
+    let sim = rotating_sim(0);
+    let a = app_against(&backend, &sim.url(), &[]).await;
+    let b = OtherProcess::beside(&a, &sim.url());
+    a.put_credentials("acme", &valid()).await;
+    let result = test_connection(&a, "acme", Some(json!({"profile_id": 12345678}))).await;
+    assert_eq!(result["outcome"], "connected", "{result}");
+    assert_eq!(result["candidate"], true);
+    let (status, body) = b.call(Method::POST, "access-token", "acme", None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(reuse_detected(&sim), 0, "no refresh token was used twice");
+    // The candidate's token was not cached: the job's token is a refresh of its own.
+    assert_eq!(sim.token_calls(), 2);
+}
+
+/// SQLite only: while another process holds the database's write lock, requests that must
+/// write wait off the HTTP workers, so a request that needs no database answers at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_sqlite_file_parks_no_http_worker() {
+    // Eight companies on one refresh token: a client that does not rotate.
+    let sim = crate::connection::sim(0);
+    let app = Arc::new(app_against(&Backend::Sqlite, &sim.url(), &[]).await);
+    for i in 0..8 {
+        app.put_credentials(&format!("co{i}"), &valid()).await;
+    }
+    let db = app.database();
+    let mut writer = db.get().unwrap();
+    diesel::sql_query("BEGIN IMMEDIATE")
+        .execute(&mut *writer)
+        .unwrap();
+    // Each needs the refresh lease, a write: they wait for the lock.
+    let waiting: Vec<_> = (0..8)
+        .map(|i| {
+            let app = app.clone();
+            tokio::spawn(async move { issue(&app, &format!("co{i}"), "").await.status() })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    let health = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(health.status(), 200);
+    assert!(
+        took < Duration::from_millis(1000),
+        "healthz waited {took:?} behind requests parked on the lock"
+    );
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    diesel::sql_query("COMMIT").execute(&mut *writer).unwrap();
+    for w in waiting {
+        assert_eq!(w.await.unwrap(), 200);
+    }
 }
 
 /// Makes every refresh lease look run out, as after a long pause of its holder.
