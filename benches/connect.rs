@@ -6,7 +6,7 @@
 //! upstream calls). Interleaved in the same run, the same upstream calls are made directly with
 //! the connector's client (a code of their own, its exchange, a refresh and the probe). The
 //! callback's own time = its time − those upstream round trips − the 100 ms cross-instance settle
-//! window it waits out by design before answering (`src/memo.rs`).
+//! window it waits out by design before answering (`src/tokens/read_cache.rs`, settled by the store: `schema::pool::SETTLE`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // measuring code: a panic is a failed run
 

@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
-use ca_connector::metrics::REFRESH_BUCKETS;
+use ca_connector::service::metrics::REFRESH_BUCKETS;
 use connector::{ApplicationId, ChannelAdvisorClient, RefreshToken, SharedSecret};
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use prometheus::{Encoder, Histogram, HistogramOpts, TextEncoder};

@@ -1,25 +1,18 @@
 //! ca-connector: the HTTP service and CLI behind an ERP's ChannelAdvisor settings screen.
+//!
+//! - `http/`: the edge — authentication, body rules, errors, routes, OpenAPI;
+//! - `tokens/`: access tokens for connector jobs, and the exchange Test Connection shares;
+//! - `connection_test/`: Test Connection and the scheduled health checks;
+//! - `connect/`: Connect to ChannelAdvisor;
+//! - `commands/`: the CLI;
+//! - `service/`: settings, start-up, logging, metrics, live events.
 
-pub mod auth;
-pub mod body;
 pub mod commands;
-pub mod connect_flow;
-pub mod connect_settings;
+pub mod connect;
 pub mod connection_test;
-pub mod dev_secrets;
-pub mod header_limit;
-pub mod health_checks;
-pub mod live_events;
-pub mod metrics;
-pub mod openapi;
-pub mod problem;
-pub mod request_context;
-pub mod routes;
-pub mod settings;
-pub mod startup;
-pub mod telemetry;
+pub mod http;
+pub mod service;
 pub mod tokens;
-pub mod verified_tokens;
 
-pub use settings::{Config, Settings};
-pub use startup::Application;
+pub use service::settings::{Config, Settings};
+pub use service::startup::Application;

@@ -1,8 +1,9 @@
 use std::process::ExitCode;
 
 use ca_connector::commands::{self, Cli, Command};
-use ca_connector::settings::LogFormat;
-use ca_connector::{telemetry, Application, Config};
+use ca_connector::service::settings::LogFormat;
+use ca_connector::service::telemetry;
+use ca_connector::{Application, Config};
 use schema::pool::redact_url;
 
 fn main() -> ExitCode {

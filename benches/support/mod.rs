@@ -1,7 +1,7 @@
 //! What the in-process benchmarks share: the service started on port 0 and a bearer token for it.
 
-use ca_connector::auth::{mint_hs256, Claims};
 use ca_connector::commands::Cli;
+use ca_connector::http::auth::{mint_hs256, Claims};
 use ca_connector::{Application, Config};
 use clap::Parser;
 use secrecy::{ExposeSecret, SecretString};

@@ -1,14 +1,14 @@
 use schema::pool::redact_url;
 
-use crate::settings::Config;
-use crate::startup::open_database;
+use crate::service::settings::Config;
+use crate::service::startup::open_database;
 
 /// Prints what the service would run with (no secret values) after opening the database,
 /// applying migrations and checking the key ids, as `serve` does at start.
 pub async fn run(config: &Config) -> anyhow::Result<()> {
     let db = open_database(&config.store(), &config.keys).await?;
     // What `serve` builds before it listens, so a key `serve` would refuse is refused here too.
-    crate::auth::Authenticator::new(&config.jwt).map_err(anyhow::Error::msg)?;
+    crate::http::auth::Authenticator::new(&config.jwt).map_err(anyhow::Error::msg)?;
     connector::ChannelAdvisorClient::new(
         config.channeladvisor_url.clone(),
         config.upstream_timeout,
@@ -31,8 +31,8 @@ pub async fn run(config: &Config) -> anyhow::Result<()> {
     println!(
         "jwt: {} audience '{}'{}",
         match config.jwt.key {
-            crate::settings::JwtKey::Hs256(_) => "HS256",
-            crate::settings::JwtKey::PublicKey(_) => "RS256/ES256 public key",
+            crate::service::settings::JwtKey::Hs256(_) => "HS256",
+            crate::service::settings::JwtKey::PublicKey(_) => "RS256/ES256 public key",
         },
         config.jwt.audience,
         config

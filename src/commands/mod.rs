@@ -8,7 +8,7 @@ pub mod token;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::settings::{LogArgs, Settings};
+use crate::service::settings::{LogArgs, Settings};
 
 #[derive(Parser)]
 #[command(

@@ -3,8 +3,8 @@ use std::time::Instant;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use crate::settings::{DataArgs, KeyArgs};
-use crate::startup::open_database;
+use crate::service::settings::{DataArgs, KeyArgs};
+use crate::service::startup::open_database;
 
 #[derive(Args)]
 pub struct RotateArgs {

@@ -1,7 +1,7 @@
 use clap::Args;
 
-use crate::auth::{mint_hs256, Claims};
-use crate::settings::{DataArgs, JwtArgs, JwtKey};
+use crate::http::auth::{mint_hs256, Claims};
+use crate::service::settings::{DataArgs, JwtArgs, JwtKey};
 
 #[derive(Args)]
 pub struct TokenArgs {

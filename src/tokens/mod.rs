@@ -28,8 +28,8 @@ use schema::{CompanyId, Database, KeyRing};
 use secrecy::SecretString;
 use serde_json::json;
 
-use crate::metrics::Metrics;
-use crate::problem::ApiError;
+use crate::http::problem::ApiError;
+use crate::service::metrics::Metrics;
 use decide::{decide, Ask, Decision, Refusal};
 use flight::SingleFlight;
 use read_cache::{ReadCache, Stamp, READ_WINDOW};

@@ -255,8 +255,8 @@ async fn openapi_describes_every_endpoint(backend: Backend) {
         doc["openapi"]
     );
     // The router's own table, not a hand list: a route added without OpenAPI fails here.
-    assert!(ca_connector::routes::ROUTES.len() >= 20);
-    for (method, path) in ca_connector::routes::ROUTES {
+    assert!(ca_connector::http::routes::ROUTES.len() >= 20);
+    for (method, path) in ca_connector::http::routes::ROUTES {
         assert!(
             doc["paths"][path][method].is_object(),
             "{method} {path} missing from OpenAPI"
@@ -266,7 +266,7 @@ async fn openapi_describes_every_endpoint(backend: Backend) {
     for (path, item) in doc["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
             assert!(
-                ca_connector::routes::ROUTES.contains(&(method.as_str(), path.as_str())),
+                ca_connector::http::routes::ROUTES.contains(&(method.as_str(), path.as_str())),
                 "OpenAPI describes {method} {path}, which no route serves"
             );
         }

@@ -27,6 +27,6 @@ mod tokens;
 mod webhooks;
 
 /// How long the service reuses a database read from memory.
-pub fn memo_window() -> std::time::Duration {
+pub fn read_window() -> std::time::Duration {
     schema::pool::SETTLE
 }

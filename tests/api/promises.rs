@@ -201,7 +201,7 @@ async fn a_permanent_rejection_is_remembered_then_asked_again(backend: Backend) 
             .unwrap()
     });
     // Past the in-process read cache too.
-    tokio::time::sleep(crate::memo_window() * 2).await;
+    tokio::time::sleep(crate::read_window() * 2).await;
     assert_problem(issue(&app, "acme", "").await, 409, "invalid_refresh_token").await;
     assert_eq!(sim.token_calls(), 2, "asked again after 60 s");
 }
@@ -683,7 +683,7 @@ async fn web_hook_subscriptions_per_caller_are_bounded() {
             .send()
     };
     let mut first = None;
-    for _ in 0..ca_connector::routes::webhooks::MAX_WEBHOOKS_PER_CALLER {
+    for _ in 0..ca_connector::http::routes::webhooks::MAX_WEBHOOKS_PER_CALLER {
         let res = create().await.unwrap();
         assert_eq!(res.status(), 201);
         let body: Value = res.json().await.unwrap();

@@ -572,7 +572,7 @@ async fn a_caller_needing_more_life_is_not_handed_a_shared_short_token(backend: 
         .await;
         assert_eq!(token_of(&app, &company).await, "short-lived-token");
         // Past the in-memory window: the next callers read the database together.
-        tokio::time::sleep(crate::memo_window() + Duration::from_millis(20)).await;
+        tokio::time::sleep(crate::read_window() + Duration::from_millis(20)).await;
         let callers: Vec<_> = (0..20)
             .map(|i| {
                 let (app, company) = (app.clone(), company.clone());

@@ -3,10 +3,11 @@ pub mod proxy;
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use ca_connector::auth::{mint_hs256, Claims};
 use ca_connector::commands::Cli;
-use ca_connector::settings::LogFormat;
-use ca_connector::{telemetry, Application, Config};
+use ca_connector::http::auth::{mint_hs256, Claims};
+use ca_connector::service::settings::LogFormat;
+use ca_connector::service::telemetry;
+use ca_connector::{Application, Config};
 use clap::Parser;
 use diesel::{Connection, PgConnection, RunQueryDsl};
 use schema::KeyRing;

@@ -1,0 +1,224 @@
+//! Connect to ChannelAdvisor (contract §10): starting an attempt (the authorize URL for the
+//! admin's browser) and finishing one with the code ChannelAdvisor hands back, whether it arrives
+//! at the callback or is pasted by the admin. Both HTTP faces (`routes::connect`) call these.
+
+use actix_web::http::StatusCode;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use chrono::{DateTime, Utc};
+use connector::connect::AuthorizeRequest;
+use connector::{SharedSecret, TestError};
+use rand::RngCore;
+use schema::connect::{self, Attempt, Refused};
+use schema::CompanyId;
+use secrecy::SecretString;
+use sha2::{Digest, Sha256};
+
+use crate::connection_test::{TestRequest, Tested};
+use crate::http::problem::ApiError;
+use crate::service::startup::AppState;
+
+/// How long an attempt may be finished (contract §10).
+const ATTEMPT_LIFETIME: chrono::Duration = chrono::Duration::minutes(10);
+
+pub struct Started {
+    pub authorize_url: url::Url,
+    pub redirect_uri: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// How a finished attempt ended.
+pub enum Finished {
+    /// The refresh token was stored and Test Connection ran (connected or failed).
+    Tested(Tested),
+    /// ChannelAdvisor refused the code or could not be asked: nothing stored.
+    ExchangeFailed(TestError),
+}
+
+/// The hash an attempt is stored under: the `state` itself never reaches the database.
+pub fn state_hash(state: &str) -> String {
+    format!("{:x}", Sha256::digest(state.as_bytes()))
+}
+
+pub fn invalid_state(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", detail)
+}
+
+/// Why a `state` (or a pasted code's attempt) finishes nothing, in an admin's words.
+pub fn refused_detail(why: Refused) -> &'static str {
+    match why {
+        Refused::Unknown => "This Connect to ChannelAdvisor link is not known here (it may have been started elsewhere or altered). Nothing was stored; press Connect to ChannelAdvisor again.",
+        Refused::Used => "This Connect to ChannelAdvisor link was already used. Nothing more was stored; press Connect to ChannelAdvisor again if the connection is not working.",
+        Refused::Expired => "This Connect to ChannelAdvisor link expired (they last 10 minutes). Nothing was stored; press Connect to ChannelAdvisor again.",
+    }
+}
+
+/// Starts an attempt for the company with its stored Application ID and Shared Secret.
+pub async fn start(
+    state: &AppState,
+    caller: &str,
+    company: CompanyId,
+    return_to: Option<url::Url>,
+) -> Result<Started, ApiError> {
+    let Some(redirect_uri) = state.config.connect.redirect_uri.clone() else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "connect_not_configured",
+            "Connect to ChannelAdvisor is not set up on this service: it needs the service's public URL (--public-url) or the Redirect URI registered in the Developer Console (--oauth-redirect-uri).",
+        ));
+    };
+    let keys = state.keys.clone();
+    let id = company.clone();
+    let stored = state
+        .db
+        .run(move |conn| schema::credentials::load(conn, &keys, &id))
+        .await?;
+    let application_id = stored.as_ref().and_then(|c| c.application_id.clone());
+    let missing: Vec<&str> = [
+        (application_id.is_some(), "application_id"),
+        (
+            stored.as_ref().is_some_and(|c| c.shared_secret.is_some()),
+            "shared_secret",
+        ),
+    ]
+    .into_iter()
+    .filter(|(set, _)| !set)
+    .map(|(_, name)| name)
+    .collect();
+    let (Some(app), true) = (application_id, missing.is_empty()) else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "connection_not_ready",
+            "Connect to ChannelAdvisor needs the Application ID and the Shared Secret of your application saved first (Developer Console: your application's page).",
+        )
+        .with("missing", serde_json::json!(missing)));
+    };
+    let mut random = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut random);
+    let secret_state = URL_SAFE_NO_PAD.encode(random);
+    let expires_at = Utc::now() + ATTEMPT_LIFETIME;
+    let attempt = Attempt {
+        state_hash: state_hash(&secret_state),
+        company: company.to_string(),
+        caller: caller.to_string(),
+        application_id: app.as_str().to_string(),
+        redirect_uri: redirect_uri.to_string(),
+        return_to: return_to.map(|u| u.to_string()),
+        expires_at,
+    };
+    state
+        .db
+        .run(move |conn| connect::start(conn, &attempt))
+        .await?;
+    tracing::info!(company = %company, "connect started");
+    let authorize_url = state.upstream.authorize_url(
+        &app,
+        &AuthorizeRequest {
+            scope: &state.config.connect.scope,
+            redirect_uri: redirect_uri.as_str(),
+            state: &secret_state,
+        },
+    );
+    Ok(Started {
+        authorize_url,
+        redirect_uri: redirect_uri.to_string(),
+        expires_at,
+    })
+}
+
+/// Takes the attempt a `state` names (single use); `Refused` when it names none that is open.
+pub async fn take(
+    state: &AppState,
+    secret_state: &str,
+) -> Result<Result<Attempt, Refused>, ApiError> {
+    let hash = state_hash(secret_state);
+    Ok(state.db.run(move |conn| connect::take(conn, &hash)).await?)
+}
+
+/// Records how an attempt ended without a code exchange (`connect_denied`, `connect_failed`).
+pub async fn end(state: &AppState, attempt: Attempt, action: &'static str) -> Result<(), ApiError> {
+    tracing::info!(company = %attempt.company, action, "connect ended");
+    Ok(state
+        .db
+        .run(move |conn| connect::record_end(conn, &attempt, action))
+        .await?)
+}
+
+fn application_changed() -> ApiError {
+    ApiError::new(
+        StatusCode::CONFLICT,
+        "invalid_state",
+        "The Application ID or Shared Secret changed since Connect to ChannelAdvisor started. Nothing was stored; press Connect to ChannelAdvisor again.",
+    )
+}
+
+/// Exchanges the code, stores the refresh token as the person who started the attempt, and runs
+/// Test Connection as that person. A refused exchange stores nothing.
+pub async fn finish(
+    state: &AppState,
+    attempt: Attempt,
+    code: SecretString,
+) -> Result<Finished, ApiError> {
+    let company = CompanyId::parse(&attempt.company).map_err(ApiError::internal)?;
+    let keys = state.keys.clone();
+    let id = company.clone();
+    let stored = state
+        .db
+        .run(move |conn| schema::credentials::load(conn, &keys, &id))
+        .await?;
+    let app = stored
+        .as_ref()
+        .and_then(|c| c.application_id.clone())
+        .filter(|a| a.as_str() == attempt.application_id);
+    let secret = stored
+        .and_then(|c| c.shared_secret)
+        .map(SharedSecret::from_secret);
+    let (Some(app), Some(secret)) = (app, secret) else {
+        end(state, attempt, "connect_failed").await?;
+        return Err(application_changed());
+    };
+    let grant = match state
+        .upstream
+        .code_grant(&app, &secret, &code, &attempt.redirect_uri)
+        .await
+    {
+        Ok(grant) => grant,
+        Err(e) => {
+            // `error_code`: the classified failure, never the authorization code itself.
+            tracing::info!(company = %company, error_code = e.code.as_str(), "connect: the code exchange failed");
+            end(state, attempt, "connect_failed").await?;
+            return Ok(Finished::ExchangeFailed(e));
+        }
+    };
+    let keys = state.keys.clone();
+    let kept = attempt.clone();
+    let saved = state
+        .db
+        .run(move |conn| connect::store_granted(conn, &keys, &kept, &grant.refresh_token))
+        .await?;
+    let Some(saved) = saved else {
+        return Err(application_changed());
+    };
+    tracing::info!(company = %company, version = saved.credentials.version, "connect: refresh token stored");
+    state.webhook_wake.notify_one();
+    let tested = state
+        .test_connection(TestRequest {
+            company,
+            candidate: None,
+            triggered_by: attempt.caller.clone(),
+        })
+        .await?;
+    let connected = tested.result.connected();
+    end(
+        state,
+        attempt,
+        if connected {
+            "connect_connected"
+        } else {
+            "connect_failed"
+        },
+    )
+    .await?;
+    state.webhook_wake.notify_one();
+    Ok(Finished::Tested(tested))
+}

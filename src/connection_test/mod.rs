@@ -1,0 +1,338 @@
+//! Runs Test Connection for a company: effective values (stored, overlaid by candidate values),
+//! the upstream checks, and the record in history and status. Concurrent tests of one company
+//! with the same effective values share one run (one result); a test whose exchange spends the
+//! stored refresh token shares it with job refreshes and health checks (`tokens`).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use chrono::Utc;
+use connector::{
+    run_checks, Access, AccessInput, AccountId, ApplicationId, AuthMethod, ChannelAdvisorClient,
+    ProfileId, SharedSecret, StoredAccess, TestError, TestInput,
+};
+use connector::{Outcome, TestResult};
+use schema::credentials::{Change, Credentials, CredentialsChange};
+use schema::{CompanyId, Database, KeyRing};
+use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::http::problem::ApiError;
+use crate::tokens::decide::Refusal;
+use crate::tokens::flight::SingleFlight;
+use crate::tokens::{Candidate, Failure, TokenBroker};
+
+/// A test's result as answered and stored, and whether it changed the connection's state.
+#[derive(Clone)]
+pub struct Tested {
+    pub result: TestResult,
+    pub state_changed: bool,
+    /// A state change is seen by every instance from then on.
+    settles_at: Option<std::time::Instant>,
+}
+
+pub struct TestRunner {
+    db: Database,
+    keys: Arc<KeyRing>,
+    client: ChannelAdvisorClient,
+    tokens: Arc<TokenBroker>,
+    /// Tests in flight, keyed by a digest of company and effective values (never the values).
+    running: SingleFlight<String, Result<Tested, ApiError>>,
+}
+
+pub struct TestRequest {
+    pub company: CompanyId,
+    /// Values laid over the stored ones for this test only; `None` for a test of the stored values.
+    pub candidate: Option<CredentialsChange>,
+    pub triggered_by: String,
+}
+
+fn overlay<T: Clone>(stored: Option<T>, change: Option<&Change<T>>) -> Option<T> {
+    match change {
+        None | Some(Change::Keep) => stored,
+        Some(Change::Set(v)) => Some(v.clone()),
+        Some(Change::Clear) => None,
+    }
+}
+
+struct Effective {
+    application_id: Option<ApplicationId>,
+    shared_secret: Option<SecretString>,
+    refresh_token: Option<SecretString>,
+    profile_id: Option<ProfileId>,
+    auth_method: AuthMethod,
+    developer_key: Option<SecretString>,
+    password: Option<SecretString>,
+    account_id: Option<AccountId>,
+}
+
+impl Effective {
+    /// The refresh token, or the SOAP values, by the effective method.
+    fn access(&self) -> AccessInput {
+        AccessInput::from_stored(StoredAccess {
+            method: self.auth_method,
+            refresh_token: self.refresh_token.as_ref(),
+            developer_key: self.developer_key.as_ref(),
+            password: self.password.as_ref(),
+            account_id: self.account_id.as_ref(),
+        })
+    }
+}
+
+fn effective(stored: Option<&Credentials>, candidate: Option<&CredentialsChange>) -> Effective {
+    Effective {
+        application_id: overlay(
+            stored.and_then(|c| c.application_id.clone()),
+            candidate.map(|c| &c.application_id),
+        ),
+        shared_secret: overlay(
+            stored.and_then(|c| c.shared_secret.clone()),
+            candidate.map(|c| &c.shared_secret),
+        ),
+        refresh_token: overlay(
+            stored.and_then(|c| c.refresh_token.clone()),
+            candidate.map(|c| &c.refresh_token),
+        ),
+        profile_id: overlay(
+            stored.and_then(|c| c.profile_id),
+            candidate.map(|c| &c.profile_id),
+        ),
+        auth_method: overlay(
+            stored.map(|c| c.auth_method),
+            candidate.map(|c| &c.auth_method),
+        )
+        .unwrap_or_default(),
+        developer_key: overlay(
+            stored.and_then(|c| c.developer_key.clone()),
+            candidate.map(|c| &c.developer_key),
+        ),
+        password: overlay(
+            stored.and_then(|c| c.password.clone()),
+            candidate.map(|c| &c.password),
+        ),
+        account_id: overlay(
+            stored.and_then(|c| c.account_id.clone()),
+            candidate.map(|c| &c.account_id),
+        ),
+    }
+}
+
+fn digest(company: &CompanyId, candidate: bool, version: Option<i64>, e: &Effective) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        company.as_str(),
+        if candidate { "candidate" } else { "stored" },
+        &version.map(|v| v.to_string()).unwrap_or_default(),
+        e.application_id
+            .as_ref()
+            .map_or("\u{0}", ApplicationId::as_str),
+        e.shared_secret
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .unwrap_or("\u{0}"),
+        e.refresh_token
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .unwrap_or("\u{0}"),
+        &e.profile_id
+            .map(|p| p.get().to_string())
+            .unwrap_or_default(),
+        e.auth_method.as_str(),
+        e.developer_key
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .unwrap_or("\u{0}"),
+        e.password
+            .as_ref()
+            .map(|s| s.expose_secret())
+            .unwrap_or("\u{0}"),
+        e.account_id.as_ref().map_or("\u{0}", AccountId::as_str),
+    ] {
+        h.update(part.as_bytes());
+        h.update([0x1f]);
+    }
+    format!("{:x}", h.finalize())
+}
+
+impl TestRunner {
+    pub fn new(
+        db: Database,
+        keys: Arc<KeyRing>,
+        client: ChannelAdvisorClient,
+        tokens: Arc<TokenBroker>,
+    ) -> Self {
+        TestRunner {
+            db,
+            keys,
+            client,
+            tokens,
+            running: SingleFlight::default(),
+        }
+    }
+
+    pub async fn run(&self, request: TestRequest) -> Result<Tested, ApiError> {
+        let (load_keys, id) = (self.keys.clone(), request.company.clone());
+        let stored = self
+            .db
+            .run(move |conn| schema::credentials::load(conn, &load_keys, &id))
+            .await?;
+        let candidate = request.candidate.is_some();
+        let values = effective(stored.as_ref(), request.candidate.as_ref());
+        // A candidate test changes nothing stored, so it is tied to no version.
+        let version = if candidate {
+            None
+        } else {
+            stored.as_ref().map(|c| c.version)
+        };
+        let key = digest(&request.company, candidate, version, &values);
+        let spends_stored =
+            spends_stored_refresh_token(stored.as_ref(), request.candidate.as_ref());
+        let run = Run {
+            db: self.db.clone(),
+            client: self.client.clone(),
+            tokens: self.tokens.clone(),
+            digest: key.clone(),
+            spends_stored,
+        };
+        // Spent even if every caller goes away, so the test completes and is recorded.
+        let tested = self
+            .running
+            .run(key, move || run.execute(request, values, version))
+            .await
+            .unwrap_or_else(|| {
+                Err(ApiError::internal(
+                    "the connection test ended without a result",
+                ))
+            })?;
+        schema::pool::settle(tested.settles_at).await;
+        Ok(tested)
+    }
+}
+
+/// Whether a test's exchange spends the stored refresh token: stored values, or candidate values
+/// that leave the refresh token (and the method) as stored. Such an exchange goes through the
+/// token broker, shared with job refreshes and under the refresh lease, and a rotated refresh
+/// token it brings back is stored.
+fn spends_stored_refresh_token(
+    stored: Option<&Credentials>,
+    candidate: Option<&CredentialsChange>,
+) -> bool {
+    let Some(stored) = stored else { return false };
+    let Some(candidate) = candidate else {
+        return true;
+    };
+    let method_kept = match &candidate.auth_method {
+        Change::Keep => true,
+        Change::Set(m) => *m == stored.auth_method,
+        Change::Clear => stored.auth_method == AuthMethod::default(),
+    };
+    method_kept
+        && stored.auth_method == AuthMethod::RefreshToken
+        && matches!(candidate.refresh_token, Change::Keep)
+}
+
+/// What one test run needs, moved into its task.
+struct Run {
+    db: Database,
+    client: ChannelAdvisorClient,
+    tokens: Arc<TokenBroker>,
+    digest: String,
+    spends_stored: bool,
+}
+
+impl Run {
+    async fn execute(
+        self,
+        request: TestRequest,
+        values: Effective,
+        version: Option<i64>,
+    ) -> Result<Tested, ApiError> {
+        let started_at = Utc::now();
+        let started = Instant::now();
+        let input = TestInput {
+            application_id: values.application_id.clone(),
+            access: values.access(),
+            shared_secret: values.shared_secret.map(SharedSecret::from_secret),
+            profile_id: values.profile_id,
+        };
+        let candidate = request.candidate.is_some();
+        let outcome = run_checks(&self.client, &input, |app, secret, access| {
+            self.exchange(&request.company, candidate, app, secret, access)
+        })
+        .await;
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let result = TestResult {
+            id: uuid::Uuid::now_v7().to_string(),
+            company: request.company.to_string(),
+            outcome: if outcome.error.is_none() {
+                Outcome::Connected
+            } else {
+                Outcome::Failed
+            },
+            candidate,
+            error: outcome.error,
+            checks: outcome.checks,
+            profiles: outcome.profiles,
+            started_at,
+            duration_ms,
+            triggered_by: request.triggered_by.clone(),
+        };
+        match &result.error {
+            None => {
+                tracing::info!(company = %request.company, duration_ms, "connection test passed")
+            }
+            Some(e) => {
+                tracing::info!(company = %request.company, code = e.code.as_str(), upstream_status = e.upstream_status, duration_ms, "connection test failed")
+            }
+        }
+        let stored = result.clone();
+        // The run ends at the commit (a test pressed from then on is a new run); its callers
+        // each wait for the settle (`TestRunner::run`).
+        let recorded = self
+            .db
+            .run_unsettled(move |conn| schema::connection::record_test(conn, &stored, version))
+            .await?;
+        Ok(Tested {
+            result,
+            state_changed: recorded.value.is_some_and(|c| c.previous != c.current),
+            settles_at: recorded.settles_at,
+        })
+    }
+
+    /// The test's token exchange: through the broker when it spends the stored refresh token,
+    /// otherwise a grant of the candidate values' own.
+    async fn exchange(
+        &self,
+        company: &CompanyId,
+        candidate: bool,
+        app: ApplicationId,
+        secret: SharedSecret,
+        access: Access,
+    ) -> Result<SecretString, TestError> {
+        if !self.spends_stored {
+            return self
+                .client
+                .grant(&app, &secret, &access)
+                .await
+                .map(|g| g.access_token);
+        }
+        let laid_over = candidate.then(|| Candidate {
+            application_id: app,
+            shared_secret: secret.secret().clone(),
+            digest: self.digest.clone(),
+        });
+        match self.tokens.exchange(company, laid_over).await {
+            Ok(issued) => Ok(issued.token.access_token),
+            Err(Failure::Refused(Refusal::Upstream(e))) => Err(e),
+            Err(Failure::Refused(Refusal::NotReady { missing, .. })) => {
+                Err(TestError::incomplete(missing))
+            }
+            Err(Failure::Store(e)) => Err(TestError::unavailable(&format!(
+                "the token store failed: {}",
+                e.detail
+            ))),
+        }
+    }
+}
+
+pub mod health_checks;

@@ -1,0 +1,11 @@
+//! The HTTP edge: authentication, body and header rules, problem+json errors, request ids, the
+//! route table with one file per resource, the OpenAPI document and the admin page's assets.
+
+pub mod auth;
+pub mod body;
+pub mod header_limit;
+pub mod openapi;
+pub mod problem;
+pub mod request_context;
+pub mod routes;
+pub mod verified_tokens;

@@ -1,0 +1,9 @@
+//! The running service: settings (flags and environment → `Config`), start-up, the data
+//! directory's generated secrets, logging, metrics, and the live-events reader.
+
+pub mod dev_secrets;
+pub mod live_events;
+pub mod metrics;
+pub mod settings;
+pub mod startup;
+pub mod telemetry;
