@@ -75,17 +75,22 @@ pub(crate) fn store_token(
     token: &ObtainedToken,
 ) -> Result<(), StoreError> {
     let sealed = keys.seal(company, ACCESS_TOKEN, &token.access_token);
-    drop_cached_token(conn, company)?;
-    diesel::insert_into(access_tokens::table)
-        .values(&TokenRow {
-            company: company.to_string(),
-            key_id: sealed.key_id,
-            token: sealed.bytes,
-            expires_at: token.expires_at.naive_utc(),
-            credentials_version: version,
-            obtained_at: now().naive_utc(),
-        })
-        .execute(conn)?;
+    let row = TokenRow {
+        company: company.to_string(),
+        key_id: sealed.key_id,
+        token: sealed.bytes,
+        expires_at: token.expires_at.naive_utc(),
+        credentials_version: version,
+        obtained_at: now().naive_utc(),
+    };
+    // On the backend's own connection: a refresh burst writes these a hundred times at once.
+    on_backend!(&mut *conn, |c| diesel::delete(
+        access_tokens::table.find(company)
+    )
+    .execute(c))?;
+    on_backend!(conn, |c| diesel::insert_into(access_tokens::table)
+        .values(&row)
+        .execute(c))?;
     Ok(())
 }
 

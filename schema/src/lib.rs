@@ -8,6 +8,7 @@ pub mod connection;
 pub mod credentials;
 pub mod error;
 pub mod events;
+mod grouped;
 pub mod keys;
 pub mod outbox;
 pub mod pool;

@@ -127,6 +127,7 @@ pub struct Database {
     permits: Arc<Semaphore>,
     /// Write transactions this handle has committed (see `writes`).
     writes: Arc<AtomicU64>,
+    group: Arc<crate::grouped::Group>,
 }
 
 impl std::fmt::Debug for Database {
@@ -159,6 +160,7 @@ impl Database {
             backend,
             permits: Arc::new(Semaphore::new(max_size as usize)),
             writes: Arc::default(),
+            group: Arc::default(),
         })
     }
 
@@ -170,6 +172,14 @@ impl Database {
     /// before a read and drops what it read once it has moved: the entry may predate a write.
     pub fn writes(&self) -> u64 {
         self.writes.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn count_write(&self) {
+        self.writes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn group(&self) -> &crate::grouped::Group {
+        &self.group
     }
 
     pub fn get(&self) -> Result<Conn, StoreError> {
@@ -344,6 +354,19 @@ pub async fn settle(settles_at: Option<Instant>) {
     if let Some(at) = settles_at {
         tokio::time::sleep_until(at.into()).await;
     }
+}
+
+/// Whether the transaction under way on this thread holds a visible change (group commit keeps
+/// it per write).
+pub(crate) fn pending_visible() -> bool {
+    COMMITS.get().pending_visible
+}
+
+pub(crate) fn set_pending_visible(pending: bool) {
+    COMMITS.set(Commits {
+        pending_visible: pending,
+        ..COMMITS.get()
+    });
 }
 
 /// One SQLite write transaction at a time in this process (see `write_tx`). Taken only on the

@@ -221,13 +221,20 @@ fn held(
     Ok(row.filter(|r| r.token_lease_owner.as_deref() == Some(holder)))
 }
 
-fn release(conn: &mut AnyConnection, company: &str) -> Result<(), StoreError> {
-    diesel::update(credentials::table.find(company))
-        .set((
-            credentials::token_lease_until.eq(None::<chrono::NaiveDateTime>),
-            credentials::token_lease_owner.eq(None::<String>),
-        ))
-        .execute(conn)?;
+/// Releases the lease; with `clear_error`, also forgets the last refresh's error.
+fn release(conn: &mut AnyConnection, company: &str, clear_error: bool) -> Result<(), StoreError> {
+    let lease = (
+        credentials::token_lease_until.eq(None::<chrono::NaiveDateTime>),
+        credentials::token_lease_owner.eq(None::<String>),
+    );
+    let row = credentials::table.find(company);
+    // On the backend's own connection: a refresh burst writes these a hundred times at once.
+    if clear_error {
+        let set = (lease, credentials::token_error.eq(None::<String>));
+        on_backend!(conn, |c| diesel::update(row).set(set).execute(c))?;
+    } else {
+        on_backend!(conn, |c| diesel::update(row).set(lease).execute(c))?;
+    }
     Ok(())
 }
 
@@ -243,20 +250,18 @@ pub fn finish_ok(
     let Some(row) = held(conn, done.company, done.holder)? else {
         return Ok(Written::NotHolder);
     };
-    release(conn, done.company.as_str())?;
+    let current = row.version == done.version && done.cache;
+    release(conn, done.company.as_str(), current)?;
     if let (Some(rotated), Some(spent)) = (&done.token.rotated_refresh_token, done.spent) {
         let stored = crate::secrets::Secrets::open(keys, &row)?.refresh_token;
         if stored.is_some_and(|s| s.expose_secret() == spent.expose_secret()) {
             crate::connection::store_rotated_refresh_token(conn, keys, &row, rotated)?;
         }
     }
-    if row.version != done.version || !done.cache {
+    if !current {
         return Ok(Written::Outdated);
     }
     store_token(conn, keys, done.company.as_str(), row.version, done.token)?;
-    diesel::update(credentials::table.find(done.company.as_str()))
-        .set(credentials::token_error.eq(None::<String>))
-        .execute(conn)?;
     Ok(Written::Stored)
 }
 
@@ -274,7 +279,7 @@ pub fn finish_err(
     let Some(row) = held(conn, company, holder)? else {
         return Ok((Written::NotHolder, None));
     };
-    release(conn, company.as_str())?;
+    release(conn, company.as_str(), false)?;
     if row.version != version || !record {
         return Ok((Written::Outdated, None));
     }

@@ -22,7 +22,6 @@ use connector::{
 };
 use schema::connection::ObtainedToken;
 use schema::credentials::{now, Credentials};
-use schema::pool::{with_retry, write_tx};
 use schema::tokens::{CachedToken, Exchanged, Snapshot, TokenRow, Written};
 use schema::{CompanyId, Database, KeyRing};
 use secrecy::SecretString;
@@ -252,18 +251,16 @@ impl TokenBroker {
         let ignore_cached = candidate.is_some();
         let step = self
             .db
-            .run(move |conn| {
-                write_tx(conn, |conn| {
-                    let locked = schema::tokens::lock(conn, &keys, &id)?;
-                    let (cached, row) = for_candidate(&locked.snapshot, ignore_cached);
-                    let at = now();
-                    Ok(match decide(cached.as_ref(), row.as_ref(), &ask, at) {
-                        Decision::Refresh => {
-                            let credentials = locked.lease(conn, &keys, &holder, at + lease)?;
-                            Step::Leased(Box::new(credentials), holder)
-                        }
-                        other => Step::Decided(other),
-                    })
+            .write(move |conn| {
+                let locked = schema::tokens::lock(conn, &keys, &id)?;
+                let (cached, row) = for_candidate(&locked.snapshot, ignore_cached);
+                let at = now();
+                Ok(match decide(cached.as_ref(), row.as_ref(), &ask, at) {
+                    Decision::Refresh => {
+                        let credentials = locked.lease(conn, &keys, &holder, at + lease)?;
+                        Step::Leased(Box::new(credentials), holder.clone())
+                    }
+                    other => Step::Decided(other),
                 })
             })
             .await?;
@@ -325,23 +322,25 @@ impl TokenBroker {
         };
         let (read, read_at) = (self.recent.stamp(), Instant::now());
         // Durable before anyone is handed it; a write that lost a race is tried again.
+        let writing = Instant::now();
         let written = self
             .db
-            .run(move |conn| {
-                let spent = credentials.refresh_token.as_ref();
+            .write(move |conn| {
                 let done = Exchanged {
                     company: &id,
                     holder: &owner,
                     version,
-                    spent,
+                    spent: credentials.refresh_token.as_ref(),
                     token: &obtained,
                     cache,
                 };
-                with_retry(|| write_tx(conn, |conn| schema::tokens::finish_ok(conn, &keys, &done)))
+                schema::tokens::finish_ok(conn, &keys, &done)
             })
             .await?;
+        // Exact figures where the histogram has only buckets.
         let upstream_ms = upstream.as_secs_f64() * 1000.0;
-        tracing::info!(company = %company, upstream_ms, written = ?written, "access token refreshed");
+        let write_ms = writing.elapsed().as_secs_f64() * 1000.0;
+        tracing::info!(company = %company, upstream_ms, write_ms, written = ?written, "access token refreshed");
         let issued = Issued {
             token,
             served: Served::Refreshed,
@@ -367,12 +366,8 @@ impl TokenBroker {
         let (id, owner, remembered) = (company.clone(), holder.to_string(), error.clone());
         let (written, _) = self
             .db
-            .run(move |conn| {
-                with_retry(|| {
-                    write_tx(conn, |conn| {
-                        schema::tokens::finish_err(conn, &id, &owner, version, &remembered, record)
-                    })
-                })
+            .write(move |conn| {
+                schema::tokens::finish_err(conn, &id, &owner, version, &remembered, record)
             })
             .await?;
         tracing::warn!(company = %company, code = error.code.as_str(), upstream_status = error.upstream_status, written = ?written, "access token refresh failed");
