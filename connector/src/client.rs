@@ -79,7 +79,7 @@ impl ChannelAdvisorClient {
             deadline,
             per_app: per_app.max(1),
             limits: moka::sync::Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(10_000)
                 .time_to_idle(Duration::from_secs(600))
                 .build(),
             scope: "orders inventory".to_string(),

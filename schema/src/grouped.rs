@@ -5,8 +5,8 @@
 //! lock one by one and were most of the burst's tail past ChannelAdvisor's own latency
 //! (`docs/performance.md`). PostgreSQL writes run in parallel and are not grouped.
 
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use diesel::Connection;
 use tokio::sync::oneshot;
@@ -22,6 +22,11 @@ use crate::StoreError;
 type Job = Box<dyn FnOnce(&mut AnyConnection) -> Deliver + Send>;
 type Deliver = Box<dyn FnOnce(Option<Instant>) + Send>;
 
+enum Retry {
+    Again(StoreError),
+    Not(StoreError),
+}
+
 #[derive(Default)]
 pub struct Group {
     queue: Mutex<Queue>,
@@ -36,22 +41,43 @@ struct Queue {
 
 impl Database {
     /// A write transaction that settles like `run`; grouped with others that arrive meanwhile on
-    /// SQLite, retried when it lost a race on PostgreSQL.
+    /// SQLite. A write that lost a race, or whose group did not commit, is tried again (a few
+    /// times): what it writes — a rotated refresh token — may exist nowhere else.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
-        F: Fn(&mut AnyConnection) -> Result<T, StoreError> + Send + 'static,
+        F: Fn(&mut AnyConnection) -> Result<T, StoreError> + Send + Sync + 'static,
     {
         if self.backend() != Backend::Sqlite {
             return self
                 .run(move |conn| with_retry(|| write_tx(conn, &f)))
                 .await;
         }
+        let f = Arc::new(f);
+        let mut tries = 0;
+        loop {
+            match self.write_grouped(f.clone()).await {
+                Err(Retry::Again(e)) if tries < 8 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, tries, "grouped write tried again");
+                    tokio::time::sleep(Duration::from_millis(5 * tries)).await;
+                }
+                Err(Retry::Again(e) | Retry::Not(e)) => return Err(e),
+                Ok(unsettled) => return unsettled.settled().await,
+            }
+        }
+    }
+
+    async fn write_grouped<T, F>(&self, f: Arc<F>) -> Result<Unsettled<T>, Retry>
+    where
+        T: Send + 'static,
+        F: Fn(&mut AnyConnection) -> Result<T, StoreError> + Send + Sync + 'static,
+    {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn| {
             let group_visible = pending_visible();
             set_pending_visible(false);
-            let result = conn.transaction(&f);
+            let result = conn.transaction(|conn| f(conn));
             let visible = pending_visible();
             set_pending_visible(group_visible || visible);
             Box::new(move |committed: Option<Instant>| {
@@ -60,10 +86,11 @@ impl Database {
                         value,
                         settles_at: visible.then_some(at + SETTLE),
                     }),
-                    (Ok(_), None) => Err(StoreError::Worker(
+                    (Ok(_), None) => Err(Retry::Again(StoreError::Worker(
                         "the grouped write transaction did not commit".into(),
-                    )),
-                    (Err(e), _) => Err(e),
+                    ))),
+                    (Err(e), _) if e.is_retryable() => Err(Retry::Again(e)),
+                    (Err(e), _) => Err(Retry::Not(e)),
                 };
                 let _ = tx.send(result);
             })
@@ -77,11 +104,9 @@ impl Database {
             let db = self.clone();
             tokio::task::spawn_blocking(move || db.flush_groups());
         }
-        // A dropped job (no connection, or a panic) drops its sender: an error, never a hang.
-        let unsettled = rx
-            .await
-            .map_err(|_| StoreError::Worker("the grouped write was not run".into()))??;
-        unsettled.settled().await
+        // A dropped job (a panic) drops its sender: an error, never a hang.
+        rx.await
+            .map_err(|_| Retry::Not(StoreError::Worker("the grouped write was not run".into())))?
     }
 
     fn flush_groups(&self) {

@@ -35,7 +35,7 @@ impl<V: Clone + Send + Sync + 'static> ReadCache<V> {
         ReadCache {
             db,
             entries: moka::sync::Cache::builder()
-                .max_capacity(100_000)
+                .max_capacity(10_000)
                 .time_to_live(READ_WINDOW)
                 .build(),
         }
