@@ -192,11 +192,15 @@ pub async fn finish(
     };
     let keys = state.keys.clone();
     let kept = attempt.clone();
+    // The save's settle overlaps the test that follows (whose own commit settles last), so the
+    // callback waits the settle window once, not twice.
     let saved = state
         .db
-        .run(move |conn| connect::store_granted(conn, &keys, &kept, &grant.refresh_token))
+        .run_unsettled(move |conn| connect::store_granted(conn, &keys, &kept, &grant.refresh_token))
         .await?;
-    let Some(saved) = saved else {
+    let settles_at = saved.settles_at;
+    let Some(saved) = saved.value else {
+        schema::pool::settle(settles_at).await;
         return Err(application_changed());
     };
     tracing::info!(company = %company, version = saved.credentials.version, "connect: refresh token stored");
@@ -207,7 +211,9 @@ pub async fn finish(
             candidate: None,
             triggered_by: attempt.caller.clone(),
         })
-        .await?;
+        .await;
+    schema::pool::settle(settles_at).await;
+    let tested = tested?;
     let connected = tested.result.connected();
     end(
         state,
