@@ -96,9 +96,13 @@ impl ManageConnection for Manager {
                 let mut conn = SqliteConnection::establish(&self.target)?;
                 // WAL lets readers run beside the one writer; the busy timeout makes writers wait
                 // for each other instead of failing; foreign keys are off by default in SQLite.
+                // A 1 MiB page cache per connection (SQLite's default is 2 MiB): the pool's
+                // connections each fill theirs, the operating system caches the file anyway, and
+                // the hot rows of a busy instance fit (peak memory, `docs/performance.md`).
                 conn.batch_execute(
                     "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 10000; \
-                     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL;",
+                     PRAGMA foreign_keys = ON; PRAGMA synchronous = NORMAL; \
+                     PRAGMA cache_size = -1024;",
                 )
                 .map_err(StoreError::Query)?;
                 Ok(AnyConnection::Sqlite(conn))

@@ -155,23 +155,19 @@ impl TokenBroker {
         // Bounded: a second round starts a flight with this caller's own needs, which a refresh
         // meets; a third is only ever needed if reads kept falling outside the window.
         for round in 1.. {
-            let broker = self.clone();
-            let (company2, ask2, candidate2) = (company.clone(), ask.clone(), candidate.clone());
-            let result = self
+            let (broker, id, flight_ask) = (self.clone(), company.clone(), ask.clone());
+            let laid_over = candidate.clone();
+            let issued = self
                 .flights
                 .run(key.clone(), move || async move {
-                    broker.drive(&company2, &ask2, candidate2.as_ref()).await
+                    broker.drive(&id, &flight_ask, laid_over.as_ref()).await
                 })
                 .await
                 .unwrap_or_else(|| {
                     Err(Failure::Store(ApiError::internal(
                         "the token lookup ended without an answer",
                     )))
-                });
-            let issued = match result {
-                Ok(issued) => issued,
-                Err(e) => return Err(e),
-            };
+                })?;
             let fresh_read = issued.read_at + READ_WINDOW > asked;
             if round >= 4 || (fresh_read && ask.accepts(&issued.token, Utc::now())) {
                 if candidate.is_none() && issued.served == Served::CacheHit {

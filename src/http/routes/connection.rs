@@ -14,6 +14,7 @@ use crate::http::problem::ApiError;
 use crate::http::routes::credentials_input::{self, Mode};
 use crate::http::routes::{rfc3339, ListQuery};
 use crate::service::startup::AppState;
+use schema::CompanyId;
 
 #[derive(Serialize, ToSchema)]
 pub struct ConnectionStatus {
@@ -78,6 +79,27 @@ pub async fn status(
     if let Some(body) = state.statuses.get(company.as_str()) {
         return Ok(status_response(body));
     }
+    // Callers that miss the memory together share one read (a screen polling many times a
+    // second must not send a herd to the database every time the memory lapses).
+    let reader = state.clone();
+    let key = company.to_string();
+    let body = state
+        .status_reads
+        .run(
+            key,
+            move || async move { read_status(&reader, company).await },
+        )
+        .await
+        .unwrap_or_else(|| {
+            Err(ApiError::internal(
+                "the status read ended without an answer",
+            ))
+        })?;
+    Ok(status_response(body))
+}
+
+/// Reads a company's status and keeps it in memory (`read_cache`).
+async fn read_status(state: &AppState, company: CompanyId) -> Result<web::Bytes, ApiError> {
     let read = state.statuses.stamp();
     let id = company.clone();
     let (status, last_test) = state
@@ -103,7 +125,7 @@ pub async fn status(
     .map_err(ApiError::internal)?;
     let body = web::Bytes::from(body);
     state.statuses.put(company.as_str(), body.clone(), read);
-    Ok(status_response(body))
+    Ok(body)
 }
 
 fn status_response(body: web::Bytes) -> HttpResponse {
