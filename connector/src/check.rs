@@ -95,15 +95,17 @@ impl Recorder {
 }
 
 /// Runs the checks; `exchange` obtains the access token from the complete values (the caller
-/// decides how: a shared refresh for stored values, a grant of its own for candidate ones).
-pub async fn run_checks<F, Fut>(
+/// decides how: a shared refresh for stored values, a grant of its own for candidate ones). Its
+/// outer error (`E`) means the test could not be run at all — say, its own store failed — and
+/// ends the checks without an outcome; its inner error is the token exchange's failed check.
+pub async fn run_checks<F, Fut, E>(
     client: &ChannelAdvisorClient,
     input: &TestInput,
     exchange: F,
-) -> TestOutcome
+) -> Result<TestOutcome, E>
 where
     F: FnOnce(ApplicationId, SharedSecret, Access) -> Fut,
-    Fut: Future<Output = Result<SecretString, TestError>>,
+    Fut: Future<Output = Result<Result<SecretString, TestError>, E>>,
 {
     let mut rec = Recorder {
         checks: Vec::with_capacity(3),
@@ -126,37 +128,37 @@ where
             .map(|(_, f)| f)
             .collect();
             missing.extend(access.err().unwrap_or_default());
-            return rec.fail(started, TestError::incomplete(missing), vec![]);
+            return Ok(rec.fail(started, TestError::incomplete(missing), vec![]));
         }
     };
     rec.record(CheckStatus::Passed, started);
 
     let started = Instant::now();
-    let access_token = match exchange(app.clone(), secret.clone(), access).await {
+    let access_token = match exchange(app.clone(), secret.clone(), access).await? {
         Ok(t) => t,
-        Err(e) => return rec.fail(started, e, vec![]),
+        Err(e) => return Ok(rec.fail(started, e, vec![])),
     };
     rec.record(CheckStatus::Passed, started);
 
     let started = Instant::now();
     let profiles = match client.profiles(app, &access_token).await {
         Ok(p) => p,
-        Err(e) => return rec.fail(started, e, vec![]),
+        Err(e) => return Ok(rec.fail(started, e, vec![])),
     };
     if let Some(wanted) = input.profile_id.map(ProfileId::get) {
         if !profiles.iter().any(|p| p.id == wanted) {
             let ids: Vec<i64> = profiles.iter().map(|p| p.id).collect();
-            return rec.fail(
+            return Ok(rec.fail(
                 started,
                 TestError::profile_not_authorized(wanted, &ids),
                 profiles,
-            );
+            ));
         }
     }
     rec.record(CheckStatus::Passed, started);
-    TestOutcome {
+    Ok(TestOutcome {
         checks: rec.checks,
         error: None,
         profiles,
-    }
+    })
 }

@@ -45,7 +45,6 @@ pub struct Remembered {
 /// What the token decision needs to know about a company's row.
 #[derive(Debug, Clone)]
 pub struct TokenRow {
-    pub version: i64,
     pub state: ConnectionState,
     pub missing: Vec<&'static str>,
     pub lease: Option<Lease>,
@@ -177,7 +176,6 @@ fn token_row(row: &CredentialsRow) -> Result<TokenRow, StoreError> {
         _ => None,
     };
     Ok(TokenRow {
-        version: row.version,
         state: row.state,
         missing: missing_fields(row.auth_method, &Presence::of_row(row)),
         lease,

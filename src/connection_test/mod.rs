@@ -26,7 +26,6 @@ use crate::tokens::{Candidate, Failure, TokenBroker};
 #[derive(Clone)]
 pub struct Tested {
     pub result: TestResult,
-    pub state_changed: bool,
     /// A state change is seen by every instance from then on.
     settles_at: Option<std::time::Instant>,
 }
@@ -256,10 +255,12 @@ impl Run {
             profile_id: values.profile_id,
         };
         let candidate = request.candidate.is_some();
+        // A store failure ends the test with an error answer: it is no finding about
+        // ChannelAdvisor, so nothing goes into history.
         let outcome = run_checks(&self.client, &input, |app, secret, access| {
             self.exchange(&request.company, candidate, app, secret, access)
         })
-        .await;
+        .await?;
         let duration_ms = started.elapsed().as_millis() as u64;
         let result = TestResult {
             id: uuid::Uuid::now_v7().to_string(),
@@ -294,7 +295,6 @@ impl Run {
             .await?;
         Ok(Tested {
             result,
-            state_changed: recorded.value.is_some_and(|c| c.previous != c.current),
             settles_at: recorded.settles_at,
         })
     }
@@ -308,30 +308,24 @@ impl Run {
         app: ApplicationId,
         secret: SharedSecret,
         access: Access,
-    ) -> Result<SecretString, TestError> {
+    ) -> Result<Result<SecretString, TestError>, ApiError> {
         if !self.spends_stored {
-            return self
-                .client
-                .grant(&app, &secret, &access)
-                .await
-                .map(|g| g.access_token);
+            let grant = self.client.grant(&app, &secret, &access).await;
+            return Ok(grant.map(|g| g.access_token));
         }
         let laid_over = candidate.then(|| Candidate {
             application_id: app,
             shared_secret: secret.secret().clone(),
             digest: self.digest.clone(),
         });
-        match self.tokens.exchange(company, laid_over).await {
+        Ok(match self.tokens.exchange(company, laid_over).await {
             Ok(issued) => Ok(issued.token.access_token),
             Err(Failure::Refused(Refusal::Upstream(e))) => Err(e),
             Err(Failure::Refused(Refusal::NotReady { missing, .. })) => {
                 Err(TestError::incomplete(missing))
             }
-            Err(Failure::Store(e)) => Err(TestError::unavailable(&format!(
-                "the token store failed: {}",
-                e.detail
-            ))),
-        }
+            Err(Failure::Store(e)) => return Err(e),
+        })
     }
 }
 

@@ -106,7 +106,6 @@ mod tests {
 
     fn row(state: ConnectionState) -> TokenRow {
         TokenRow {
-            version: 1,
             state,
             missing: vec![],
             lease: None,

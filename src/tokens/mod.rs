@@ -31,7 +31,7 @@ use crate::http::problem::ApiError;
 use crate::service::metrics::Metrics;
 use decide::{decide, Ask, Decision, Refusal};
 use flight::SingleFlight;
-use read_cache::{ReadCache, Stamp, READ_WINDOW};
+use read_cache::{ReadCache, Stamp};
 
 /// How a request was served, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,8 +45,8 @@ pub enum Served {
 pub struct Issued {
     pub token: CachedToken,
     pub served: Served,
+    /// When the read behind it began.
     read: Stamp,
-    read_at: Instant,
 }
 
 /// Why no token was handed out.
@@ -168,7 +168,7 @@ impl TokenBroker {
                         "the token lookup ended without an answer",
                     )))
                 })?;
-            let fresh_read = issued.read_at + READ_WINDOW > asked;
+            let fresh_read = issued.read.usable_by(asked);
             if round >= 4 || (fresh_read && ask.accepts(&issued.token, Utc::now())) {
                 if candidate.is_none() && issued.served == Served::CacheHit {
                     self.recent
@@ -199,7 +199,7 @@ impl TokenBroker {
                     secs,
                 ))));
             }
-            let (read, read_at) = (self.recent.stamp(), Instant::now());
+            let read = self.recent.stamp();
             let decision = if read_first {
                 let (keys, id) = (self.keys.clone(), company.clone());
                 let snapshot = self
@@ -223,7 +223,6 @@ impl TokenBroker {
                         token,
                         served,
                         read,
-                        read_at,
                     });
                 }
                 Step::Decided(Decision::Refuse(refusal)) => return Err(Failure::Refused(refusal)),
@@ -324,7 +323,7 @@ impl TokenBroker {
             expires_at: obtained.expires_at,
             obtained_at: now(),
         };
-        let (read, read_at) = (self.recent.stamp(), Instant::now());
+        let read = self.recent.stamp();
         // Durable before anyone is handed it; a write that lost a race is tried again.
         let writing = Instant::now();
         let written = self
@@ -349,7 +348,6 @@ impl TokenBroker {
             token,
             served: Served::Refreshed,
             read,
-            read_at,
         };
         Ok(match written {
             Written::Stored => Some(issued),
@@ -376,8 +374,8 @@ impl TokenBroker {
             .await?;
         tracing::warn!(company = %company, code = error.code.as_str(), upstream_status = error.upstream_status, written = ?written, "access token refresh failed");
         match written {
-            Written::NotHolder if record => Ok(None),
-            Written::Outdated if record => Ok(None),
+            // Not this attempt's to hand out: the caller decides again.
+            Written::NotHolder | Written::Outdated if record => Ok(None),
             _ => Err(Failure::Refused(Refusal::Upstream(error))),
         }
     }

@@ -25,6 +25,14 @@ pub struct Stamp {
     writes: u64,
 }
 
+impl Stamp {
+    /// Whether what the read found may be handed to a caller that asked at `asked`: the read
+    /// began at most the window before (so after any change that had answered by then).
+    pub fn usable_by(&self, asked: Instant) -> bool {
+        asked.saturating_duration_since(self.at) < READ_WINDOW
+    }
+}
+
 pub struct ReadCache<V> {
     db: Database,
     entries: moka::sync::Cache<String, (V, Stamp)>,
