@@ -18,7 +18,6 @@ use crate::http::request_context::request_context;
 use crate::http::routes;
 use crate::service::metrics::{record_http_metrics, Metrics};
 use crate::service::settings::{Config, Store};
-use crate::tokens::flight::SingleFlight;
 use crate::tokens::read_cache::ReadCache;
 use crate::tokens::TokenBroker;
 use connector::ChannelAdvisorClient;
@@ -34,8 +33,6 @@ pub struct AppState {
     pub tokens: Arc<TokenBroker>,
     /// Connection status bodies read moments ago (see `read_cache`).
     pub statuses: ReadCache<web::Bytes>,
-    /// Status reads under way: callers that miss the memory together share one read.
-    pub status_reads: SingleFlight<String, Result<web::Bytes, ApiError>>,
     /// Follows the event log for this instance's live streams (§11).
     pub events: crate::service::live_events::EventHub,
     /// Wakes this instance's delivery worker after a change wrote events.
@@ -144,7 +141,6 @@ impl Application {
         let state = web::Data::new(AppState {
             tests: TestRunner::new(db.clone(), keys.clone(), upstream.clone(), tokens.clone()),
             statuses: ReadCache::new(db.clone()),
-            status_reads: SingleFlight::default(),
             db,
             keys,
             auth,

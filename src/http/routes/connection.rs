@@ -76,31 +76,21 @@ pub async fn status(
     path: web::Path<String>,
 ) -> Result<HttpResponse, ApiError> {
     let company = caller.authorize(Scope::ConnectionRead, &path)?;
-    if let Some(body) = state.statuses.get(company.as_str()) {
-        return Ok(status_response(body));
-    }
-    // Callers that miss the memory together share one read (a screen polling many times a
-    // second must not send a herd to the database every time the memory lapses).
     let reader = state.clone();
-    let key = company.to_string();
     let body = state
-        .status_reads
-        .run(
-            key,
-            move || async move { read_status(&reader, company).await },
-        )
-        .await
-        .unwrap_or_else(|| {
-            Err(ApiError::internal(
-                "the status read ended without an answer",
-            ))
-        })?;
+        .statuses
+        .get_or_read(company.as_str(), || {
+            read_status(reader.clone(), company.clone())
+        })
+        .await?;
     Ok(status_response(body))
 }
 
-/// Reads a company's status and keeps it in memory (`read_cache`).
-async fn read_status(state: &AppState, company: CompanyId) -> Result<web::Bytes, ApiError> {
-    let read = state.statuses.stamp();
+/// A company's status as the answer's body, read from the store.
+async fn read_status(
+    state: web::Data<AppState>,
+    company: CompanyId,
+) -> Result<web::Bytes, ApiError> {
     let id = company.clone();
     let (status, last_test) = state
         .db
@@ -123,9 +113,7 @@ async fn read_status(state: &AppState, company: CompanyId) -> Result<web::Bytes,
         access_token_expires_at: status.access_token_expires_at.map(rfc3339),
     })
     .map_err(ApiError::internal)?;
-    let body = web::Bytes::from(body);
-    state.statuses.put(company.as_str(), body.clone(), read);
-    Ok(body)
+    Ok(web::Bytes::from(body))
 }
 
 fn status_response(body: web::Bytes) -> HttpResponse {
