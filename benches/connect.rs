@@ -119,7 +119,7 @@ async fn main() {
             .unwrap();
         let refresh = RefreshToken::from_secret(granted.refresh_token);
         let token = direct.refresh_grant(&app, &secret, &refresh).await.unwrap();
-        direct.profiles(&app, &token.access_token).await.unwrap();
+        direct.profiles(&token.access_token).await.unwrap();
         let up = t.elapsed();
 
         let t = Instant::now();

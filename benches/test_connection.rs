@@ -106,7 +106,7 @@ async fn overhead() {
     for i in 0..2200 {
         let started = Instant::now();
         let grant = direct.refresh_grant(&app, &secret, &refresh).await.unwrap();
-        direct.profiles(&app, &grant.access_token).await.unwrap();
+        direct.profiles(&grant.access_token).await.unwrap();
         let up = started.elapsed();
         let through = test_once(&http, &base, &bearer, "c0000").await;
         if i >= 200 {

@@ -141,7 +141,7 @@ where
     rec.record(CheckStatus::Passed, started);
 
     let started = Instant::now();
-    let profiles = match client.profiles(app, &access_token).await {
+    let profiles = match client.profiles(&access_token).await {
         Ok(p) => p,
         Err(e) => return Ok(rec.fail(started, e, vec![])),
     };

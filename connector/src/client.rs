@@ -1,6 +1,11 @@
 //! The ChannelAdvisor client: the OAuth 2.0 refresh-token grant and the profiles probe, each with
-//! a whole-request deadline, a cap on the answer's size, and at most N calls in flight per
-//! Application ID (ChannelAdvisor allows 5 concurrent requests per integration).
+//! a whole-request deadline, a cap on the answer's size, and at most N calls in flight on this
+//! instance, all companies and Application IDs together (`--upstream-concurrency`).
+//!
+//! ChannelAdvisor limits each integration (one application on one account: one company here) and
+//! each profile, never an Application ID, so the client adds no per-application queue: a fleet of
+//! companies on one application refreshes side by side. A company's own token calls are one at a
+//! time anyway (the token broker's single flight).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,10 +43,8 @@ pub struct ChannelAdvisorClient {
     http: reqwest::Client,
     base: url::Url,
     deadline: Duration,
-    per_app: usize,
-    /// One limiter per Application ID, forgotten after an idle spell far longer than any call
-    /// (so none is dropped while a call holds one of its permits).
-    limits: moka::sync::Cache<String, Arc<Semaphore>>,
+    /// Upstream calls this instance may have in flight, all companies together.
+    slots: Arc<Semaphore>,
     /// Scopes the SOAP grant and the authorize URL ask for (`--oauth-scope`).
     scope: String,
 }
@@ -65,7 +68,7 @@ pub fn basic_auth(app: &ApplicationId, secret: &SharedSecret) -> SecretString {
 }
 
 impl ChannelAdvisorClient {
-    pub fn new(base: url::Url, deadline: Duration, per_app: usize) -> Result<Self, String> {
+    pub fn new(base: url::Url, deadline: Duration, in_flight: usize) -> Result<Self, String> {
         let http = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(deadline)
@@ -77,11 +80,7 @@ impl ChannelAdvisorClient {
             http,
             base,
             deadline,
-            per_app: per_app.max(1),
-            limits: moka::sync::Cache::builder()
-                .max_capacity(10_000)
-                .time_to_idle(Duration::from_secs(600))
-                .build(),
+            slots: Arc::new(Semaphore::new(in_flight.max(1))),
             scope: "orders inventory".to_string(),
         })
     }
@@ -100,11 +99,6 @@ impl ChannelAdvisorClient {
         self.deadline
     }
 
-    fn limiter(&self, app: &ApplicationId) -> Arc<Semaphore> {
-        self.limits
-            .get_with_by_ref(app.as_str(), || Arc::new(Semaphore::new(self.per_app)))
-    }
-
     pub(crate) fn endpoint(&self, path: &str) -> url::Url {
         let mut url = self.base.clone();
         let base_path = url.path().trim_end_matches('/').to_string();
@@ -112,20 +106,25 @@ impl ChannelAdvisorClient {
         url
     }
 
-    /// Sends one request under the per-application limit and reads the answer, all within the
-    /// deadline: the wait for a permit counts, so a refresh lease sized by the deadline always
-    /// outlives its call.
-    async fn call(
-        &self,
-        app: &ApplicationId,
-        request: reqwest::RequestBuilder,
-    ) -> Result<Answer, TestError> {
-        let limiter = self.limiter(app);
+    /// Sends one request in one of the instance's upstream slots and reads the answer, all within
+    /// the deadline: the wait for a slot counts, so a refresh lease sized by the deadline always
+    /// outlives its call. A call that found no free slot in time is `upstream_unavailable` (this
+    /// instance is saturated; try again), one that ChannelAdvisor did not answer in time is
+    /// `upstream_timeout`.
+    async fn call(&self, request: reqwest::RequestBuilder) -> Result<Answer, TestError> {
+        let started = tokio::time::Instant::now();
+        let permit = tokio::time::timeout(self.deadline, self.slots.clone().acquire_owned()).await;
+        let _permit = match permit {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(TestError::unavailable("client closed")),
+            Err(_) => {
+                return Err(TestError::unavailable(
+                    "no free upstream slot on this instance within the deadline",
+                ))
+            }
+        };
+        let left = self.deadline.saturating_sub(started.elapsed());
         let exchange = async {
-            let _permit = limiter
-                .acquire_owned()
-                .await
-                .map_err(|_| TestError::unavailable("client closed"))?;
             let mut res = request.send().await.map_err(|e| transport_error(&e))?;
             let status = res.status().as_u16();
             let retry_after = res
@@ -148,7 +147,7 @@ impl ChannelAdvisorClient {
                 body,
             })
         };
-        match tokio::time::timeout(self.deadline, exchange).await {
+        match tokio::time::timeout(left, exchange).await {
             Ok(answer) => answer,
             Err(_) => Err(TestError::timeout(self.deadline.as_secs())),
         }
@@ -189,21 +188,17 @@ impl ChannelAdvisorClient {
             )
             .header(reqwest::header::ACCEPT, "application/json")
             .body(form.expose_secret().to_string());
-        self.call(app, request).await
+        self.call(request).await
     }
 
     /// `GET {base}/v1/Profiles` with a fresh access token.
-    pub async fn profiles(
-        &self,
-        app: &ApplicationId,
-        access_token: &SecretString,
-    ) -> Result<Vec<Profile>, TestError> {
+    pub async fn profiles(&self, access_token: &SecretString) -> Result<Vec<Profile>, TestError> {
         let request = self
             .http
             .get(self.endpoint("/v1/Profiles"))
             .bearer_auth(access_token.expose_secret())
             .header(reqwest::header::ACCEPT, "application/json");
-        let answer = self.call(app, request).await?;
+        let answer = self.call(request).await?;
         classify_profiles(answer)
     }
 }

@@ -64,6 +64,10 @@ pub struct StateChange {
 
 pub(crate) fn drop_cached_token(conn: &mut AnyConnection, company: &str) -> Result<(), StoreError> {
     diesel::delete(access_tokens::table.find(company)).execute(conn)?;
+    // No token, nothing for refresh ahead to renew.
+    diesel::update(credentials::table.find(company))
+        .set(credentials::renew_at.eq(None::<NaiveDateTime>))
+        .execute(conn)?;
     Ok(())
 }
 

@@ -631,42 +631,6 @@ pub fn delete(
     })
 }
 
-/// A company's state as the company list shows it.
-#[derive(Debug, Clone)]
-pub struct CompanyState {
-    pub company: String,
-    pub state: ConnectionState,
-    pub since: DateTime<Utc>,
-}
-
-/// Companies that have credentials, ordered by id; `only` restricts to the caller's companies.
-pub fn list_states(
-    conn: &mut AnyConnection,
-    only: Option<&[CompanyId]>,
-) -> Result<Vec<CompanyState>, StoreError> {
-    let mut query = credentials::table
-        .select((
-            credentials::company,
-            credentials::state,
-            credentials::state_since,
-        ))
-        .order(credentials::company.asc())
-        .into_boxed();
-    if let Some(ids) = only {
-        let ids: Vec<&str> = ids.iter().map(|c| c.as_str()).collect();
-        query = query.filter(credentials::company.eq_any(ids));
-    }
-    let rows: Vec<(String, ConnectionState, NaiveDateTime)> = query.load(conn)?;
-    Ok(rows
-        .into_iter()
-        .map(|(company, state, since)| CompanyState {
-            company,
-            state,
-            since: to_utc(since),
-        })
-        .collect())
-}
-
 /// Stored values are read through the domain types: one this build does not accept is an error
 /// that names the column's type, never a silent default (`not_configured`, "missing").
 #[cfg(test)]

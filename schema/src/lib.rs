@@ -3,6 +3,7 @@
 //! runs. Nothing here speaks HTTP; callers hand in parsed values and get typed records back.
 
 pub mod audit;
+pub mod companies;
 pub mod connect;
 pub mod connection;
 pub mod credentials;
@@ -12,6 +13,7 @@ mod grouped;
 pub mod keys;
 pub mod outbox;
 pub mod pool;
+pub mod renewals;
 pub mod retention;
 pub mod schedule;
 pub mod schema;

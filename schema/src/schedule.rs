@@ -2,7 +2,7 @@
 //! company's next check one interval ahead in the same transaction, so with several instances
 //! each company is checked once per interval.
 
-use chrono::Duration;
+use chrono::{DateTime, Duration, Utc};
 use diesel::prelude::*;
 use rand::Rng;
 
@@ -13,13 +13,23 @@ use crate::pool::{write_tx, AnyConnection};
 use crate::schema::credentials;
 use domain::CompanyId;
 
+/// What one look at the schedule found.
+#[derive(Debug, Default)]
+pub struct Due {
+    /// Checks claimed for this instance to run now.
+    pub claimed: Vec<CompanyId>,
+    /// When the oldest check still due (before this claim) was due: how far behind the schedule is.
+    pub oldest: Option<DateTime<Utc>>,
+}
+
 /// Schedules newly complete connections at a random moment within one interval (so checks spread
-/// over the interval), then claims up to `limit` that are due.
+/// over the interval), then claims up to `limit` that are due (none with a `limit` of 0, which
+/// only reads how far behind the schedule is).
 pub fn claim_due(
     conn: &mut AnyConnection,
     interval: Duration,
     limit: i64,
-) -> Result<Vec<CompanyId>, StoreError> {
+) -> Result<Due, StoreError> {
     write_tx(conn, |conn| {
         let at = now();
         // Complete by the company's method (contract §3), as `credentials::missing_fields` says.
@@ -47,6 +57,17 @@ pub fn claim_due(
                 .set(credentials::next_check_at.eq(Some((at + offset).naive_utc())))
                 .execute(conn)?;
         }
+        let oldest: Option<chrono::NaiveDateTime> = credentials::table
+            .filter(complete)
+            .filter(credentials::next_check_at.le(at.naive_utc()))
+            .select(diesel::dsl::min(credentials::next_check_at))
+            .first(conn)?;
+        if limit == 0 {
+            return Ok(Due {
+                claimed: Vec::new(),
+                oldest: oldest.map(|t| t.and_utc()),
+            });
+        }
         let due = credentials::table
             .filter(complete)
             .filter(credentials::next_check_at.le(at.naive_utc()))
@@ -64,9 +85,12 @@ pub fn claim_due(
                 .set(credentials::next_check_at.eq(Some(next)))
                 .execute(conn)?;
         }
-        Ok(claimed
-            .into_iter()
-            .filter_map(|c| CompanyId::parse(&c).ok())
-            .collect())
+        Ok(Due {
+            claimed: claimed
+                .into_iter()
+                .filter_map(|c| CompanyId::parse(&c).ok())
+                .collect(),
+            oldest: oldest.map(|t| t.and_utc()),
+        })
     })
 }

@@ -27,6 +27,8 @@ diesel::table! {
         developer_key -> Nullable<Binary>,
         password -> Nullable<Binary>,
         account_id -> Nullable<Text>,
+        token_wanted_at -> Nullable<Timestamp>,
+        renew_at -> Nullable<Timestamp>,
     }
 }
 

@@ -207,6 +207,8 @@ pub struct Exchanged<'a> {
     pub token: &'a ObtainedToken,
     /// Cache the access token (not for a test of candidate values).
     pub cache: bool,
+    /// When refresh ahead renews the cached token (`None`: refresh ahead is off).
+    pub renew_at: Option<DateTime<Utc>>,
 }
 
 /// Locks the row and checks the lease is still `holder`'s; `None` when it is not (fenced).
@@ -260,6 +262,9 @@ pub fn finish_ok(
         return Ok(Written::Outdated);
     }
     store_token(conn, keys, done.company.as_str(), row.version, done.token)?;
+    diesel::update(credentials::table.find(done.company.as_str()))
+        .set(credentials::renew_at.eq(done.renew_at.map(|t| t.naive_utc())))
+        .execute(conn)?;
     Ok(Written::Stored)
 }
 
@@ -384,6 +389,7 @@ mod tests {
             spent: Some(&spent),
             token,
             cache: true,
+            renew_at: None,
         };
         let written = write_tx(&mut conn, |c| finish_ok(c, &keys, &done("first", &late))).unwrap();
         assert_eq!(written, Written::NotHolder);

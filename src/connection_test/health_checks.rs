@@ -1,34 +1,38 @@
 //! Scheduled health checks: every complete connection is re-tested once per interval (which also
 //! keeps refresh tokens from expiring unused). Checks are spread over the interval by the store's
-//! scheduling, claimed through the database so several instances never check a company twice,
-//! and run a few at a time; upstream calls stay within the per-application limit of the client.
+//! scheduling (each connection at its own moment), claimed through the database so several
+//! instances never check a company twice, and run a few at a time, so jobs keep most of the
+//! instance's upstream slots. How far the schedule is behind is exported, and said in the log
+//! once per interval when a round cannot finish in it.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 
-use crate::connection_test::TestRequest;
+use crate::connection_test::{TestRequest, SCHEDULER};
 use crate::service::startup::AppState;
 
-/// Checks of one instance running at once.
-const PARALLEL_CHECKS: usize = 8;
+/// Checks of one instance running at once: an eighth of its upstream slots (each check makes two
+/// calls, one after the other), so jobs keep the rest.
+pub fn parallel_checks(upstream_concurrency: usize) -> usize {
+    (upstream_concurrency / 8).max(1)
+}
 
 pub fn spawn(state: Arc<AppState>, interval: Duration) {
     // Look for due checks often enough that none is late by more than a small part of the interval.
     let tick = (interval / 20).clamp(Duration::from_millis(100), Duration::from_secs(30));
-    let interval = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::hours(6));
-    let running = Arc::new(Semaphore::new(PARALLEL_CHECKS));
+    let round = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::hours(6));
+    let parallel = parallel_checks(state.config.upstream_concurrency);
+    let running = Arc::new(Semaphore::new(parallel));
+    let mut late = Lateness::new(interval, parallel);
     tokio::spawn(async move {
         loop {
             tokio::time::sleep(tick).await;
             let free = running.available_permits() as i64;
-            if free == 0 {
-                continue;
-            }
             let due = match state
                 .db
-                .run(move |conn| schema::schedule::claim_due(conn, interval, free))
+                .run(move |conn| schema::schedule::claim_due(conn, round, free))
                 .await
             {
                 Ok(due) => due,
@@ -37,7 +41,13 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                     continue;
                 }
             };
-            for company in due {
+            let lag = due
+                .oldest
+                .map(|at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
+                .unwrap_or(0.0);
+            state.metrics.health_check_lag.set(lag);
+            late.check(lag);
+            for company in due.claimed {
                 let Ok(permit) = running.clone().acquire_owned().await else {
                     return;
                 };
@@ -46,7 +56,7 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                     let request = TestRequest {
                         company: company.clone(),
                         candidate: None,
-                        triggered_by: "scheduler".into(),
+                        triggered_by: SCHEDULER.into(),
                     };
                     let result = state.tests.run(request).await;
                     let outcome = match &result {
@@ -67,6 +77,39 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
             }
         }
     });
+}
+
+/// Says once per interval, in the log, that the schedule has fallen so far behind that a round of
+/// checks cannot finish within its interval.
+struct Lateness {
+    interval: Duration,
+    parallel: usize,
+    said: Option<Instant>,
+}
+
+impl Lateness {
+    fn new(interval: Duration, parallel: usize) -> Self {
+        Lateness {
+            interval,
+            parallel,
+            said: None,
+        }
+    }
+
+    /// A tenth of the interval behind: at this instance's pace the backlog only grows.
+    fn check(&mut self, lag_secs: f64) {
+        let behind = lag_secs > self.interval.as_secs_f64() / 10.0;
+        let quiet = self.said.is_some_and(|at| at.elapsed() < self.interval);
+        if behind && !quiet {
+            self.said = Some(Instant::now());
+            tracing::warn!(
+                lag_seconds = lag_secs as u64,
+                interval_seconds = self.interval.as_secs(),
+                parallel_checks = self.parallel,
+                "scheduled health checks are behind: a round of every complete connection cannot finish within the interval. Raise --health-check-interval-secs, or --upstream-concurrency (an eighth of it runs checks) or the number of instances; docs/operations.md works out the capacity"
+            );
+        }
+    }
 }
 
 /// How often old records are swept (contract: retention settings); the first sweep comes a

@@ -20,7 +20,10 @@ use sha2::{Digest, Sha256};
 use crate::http::problem::ApiError;
 use crate::tokens::decide::Refusal;
 use crate::tokens::flight::SingleFlight;
-use crate::tokens::{Candidate, Failure, TokenBroker};
+use crate::tokens::{Candidate, Cause, Failure, TokenBroker};
+
+/// `triggered_by` of a scheduled health check.
+pub const SCHEDULER: &str = "scheduler";
 
 /// A test's result as answered and stored, and whether it changed the connection's state.
 #[derive(Clone)]
@@ -258,7 +261,7 @@ impl Run {
         // A store failure ends the test with an error answer: it is no finding about
         // ChannelAdvisor, so nothing goes into history.
         let outcome = run_checks(&self.client, &input, |app, secret, access| {
-            self.exchange(&request.company, candidate, app, secret, access)
+            self.exchange(&request, candidate, app, secret, access)
         })
         .await?;
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -303,7 +306,7 @@ impl Run {
     /// otherwise a grant of the candidate values' own.
     async fn exchange(
         &self,
-        company: &CompanyId,
+        request: &TestRequest,
         candidate: bool,
         app: ApplicationId,
         secret: SharedSecret,
@@ -318,14 +321,22 @@ impl Run {
             shared_secret: secret.secret().clone(),
             digest: self.digest.clone(),
         });
-        Ok(match self.tokens.exchange(company, laid_over).await {
-            Ok(issued) => Ok(issued.token.access_token),
-            Err(Failure::Refused(Refusal::Upstream(e))) => Err(e),
-            Err(Failure::Refused(Refusal::NotReady { missing, .. })) => {
-                Err(TestError::incomplete(missing))
-            }
-            Err(Failure::Store(e)) => return Err(e),
-        })
+        let cause = if request.triggered_by == SCHEDULER {
+            Cause::HealthCheck
+        } else {
+            Cause::Test
+        };
+        let company = &request.company;
+        Ok(
+            match self.tokens.exchange(company, laid_over, cause).await {
+                Ok(issued) => Ok(issued.token.access_token),
+                Err(Failure::Refused(Refusal::Upstream(e))) => Err(e),
+                Err(Failure::Refused(Refusal::NotReady { missing, .. })) => {
+                    Err(TestError::incomplete(missing))
+                }
+                Err(Failure::Store(e)) => return Err(e),
+            },
+        )
     }
 }
 

@@ -27,8 +27,14 @@ pub struct Metrics {
     pub token_requests: IntCounterVec,
     /// Time of one upstream refresh-token grant for a job token.
     pub token_refresh_seconds: Histogram,
+    /// Upstream token refreshes by what caused them: job, ahead, test, health_check.
+    pub token_refreshes: IntCounterVec,
     /// Scheduled health checks by outcome: connected, failed.
     pub health_checks: IntCounterVec,
+    /// How far behind its schedule the oldest due health check is, in seconds.
+    pub health_check_lag: prometheus::Gauge,
+    /// Every company by state, read from the store when `/metrics` is scraped.
+    pub connections: prometheus::IntGaugeVec,
     pub webhooks: web_hooks::worker::WorkerMetrics,
 }
 
@@ -74,6 +80,24 @@ impl Metrics {
             ),
             &["outcome"],
         )?;
+        let token_refreshes = IntCounterVec::new(
+            Opts::new(
+                "token_refreshes_total",
+                "Upstream token refreshes by cause (job, ahead, test, health_check)",
+            ),
+            &["cause"],
+        )?;
+        let health_check_lag = prometheus::Gauge::new(
+            "health_check_lag_seconds",
+            "How far behind its schedule the oldest due health check is, in seconds",
+        )?;
+        let connections = prometheus::IntGaugeVec::new(
+            Opts::new("connections", "Companies by connection state"),
+            &["state"],
+        )?;
+        registry.register(Box::new(token_refreshes.clone()))?;
+        registry.register(Box::new(health_check_lag.clone()))?;
+        registry.register(Box::new(connections.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_duration.clone()))?;
         registry.register(Box::new(token_requests.clone()))?;
@@ -105,7 +129,10 @@ impl Metrics {
             http_duration,
             token_requests,
             token_refresh_seconds,
+            token_refreshes,
             health_checks,
+            health_check_lag,
+            connections,
             webhooks,
         })
     }

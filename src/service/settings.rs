@@ -95,8 +95,8 @@ pub struct Settings {
     /// Whole-request deadline for one upstream call, in seconds
     #[arg(long, env = "CA_CONNECTOR_UPSTREAM_TIMEOUT_SECS", default_value_t = 15)]
     pub upstream_timeout_secs: u64,
-    /// Most upstream calls in flight per Application ID
-    #[arg(long, env = "CA_CONNECTOR_UPSTREAM_CONCURRENCY", default_value_t = 4)]
+    /// Most upstream calls in flight on this instance, all companies and Application IDs together
+    #[arg(long, env = "CA_CONNECTOR_UPSTREAM_CONCURRENCY", default_value_t = 64)]
     pub upstream_concurrency: usize,
     /// Refresh a cached access token when less than this many seconds are left
     #[arg(
@@ -105,6 +105,18 @@ pub struct Settings {
         default_value_t = 300
     )]
     pub token_refresh_margin_secs: u64,
+    /// Refresh ahead: a token a job used is renewed in the background once less than this many
+    /// seconds are left; 0 = off; must exceed the refresh margin
+    #[arg(
+        long,
+        env = "CA_CONNECTOR_TOKEN_REFRESH_AHEAD_SECS",
+        default_value_t = 900
+    )]
+    pub token_refresh_ahead_secs: u64,
+    /// How long after a job's last token request its company's token is kept fresh by refresh
+    /// ahead, in hours
+    #[arg(long, env = "CA_CONNECTOR_TOKEN_KEEP_WARM_HOURS", default_value_t = 24)]
+    pub token_keep_warm_hours: u64,
     /// Scheduled re-test of every complete connection, in seconds; 0 = off
     #[arg(
         long,
@@ -413,6 +425,45 @@ fn frame_ancestors(raw: &str) -> Result<String, ConfigError> {
     Ok(sources.join(" "))
 }
 
+/// Refresh ahead's window: renew a job's token when less than `window` is left, for companies
+/// whose jobs asked within `keep_warm`.
+#[derive(Clone, Copy, Debug)]
+pub struct RefreshAhead {
+    pub window: Duration,
+    pub margin: Duration,
+    pub keep_warm: Duration,
+}
+
+fn refresh_ahead(s: &Settings) -> Result<Option<RefreshAhead>, ConfigError> {
+    if s.token_refresh_ahead_secs == 0 || s.token_keep_warm_hours == 0 {
+        return Ok(None);
+    }
+    if s.token_refresh_ahead_secs <= s.token_refresh_margin_secs {
+        return Err(invalid(
+            "--token-refresh-ahead-secs",
+            format!(
+                "must exceed --token-refresh-margin-secs ({}), or be 0 to turn refresh ahead off",
+                s.token_refresh_margin_secs
+            ),
+        ));
+    }
+    if s.token_refresh_ahead_secs > 3300 || s.token_keep_warm_hours > 24 * 365 {
+        return Err(invalid(
+            if s.token_refresh_ahead_secs > 3300 {
+                "--token-refresh-ahead-secs"
+            } else {
+                "--token-keep-warm-hours"
+            },
+            "is too large: at most 3300 seconds (tokens live an hour) and 8760 hours",
+        ));
+    }
+    Ok(Some(RefreshAhead {
+        window: Duration::from_secs(s.token_refresh_ahead_secs),
+        margin: Duration::from_secs(s.token_refresh_margin_secs),
+        keep_warm: Duration::from_secs(s.token_keep_warm_hours * 3600),
+    }))
+}
+
 /// The resolved configuration the service runs with.
 #[derive(Clone)]
 pub struct Config {
@@ -426,6 +477,8 @@ pub struct Config {
     pub upstream_timeout: Duration,
     pub upstream_concurrency: usize,
     pub token_refresh_margin: Duration,
+    /// Refresh ahead (contract §6); `None` = off.
+    pub refresh_ahead: Option<RefreshAhead>,
     pub health_check_interval: Option<Duration>,
     pub webhooks: WebhookSettings,
     pub retention: schema::retention::Retention,
@@ -463,6 +516,7 @@ impl Config {
         if s.upstream_concurrency == 0 {
             return Err(invalid("--upstream-concurrency", "must be at least 1"));
         }
+        let refresh_ahead = refresh_ahead(s)?;
         let retry_schedule = s
             .webhook_retry_schedule
             .split(',')
@@ -510,6 +564,7 @@ impl Config {
             upstream_timeout: Duration::from_secs(s.upstream_timeout_secs),
             upstream_concurrency: s.upstream_concurrency,
             token_refresh_margin: Duration::from_secs(s.token_refresh_margin_secs),
+            refresh_ahead,
             health_check_interval: (s.health_check_interval_secs > 0)
                 .then(|| Duration::from_secs(s.health_check_interval_secs)),
             webhooks: WebhookSettings {

@@ -137,7 +137,17 @@ impl Application {
         )
         .map_err(anyhow::Error::msg)?
         .with_scope(&config.connect.scope);
-        let tokens = TokenBroker::new(db.clone(), keys.clone(), upstream.clone(), metrics.clone());
+        let renewal = config.refresh_ahead.map(|r| crate::tokens::Renewal {
+            window: chrono::Duration::from_std(r.window).unwrap_or_default(),
+            margin: chrono::Duration::from_std(r.margin).unwrap_or_default(),
+        });
+        let tokens = TokenBroker::new(
+            db.clone(),
+            keys.clone(),
+            upstream.clone(),
+            metrics.clone(),
+            renewal,
+        );
         let state = web::Data::new(AppState {
             tests: TestRunner::new(db.clone(), keys.clone(), upstream.clone(), tokens.clone()),
             statuses: ReadCache::new(db.clone()),
@@ -167,6 +177,14 @@ impl Application {
         .map_err(anyhow::Error::msg)?
         .spawn();
         crate::connection_test::health_checks::spawn_retention(state.clone().into_inner());
+        if let Some(ahead) = state.config.refresh_ahead {
+            crate::tokens::ahead::spawn(
+                state.db.clone(),
+                state.tokens.clone(),
+                ahead.keep_warm,
+                crate::tokens::ahead::parallel_renewals(state.config.upstream_concurrency),
+            );
+        }
         if let Some(interval) = state.config.health_check_interval {
             crate::connection_test::health_checks::spawn(state.clone().into_inner(), interval);
         }

@@ -7,6 +7,7 @@
 //! is written, fenced by the lease, before anyone is handed its token; then the callers decide
 //! again on what is stored, so whatever happened meanwhile (a save, a lost lease) is seen.
 
+pub mod ahead;
 pub mod decide;
 pub mod flight;
 pub mod read_cache;
@@ -32,6 +33,42 @@ use crate::service::metrics::Metrics;
 use decide::{decide, Ask, Decision, Refusal};
 use flight::SingleFlight;
 use read_cache::{ReadCache, Stamp};
+
+/// What asked for a refresh, for `ca_connector_token_refreshes_total{cause}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cause {
+    /// A connector job's token request.
+    Job,
+    /// Refresh ahead, before a job's token runs out.
+    Ahead,
+    /// Test Connection pressed by a person (or the Connect flow).
+    Test,
+    /// A scheduled health check.
+    HealthCheck,
+}
+
+impl Cause {
+    pub fn label(self) -> &'static str {
+        match self {
+            Cause::Job => "job",
+            Cause::Ahead => "ahead",
+            Cause::Test => "test",
+            Cause::HealthCheck => "health_check",
+        }
+    }
+}
+
+/// Refresh ahead's window, as the broker needs it to place each new token's renewal.
+#[derive(Debug, Clone, Copy)]
+pub struct Renewal {
+    pub window: chrono::Duration,
+    pub margin: chrono::Duration,
+}
+
+/// How often one instance writes that a company's jobs still want its token: refresh ahead keeps a
+/// company warm for hours after that, so a mark a few minutes old is as good as a fresh one, and
+/// the cached-token path writes nothing.
+const WANTED_MARK_EVERY: Duration = Duration::from_secs(300);
 
 /// How a request was served, for the metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +119,10 @@ pub struct TokenBroker {
     /// Company (plus candidate digest) → the flight under way.
     flights: SingleFlight<String, Result<Issued, Failure>>,
     recent: ReadCache<Issued>,
+    /// Refresh ahead's window; `None` when it is off.
+    renewal: Option<Renewal>,
+    /// Companies whose jobs this instance marked as wanting their token lately.
+    wanted: moka::sync::Cache<String, ()>,
 }
 
 impl TokenBroker {
@@ -90,8 +131,14 @@ impl TokenBroker {
         keys: Arc<KeyRing>,
         client: ChannelAdvisorClient,
         metrics: Arc<Metrics>,
+        renewal: Option<Renewal>,
     ) -> Arc<Self> {
         Arc::new(TokenBroker {
+            renewal,
+            wanted: moka::sync::Cache::builder()
+                .max_capacity(200_000)
+                .time_to_live(WANTED_MARK_EVERY)
+                .build(),
             recent: ReadCache::new(db.clone()),
             db,
             keys,
@@ -108,6 +155,7 @@ impl TokenBroker {
         company: &CompanyId,
         life: Duration,
     ) -> Result<Issued, Failure> {
+        self.mark_wanted(company);
         let life = chrono::Duration::from_std(life).unwrap_or(chrono::Duration::zero());
         let ask = Ask {
             life: Some(life),
@@ -121,7 +169,41 @@ impl TokenBroker {
                 });
             }
         }
-        self.shared(company, ask, None).await
+        self.shared(company, ask, None, Cause::Job).await
+    }
+
+    /// Refresh ahead: a token with more than the window left, renewed now unless another instance
+    /// or a job already did. Jobs asking meanwhile join this flight.
+    pub async fn renew(self: &Arc<Self>, company: &CompanyId) -> Result<Issued, Failure> {
+        let window = self.renewal.map(|r| r.window).unwrap_or_default();
+        let ask = Ask {
+            life: Some(window),
+            since: now(),
+        };
+        self.shared(company, ask, None, Cause::Ahead).await
+    }
+
+    /// The upstream deadline, which a refresh's lease outlives.
+    pub fn deadline(&self) -> Duration {
+        self.client.deadline()
+    }
+
+    /// Notes (at most every few minutes per company and instance) that a job wants this
+    /// company's token, so refresh ahead keeps it fresh. Off the request's path.
+    fn mark_wanted(&self, company: &CompanyId) {
+        if self.renewal.is_none() || self.wanted.contains_key(company.as_str()) {
+            return;
+        }
+        self.wanted.insert(company.to_string(), ());
+        let (db, id) = (self.db.clone(), company.clone());
+        tokio::spawn(async move {
+            let marked = db
+                .run(move |conn| schema::renewals::note_wanted(conn, &id))
+                .await;
+            if let Err(e) = marked {
+                tracing::warn!(error = %e, "noting a job's token request for refresh ahead failed");
+            }
+        });
     }
 
     /// A token exchanged after this call began, for Test Connection: the exchange is shared with
@@ -130,12 +212,13 @@ impl TokenBroker {
         self: &Arc<Self>,
         company: &CompanyId,
         candidate: Option<Candidate>,
+        cause: Cause,
     ) -> Result<Issued, Failure> {
         let ask = Ask {
             life: None,
             since: now(),
         };
-        self.shared(company, ask, candidate).await
+        self.shared(company, ask, candidate, cause).await
     }
 
     /// Joins the company's flight, or starts one; a result that will not do for this caller (a
@@ -146,6 +229,7 @@ impl TokenBroker {
         company: &CompanyId,
         ask: Ask,
         candidate: Option<Candidate>,
+        cause: Cause,
     ) -> Result<Issued, Failure> {
         let asked = Instant::now();
         let key = match &candidate {
@@ -160,7 +244,9 @@ impl TokenBroker {
             let issued = self
                 .flights
                 .run(key.clone(), move || async move {
-                    broker.drive(&id, &flight_ask, laid_over.as_ref()).await
+                    broker
+                        .drive(&id, &flight_ask, laid_over.as_ref(), cause)
+                        .await
                 })
                 .await
                 .unwrap_or_else(|| {
@@ -186,6 +272,7 @@ impl TokenBroker {
         company: &CompanyId,
         ask: &Ask,
         candidate: Option<&Candidate>,
+        cause: Cause,
     ) -> Result<Issued, Failure> {
         let lease = schema::tokens::lease_for(self.client.deadline());
         let give_up = Instant::now() + lease.to_std().unwrap_or(Duration::from_secs(20)) * 2;
@@ -231,7 +318,7 @@ impl TokenBroker {
                 }
                 Step::Leased(credentials, holder) => {
                     if let Some(issued) = self
-                        .refresh(company, credentials, &holder, candidate)
+                        .refresh(company, credentials, &holder, candidate, cause)
                         .await?
                     {
                         return Ok(issued);
@@ -279,6 +366,7 @@ impl TokenBroker {
         credentials: Box<Credentials>,
         holder: &str,
         candidate: Option<&Candidate>,
+        cause: Cause,
     ) -> Result<Option<Issued>, Failure> {
         let app = candidate
             .map(|c| c.application_id.clone())
@@ -302,6 +390,10 @@ impl TokenBroker {
         self.metrics
             .token_refresh_seconds
             .observe(upstream.as_secs_f64());
+        self.metrics
+            .token_refreshes
+            .with_label_values(&[cause.label()])
+            .inc();
         let version = credentials.version;
         let grant = match grant {
             Ok(grant) => grant,
@@ -318,6 +410,15 @@ impl TokenBroker {
         };
         let (keys, id, owner) = (self.keys.clone(), company.clone(), holder.to_string());
         let cache = candidate.is_none();
+        let renew_at = self.renewal.and_then(|r| {
+            schema::renewals::renewal_moment(
+                Utc::now(),
+                obtained.expires_at,
+                r.window,
+                r.margin,
+                rand::random::<f64>(),
+            )
+        });
         let token = CachedToken {
             access_token: obtained.access_token.clone(),
             expires_at: obtained.expires_at,
@@ -336,6 +437,7 @@ impl TokenBroker {
                     spent: credentials.refresh_token.as_ref(),
                     token: &obtained,
                     cache,
+                    renew_at,
                 };
                 schema::tokens::finish_ok(conn, &keys, &done)
             })

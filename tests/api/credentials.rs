@@ -369,7 +369,9 @@ async fn companies_list_shows_states(backend: Backend) {
         json!({"companies": [
             {"company": "beta", "state": "incomplete", "since": beta["since"]},
             {"company": "zeta", "state": "not_configured", "since": null}
-        ]})
+        ],
+        "next": null,
+        "counts": {"not_configured": 1, "incomplete": 1, "untested": 0, "connected": 0, "failed": 0}})
     );
     let res = app
         .client

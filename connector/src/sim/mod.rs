@@ -14,10 +14,11 @@
 //! | `sim-fault-400-bare` / `sim-fault-401-bare` | 400 / 401 without an OAuth `error` |
 //! | `sim-fault-400-invalid-client` / `sim-fault-unauthorized-client` | 400 `invalid_client` / 400 `unauthorized_client` |
 //! | `sim-fault-302` / `sim-fault-404` | a redirect elsewhere / 404 |
-//! | `sim-fault-rotate` | 200 with a new refresh token (which then works too) |
+//! | `sim-fault-rotate` | 200 with a new refresh token, which replaces it: used again, it is refused and revokes the grant (reuse detection, below) |
 //! | `sim-probe-401`, `-403`, `-500`, `-html`, `-429`, `-hang` | 200; the probe then answers so |
 //!
-//! With `rotate_refresh_tokens` (`ca-sim --rotate-refresh-tokens`) the client rotates as RFC 9700
+//! `sim-fault-rotate` always rotates; with `rotate_refresh_tokens` (`ca-sim --rotate-refresh-tokens`)
+//! every refresh token of the client does, as RFC 9700
 //! §4.14 describes: every refresh-token grant consumes the token it was given and answers a new
 //! one, and a consumed token used again revokes the whole grant — every token descended from the
 //! same first one — answering `invalid_grant` (counted in `reuse_detected`, logged as "refresh
@@ -121,6 +122,9 @@ pub struct Stats {
     pub profile_calls: AtomicU64,
     in_flight: Mutex<HashMap<String, Arc<AtomicI64>>>,
     pub max_in_flight_per_app: AtomicI64,
+    /// Calls in flight now, and at most, all applications together.
+    in_flight_total: Arc<AtomicI64>,
+    pub max_in_flight: AtomicI64,
     /// Consumed refresh tokens used again (each revoked its grant).
     pub reuse_detected: AtomicU64,
 }
@@ -180,8 +184,8 @@ struct SimState {
     rotation: Mutex<Rotation>,
 }
 
-/// Counts an application's calls in flight for as long as it lives.
-struct InFlight(Arc<AtomicI64>);
+/// Counts an application's calls in flight, and all calls in flight, for as long as it lives.
+struct InFlight(Arc<AtomicI64>, Arc<AtomicI64>);
 
 impl InFlight {
     fn enter(stats: &Stats, app: &str) -> InFlight {
@@ -194,13 +198,16 @@ impl InFlight {
             .clone();
         let now = counter.fetch_add(1, Ordering::SeqCst) + 1;
         stats.max_in_flight_per_app.fetch_max(now, Ordering::SeqCst);
-        InFlight(counter)
+        let total = stats.in_flight_total.fetch_add(1, Ordering::SeqCst) + 1;
+        stats.max_in_flight.fetch_max(total, Ordering::SeqCst);
+        InFlight(counter, stats.in_flight_total.clone())
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
+        self.1.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -389,11 +396,27 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
         _ => {}
     }
     let n = state.counter.fetch_add(1, Ordering::SeqCst);
-    let mut rotated = None;
     let profiles = {
         let mut config = state.config.lock().unwrap();
-        if !soap && config.rotate_refresh_tokens {
+        // `sim-fault-rotate` and every token rotated from it rotate with reuse detection whatever
+        // the settings: a rotated-away token is refused, as a rotating server refuses it.
+        let rotating = !soap
+            && (config.rotate_refresh_tokens
+                || refresh == "sim-fault-rotate"
+                || state
+                    .rotation
+                    .lock()
+                    .unwrap()
+                    .grant_of
+                    .contains_key(&refresh));
+        if rotating {
             let spent_before = state.rotation.lock().unwrap().spent.contains_key(&refresh);
+            if refresh == "sim-fault-rotate" && !spent_before {
+                config
+                    .refresh_tokens
+                    .entry(refresh.clone())
+                    .or_insert_with(|| vec![12345678]);
+            }
             if spent_before || config.refresh_tokens.contains_key(&refresh) {
                 let profiles = config.refresh_tokens.get(&refresh).cloned();
                 let next = state
@@ -416,27 +439,14 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
         } else {
             config.refresh_tokens.get(&refresh).cloned()
         };
-        let profiles = match known {
+        match known {
             Some(p) => p,
-            None if refresh == "sim-fault-rotate" || refresh.starts_with("sim-probe-") => {
-                vec![12345678]
-            }
+            None if refresh.starts_with("sim-probe-") => vec![12345678],
             None => return oauth_error(400, "invalid_grant"),
-        };
-        // A rotated refresh token works from now on, with the same profiles.
-        if refresh == "sim-fault-rotate" {
-            let new = format!("sim-rotated-{n:08}");
-            config.refresh_tokens.insert(new.clone(), profiles.clone());
-            rotated = Some(new);
         }
-        profiles
     };
     let probe_fault = refresh.strip_prefix("sim-probe-").map(str::to_string);
-    let mut body = issue(&state, n, app, profiles, probe_fault);
-    if let Some(r) = rotated {
-        body["refresh_token"] = json!(r);
-    }
-    HttpResponse::Ok().json(body)
+    HttpResponse::Ok().json(issue(&state, n, app, profiles, probe_fault))
 }
 
 /// A rotating client's answer: an access token and the refresh token that replaces the spent one.
@@ -536,6 +546,7 @@ async fn stats_view(state: web::Data<SimState>) -> HttpResponse {
         "token_calls": s.token_calls.load(Ordering::SeqCst),
         "profile_calls": s.profile_calls.load(Ordering::SeqCst),
         "max_in_flight_per_app": s.max_in_flight_per_app.load(Ordering::SeqCst),
+        "max_in_flight": s.max_in_flight.load(Ordering::SeqCst),
         "reuse_detected": s.reuse_detected.load(Ordering::SeqCst),
     }))
 }
@@ -550,6 +561,7 @@ async fn reset(state: web::Data<SimState>) -> HttpResponse {
     state.stats.token_calls.store(0, Ordering::SeqCst);
     state.stats.profile_calls.store(0, Ordering::SeqCst);
     state.stats.max_in_flight_per_app.store(0, Ordering::SeqCst);
+    state.stats.max_in_flight.store(0, Ordering::SeqCst);
     HttpResponse::NoContent().finish()
 }
 

@@ -50,6 +50,25 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 
 #[utoipa::path(get, path = "/metrics", tag = "operations", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    // The connections gauge is the store's count at scrape time, so every instance reports the
+    // same fleet; a failed count leaves the last figures and is logged.
+    let visible = schema::companies::Visible::All;
+    match state
+        .db
+        .run(move |conn| schema::companies::counts(conn, visible, None))
+        .await
+    {
+        Ok(counts) => {
+            for (s, n) in counts {
+                state
+                    .metrics
+                    .connections
+                    .with_label_values(&[s.as_str()])
+                    .set(n);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "counting connections for /metrics failed"),
+    }
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(state.metrics.render())

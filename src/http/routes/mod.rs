@@ -84,6 +84,10 @@ pub struct ListQuery {
 }
 
 impl ListQuery {
+    pub fn of(limit: Option<String>) -> Self {
+        ListQuery { limit }
+    }
+
     pub fn limit(&self, default: i64, max: i64) -> Result<i64, ApiError> {
         match &self.limit {
             None => Ok(default),
