@@ -424,3 +424,127 @@ async fn connect_from_the_screen_and_back() {
     assert_eq!(fits, json!(true), "the screen scrolls sideways at 400 px");
     browser.client.clone().close().await.unwrap();
 }
+
+/// Contract §12 at fleet scale: 10,000 companies, the screen lists them a page at a time, finds
+/// one by part of its id, shows the broken ones a click away, and its first load stays small.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screen_with_ten_thousand_companies() {
+    let Some(browser) = browser("the_screen_with_ten_thousand_companies").await else {
+        return;
+    };
+    let sim = crate::connection::sim(0);
+    let app = app_against(&Backend::Sqlite, &sim.url(), &[]).await;
+    let companies = crate::fleet::seed(&app, "store", 10_000, 1);
+    {
+        use diesel::prelude::*;
+        let mut conn = app.database().get().unwrap();
+        diesel::sql_query(
+            "UPDATE credentials SET state = 'failed' WHERE company IN ('store0042', 'store4242', 'store9999')",
+        )
+        .execute(&mut *conn)
+        .unwrap();
+    }
+    let link = admin_link(&app, "*");
+    browser.client.goto("about:blank").await.unwrap();
+    browser.client.goto(&link).await.unwrap();
+    browser.wait_text("[role=status]", "Not tested yet").await;
+    const FIRST_LOAD: &str = r#"
+        const nav = performance.getEntriesByType('navigation')[0];
+        const resources = performance.getEntriesByType('resource');
+        return nav.transferSize + resources.reduce((n, r) => n + r.transferSize, 0);"#;
+    let bytes = browser.client.execute(FIRST_LOAD, vec![]).await.unwrap();
+    let bytes = bytes.as_f64().unwrap();
+    assert!(
+        bytes > 0.0 && bytes < 100.0 * 1024.0,
+        "first load transferred {bytes} bytes"
+    );
+    let options = |browser: &Browser| {
+        let client = browser.client.clone();
+        async move {
+            let v = client
+                .execute(
+                    "return [...document.getElementById('company').options].map((o) => o.value);",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            serde_json::from_value::<Vec<String>>(v).unwrap()
+        }
+    };
+    let page = options(&browser).await;
+    assert_eq!(page, companies[..50], "the first page, in id order");
+    assert!(browser
+        .text("#company-counts")
+        .await
+        .contains("10000 in all"));
+
+    // The next page on request.
+    browser
+        .button("More companies")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_until(|| async { options(&browser).await.len() == 100 }).await;
+
+    // Found by typing part of its id.
+    browser.fill("Find company", "7777").await;
+    wait_until(|| async { options(&browser).await.contains(&"store7777".to_string()) }).await;
+    assert!(
+        options(&browser).await.len() <= 2,
+        "the search narrows the list"
+    );
+    browser
+        .by_label("Company")
+        .await
+        .select_by_value("store7777")
+        .await
+        .unwrap();
+    browser.wait_text("[role=status]", "Not tested yet").await;
+    let shown = browser
+        .by_label("Application ID")
+        .await
+        .prop("value")
+        .await
+        .unwrap();
+    assert_eq!(
+        shown.as_deref(),
+        Some("fleet-app-0"),
+        "the chosen company's values"
+    );
+
+    // The broken ones a click away.
+    browser.fill("Find company", "").await;
+    browser.wait_text("#only-failed-label", "(3)").await;
+    browser
+        .by_label("Only failed connections (3)")
+        .await
+        .click()
+        .await
+        .unwrap();
+    wait_until(|| async {
+        let listed = options(&browser).await;
+        ["store0042", "store4242", "store9999"]
+            .iter()
+            .all(|c| listed.contains(&c.to_string()))
+            && listed.len() <= 4
+    })
+    .await;
+    browser.client.clone().close().await.unwrap();
+}
+
+/// Polls `check` until it holds, for at most 10 s.
+async fn wait_until<F, Fut>(check: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    while !check().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the screen never got there"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -15,6 +15,7 @@ mod connection;
 mod credentials;
 mod events;
 mod first_hour;
+mod fleet;
 mod foundation;
 mod memory;
 mod promises;

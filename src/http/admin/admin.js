@@ -285,6 +285,49 @@ function onEvent(type, event) {
   if (type === 'credentials.updated' || type === 'credentials.deleted' || type === 'connection.tested') loadLists();
 }
 
+// The company chooser reads the list a page at a time (contract §3): a fleet of thousands of
+// companies never loads whole. `q` and `state` narrow it; "More companies" reads the next page.
+const PAGE = 50;
+const chooser = { q: '', state: '', next: null, seq: 0 };
+
+async function loadCompanies(append) {
+  const params = new URLSearchParams({ limit: String(PAGE) });
+  if (chooser.q) params.set('q', chooser.q);
+  if (chooser.state) params.set('state', chooser.state);
+  if (append && chooser.next) params.set('after', chooser.next);
+  const seq = ++chooser.seq;
+  const res = await api('GET', `/api/v1/companies?${params}`);
+  // A slower answer to an older search must not replace a newer one.
+  if (seq !== chooser.seq || res.status !== 200 || !res.data) return null;
+  const entries = res.data.companies || [];
+  chooser.next = res.data.next;
+  $('more-companies').hidden = !chooser.next;
+  const select = $('company');
+  const options = entries.map((e) => new Option(`${e.company} (${STATES[e.state] || e.state})`, e.company));
+  if (append) select.append(...options); else select.replaceChildren(...options);
+  // The open company stays chosen even when the search does not list it.
+  if (company && ![...select.options].some((o) => o.value === company)) {
+    select.prepend(new Option(company, company));
+  }
+  if (company) select.value = company;
+  const counts = res.data.counts || {};
+  const total = Object.values(counts).reduce((a, b) => a + b, 0);
+  $('only-failed-label').textContent = `Only failed connections (${counts.failed || 0})`;
+  $('company-counts').textContent = `${total} ${chooser.q ? 'matching' : 'in all'}: ${counts.connected || 0} connected, ${counts.failed || 0} failed, ${counts.untested || 0} untested, ${(counts.incomplete || 0) + (counts.not_configured || 0)} not set up`;
+  return entries;
+}
+
+let searching = null;
+function onSearch() {
+  clearTimeout(searching);
+  searching = setTimeout(() => {
+    const q = $('company-search').value.trim();
+    if (q === chooser.q) return;
+    chooser.q = q;
+    loadCompanies(false);
+  }, 250);
+}
+
 async function start() {
   token = readToken();
   const outcome = connectOutcome();
@@ -293,25 +336,19 @@ async function start() {
   const named = (c.companies || []).filter((x) => x !== '*').sort();
   // The company to show first is known from the token: its values load while the list does.
   const first = outcome && named.includes(outcome.company) ? outcome.company : named[0];
+  if (first) company = first;
   const early = first ? openCompany(first) : null;
-  const listed = await api('GET', '/api/v1/companies');
+  const entries = await loadCompanies(false);
   if (!token) return;
-  const ids = new Set(named);
-  const states = {};
-  for (const entry of (listed.data && listed.data.companies) || []) {
-    ids.add(entry.company);
-    states[entry.company] = entry.state;
-  }
-  const select = $('company');
-  // Each company with its state, as the company list reports it.
-  select.replaceChildren(...[...ids].sort().map((id) => new Option(`${id} (${STATES[states[id] || 'not_configured']})`, id)));
   $('sign-in').hidden = true;
   $('settings').hidden = false;
   $('signed-in').hidden = false;
   $('signed-in').textContent = `Signed in as ${c.sub || 'unknown'}`;
-  if (!ids.size) { notice('This access token covers no company.'); return; }
-  const wanted = outcome && ids.has(outcome.company) ? outcome.company : (first || select.value);
-  select.value = wanted;
+  if (!entries || !entries.length) { notice('This access token covers no company.'); return; }
+  const every = (c.companies || []).includes('*');
+  const covered = outcome && (every || named.includes(outcome.company));
+  const wanted = covered ? outcome.company : (first || entries[0].company);
+  $('company').value = wanted;
   await (wanted === first ? early : openCompany(wanted));
   // "Usable": the form holds the company's values (read by benches/settings_page.rs).
   performance.mark('ca-usable');
@@ -327,6 +364,9 @@ document.addEventListener('DOMContentLoaded', () => {
     start();
   });
   $('company').addEventListener('change', (e) => openCompany(e.target.value));
+  for (const type of ['input', 'search', 'change']) $('company-search').addEventListener(type, onSearch);
+  $('only-failed').addEventListener('change', (e) => { chooser.state = e.target.checked ? 'failed' : ''; loadCompanies(false); });
+  $('more-companies').addEventListener('click', () => loadCompanies(true));
   $('auth-method').addEventListener('change', showMethod);
   $('credentials-form').addEventListener('submit', save);
   $('test').addEventListener('click', test);
