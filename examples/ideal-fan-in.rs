@@ -7,7 +7,9 @@
 //! `ca-sim --any-app` at UPSTREAM_URL (companies seeded by `seed-companies … 100`), timed into
 //! the same `token_refresh_seconds` histogram at `/metrics`; or, given a number instead, an
 //! in-process wait of that many milliseconds (the floor without ChannelAdvisor's HTTP).
-//! Usage: ideal-fan-in ADDRESS (UPSTREAM_URL | LATENCY_MS)
+//! Upstream calls are bounded as the service bounds them by default: 64 in flight in all.
+//! Usage: ideal-fan-in ADDRESS (UPSTREAM_URL | LATENCY_MS) [APPS]   (APPS: as given to
+//! `seed-companies`, default 100)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
 
@@ -27,7 +29,7 @@ type Refresh = Shared<BoxFuture<'static, String>>;
 #[derive(Clone)]
 enum Upstream {
     Wait(Duration),
-    Simulator(ChannelAdvisorClient),
+    Simulator(ChannelAdvisorClient, u64),
 }
 
 #[derive(Clone)]
@@ -39,16 +41,16 @@ struct State {
 
 impl Upstream {
     async fn token(self, company: String) -> String {
-        let client = match self {
+        let (client, apps) = match self {
             Upstream::Wait(latency) => {
                 tokio::time::sleep(latency).await;
                 return format!("token-of-{company}");
             }
-            Upstream::Simulator(client) => client,
+            Upstream::Simulator(client, apps) => (client, apps),
         };
-        // `seed-companies … 100` gives company cN the application `bench-app-{N % 100}`.
+        // `seed-companies … APPS` gives company cN the application `bench-app-{N % APPS}`.
         let n: u64 = company.trim_start_matches('c').parse().unwrap_or(0);
-        let app = format!("bench-app-{}", n % 100);
+        let app = format!("bench-app-{}", n % apps.max(1));
         let grant = client
             .refresh_grant(
                 &ApplicationId::parse(&app).ok().flatten().expect("app id"),
@@ -99,14 +101,17 @@ async fn metrics(state: web::Data<State>) -> HttpResponse {
 async fn main() -> std::io::Result<()> {
     let mut args = std::env::args().skip(1);
     let address = args.next().unwrap_or_else(|| "127.0.0.1:19093".into());
-    let upstream = match args.next() {
+    let upstream = args.next();
+    let apps: u64 = args.next().and_then(|a| a.parse().ok()).unwrap_or(100);
+    let upstream = match upstream {
         Some(url) if url.starts_with("http") => Upstream::Simulator(
             ChannelAdvisorClient::new(
                 url.parse().expect("UPSTREAM_URL"),
                 Duration::from_secs(10),
-                5,
+                64,
             )
             .expect("ChannelAdvisor client"),
+            apps,
         ),
         latency => Upstream::Wait(Duration::from_millis(
             latency.and_then(|a| a.parse().ok()).unwrap_or(100),

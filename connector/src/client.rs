@@ -404,4 +404,26 @@ mod tests {
         };
         assert!(!format!("{g:?}").contains("tok-abc"));
     }
+
+    /// Every slot held past a caller's deadline: the caller is told `upstream_unavailable` when
+    /// its deadline runs out, and nothing is sent (the address would refuse the connection).
+    #[tokio::test]
+    async fn a_call_that_finds_no_slot_in_time_is_unavailable() {
+        let deadline = Duration::from_millis(300);
+        let client =
+            ChannelAdvisorClient::new("http://127.0.0.1:9/".parse().unwrap(), deadline, 1).unwrap();
+        let _held = client.slots.clone().acquire_owned().await.unwrap();
+        let started = std::time::Instant::now();
+        let err = client
+            .refresh_grant(
+                &ApplicationId::parse("app").unwrap().unwrap(),
+                &SharedSecret::parse("secret").unwrap().unwrap(),
+                &RefreshToken::parse("refresh").unwrap().unwrap(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code, crate::taxonomy::ErrorCode::UpstreamUnavailable);
+        let waited = started.elapsed();
+        assert!(waited >= deadline && waited < deadline * 2, "{waited:?}");
+    }
 }

@@ -13,6 +13,11 @@ use crate::pool::{write_tx, AnyConnection};
 use crate::schema::credentials;
 use domain::CompanyId;
 
+/// Newly complete connections scheduled by one look at the schedule.
+const SCHEDULE_BATCH: i64 = 5000;
+/// How many moments one look spreads the connections it schedules over.
+const SPREAD_SLOTS: usize = 64;
+
 /// What one look at the schedule found.
 #[derive(Debug, Default)]
 pub struct Due {
@@ -45,16 +50,25 @@ pub fn claim_due(
             .is_not_null()
             .and(credentials::shared_secret.is_not_null())
             .and(by_refresh_token.or(by_soap));
+        // A bounded batch a look, in a few statements: a fleet made complete at once (a first
+        // start after an upgrade, a bulk import) is scheduled over a few looks, not in one long
+        // transaction of one statement per company.
         let unscheduled: Vec<String> = credentials::table
             .filter(complete)
             .filter(credentials::next_check_at.is_null())
             .select(credentials::company)
+            .limit(SCHEDULE_BATCH)
             .load(conn)?;
         let span = interval.num_milliseconds().max(1);
-        for company in unscheduled {
-            let offset = Duration::milliseconds(rand::thread_rng().gen_range(0..span));
-            diesel::update(credentials::table.find(&company))
-                .set(credentials::next_check_at.eq(Some((at + offset).naive_utc())))
+        let group = unscheduled.len().div_ceil(SPREAD_SLOTS).max(1);
+        let groups = unscheduled.len().div_ceil(group).max(1) as i64;
+        let share = (span / groups).max(1);
+        for (slot, companies) in unscheduled.chunks(group).enumerate() {
+            // Each group at its own random moment within its share of the interval.
+            let offset = share * slot as i64 + rand::thread_rng().gen_range(0..share);
+            let next = (at + Duration::milliseconds(offset)).naive_utc();
+            diesel::update(credentials::table.filter(credentials::company.eq_any(companies)))
+                .set(credentials::next_check_at.eq(Some(next)))
                 .execute(conn)?;
         }
         let oldest: Option<chrono::NaiveDateTime> = credentials::table

@@ -156,7 +156,7 @@ async fn a_request_that_finds_no_slot_in_time_is_told_to_retry() {
         )
         .await,
     );
-    let companies = seed(&app, "slot", 3, 1);
+    let companies = seed(&app, "slot", 5, 1);
     let started = Instant::now();
     let requests = companies.iter().map(|c| issue(&app, c, ""));
     let answers = futures_util::future::join_all(requests).await;
@@ -176,12 +176,17 @@ async fn a_request_that_finds_no_slot_in_time_is_told_to_retry() {
             codes.push("served".into());
         }
     }
-    codes.sort();
-    // One slot, 1.5 s a call, a 2 s deadline: the first is served; the second gets the slot with
-    // 0.5 s left and times out; the third finds no slot within its deadline.
+    let count = |code: &str| codes.iter().filter(|c| *c == code).count();
+    // One slot, 1.5 s a call, a 2 s deadline, all five asked at once: the first is served and
+    // the rest are told to retry within their deadline. Which of the two codes each gets depends
+    // on the moment it arrived (a later arrival gets the slot when an earlier one's deadline runs
+    // out, then times out itself); the connector's unit test
+    // `a_call_that_finds_no_slot_in_time_is_unavailable` pins the no-slot code.
+    assert_eq!(count("served"), 1, "{codes:?}");
+    assert!(count("upstream_timeout") >= 1, "{codes:?}");
     assert_eq!(
-        codes,
-        ["served", "upstream_timeout", "upstream_unavailable"],
+        count("upstream_timeout") + count("upstream_unavailable"),
+        4,
         "{codes:?}"
     );
 }
