@@ -60,6 +60,7 @@ async fn main() {
         format!("127.0.0.1:{port}"),
         format!("http://127.0.0.1:{port}"),
     );
+    sim.register_redirect_uri("demo-app", &format!("{public}/oauth/callback"));
     let dir = tempfile::TempDir::new().unwrap();
     let base = support::start_app(
         dir.path(),

@@ -48,14 +48,15 @@ impl Upstream {
             }
             Upstream::Simulator(client, apps) => (client, apps),
         };
-        // `seed-companies … APPS` gives company cN the application `bench-app-{N % APPS}`.
+        // `seed-companies … APPS` gives company cN the application `bench-app-{N % APPS}` and the
+        // refresh token `bench-refresh-{N}`.
         let n: u64 = company.trim_start_matches('c').parse().unwrap_or(0);
         let app = format!("bench-app-{}", n % apps.max(1));
         let grant = client
             .refresh_grant(
                 &ApplicationId::parse(&app).ok().flatten().expect("app id"),
                 &SharedSecret::from_secret(SecretString::from(format!("{app}-secret"))),
-                &RefreshToken::from_secret(SecretString::from("demo-refresh-token-0001")),
+                &RefreshToken::from_secret(SecretString::from(format!("bench-refresh-{n:06}"))),
             )
             .await;
         match grant {

@@ -1,7 +1,8 @@
 //! Seeds N companies with complete credentials sealed under the given key, for benchmarks.
 //! Usage: seed-companies DATABASE_URL KEY_SPEC N [APPS]
 //! With APPS, company i gets Application ID `bench-app-{i % APPS}` with the Shared Secret and
-//! refresh token that `ca-sim --any-app` accepts; without, unique values per company.
+//! a refresh token of its own (`bench-refresh-{i}`) that `ca-sim --any-app` accepts; without,
+//! unique values per company.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
 
@@ -49,9 +50,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         "bench-app-{}-secret",
                         i % apps
                     ))),
-                    refresh_token: Change::Set(SecretString::from(
-                        "demo-refresh-token-0001".to_string(),
-                    )),
+                    // Each company is its own ChannelAdvisor account: a refresh token of its own.
+                    refresh_token: Change::Set(SecretString::from(format!("bench-refresh-{i:06}"))),
                     profile_id: Change::Keep,
                     ..Default::default()
                 },

@@ -21,33 +21,49 @@ pub const DATABASE_FILE: &str = "ca-connector.db";
 pub const DEFAULT_DIR: &str = "data";
 
 /// The default data dir when none is configured: the `data` folder of the nearest enclosing
-/// folder that already has one of ours, else of the nearest ca-connector checkout, else `./data`.
-/// A command run from `docs/` in a checkout then finds the same secrets as one run from the top,
-/// instead of silently generating new ones next to it.
+/// ca-connector checkout (the folder holding this project's `Cargo.toml`), else `./data`. A command
+/// run from `docs/` in a checkout then finds the same secrets as one run from the top. Folders
+/// above are never searched for secrets: whoever can write a parent folder must not be able to
+/// plant a signing secret the service adopts.
 pub fn default_data_dir() -> PathBuf {
     let Ok(cwd) = std::env::current_dir() else {
         return PathBuf::from(DEFAULT_DIR);
-    };
-    let ours = |dir: &Path| {
-        let data = dir.join(DEFAULT_DIR);
-        [JWT_SECRET_FILE, ENCRYPTION_KEYS_FILE, DATABASE_FILE]
-            .iter()
-            .any(|f| data.join(f).is_file())
     };
     let checkout = |dir: &Path| {
         fs::read_to_string(dir.join("Cargo.toml"))
             .map(|toml| toml.contains("name = \"ca-connector\""))
             .unwrap_or(false)
     };
-    let found = cwd
-        .ancestors()
-        .find(|dir| ours(dir))
-        .or_else(|| cwd.ancestors().find(|dir| checkout(dir)));
-    match found {
-        Some(dir) if dir == cwd => PathBuf::from(DEFAULT_DIR),
-        Some(dir) => dir.join(DEFAULT_DIR),
-        None => PathBuf::from(DEFAULT_DIR),
+    match cwd.ancestors().find(|dir| checkout(dir)) {
+        Some(dir) if dir != cwd => dir.join(DEFAULT_DIR),
+        _ => PathBuf::from(DEFAULT_DIR),
     }
+}
+
+/// A secret file is used only if it is this user's and nobody else may read or write it: a
+/// signing secret others could read lets them forge tokens, one they could write lets them plant
+/// one. The error names the file and the command that fixes it.
+pub fn check_private(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = fs::metadata(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me {
+        return Err(format!(
+            "refusing {}: it belongs to user id {}, not to this user ({me}); if it is yours, `chown {me} {}`",
+            path.display(),
+            meta.uid(),
+            path.display()
+        ));
+    }
+    if meta.mode() & 0o077 != 0 {
+        return Err(format!(
+            "refusing {}: its mode {:o} lets group or others read or write it; `chmod 600 {}`",
+            path.display(),
+            meta.mode() & 0o777,
+            path.display()
+        ));
+    }
+    Ok(())
 }
 
 /// Creates the data dir (mode 0700) with a `.gitignore` of its own, so the secrets are never
@@ -120,6 +136,7 @@ fn read_or_create(
         content.push(b'\n');
         place_file(&path, &content)?
     };
+    check_private(&path)?;
     let content =
         fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let note = if generated {
@@ -165,6 +182,25 @@ pub fn ensure_private_file(path: &Path) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_secret_others_may_read_or_write_is_refused_with_the_fix() {
+        let dir = tempfile::TempDir::new().unwrap();
+        let first = jwt_secret(dir.path()).unwrap();
+        let path = dir.path().join(JWT_SECRET_FILE);
+        for mode in [0o644, 0o620, 0o604, 0o640] {
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+            let err = jwt_secret(dir.path()).err().expect("refused");
+            assert!(
+                err.contains(&format!("chmod 600 {}", path.display())),
+                "{err}"
+            );
+            assert!(!err.contains(first.value.expose_secret()), "{err}");
+        }
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o600)).unwrap();
+        let again = jwt_secret(dir.path()).unwrap();
+        assert_eq!(again.value.expose_secret(), first.value.expose_secret());
+    }
 
     #[test]
     fn processes_generating_at_once_all_read_the_one_that_won() {

@@ -27,12 +27,20 @@ pub fn spawn(db: Database, broker: Arc<TokenBroker>, keep_warm: Duration, parall
     let hold = schema::tokens::lease_for(broker.deadline()) * 2;
     let running = Arc::new(Semaphore::new(parallel));
     tokio::spawn(async move {
+        // After a look that found more due than it could start, look again as soon as a renewal
+        // ends instead of a tick later: a wave of due renewals goes at the pace of the slots.
+        let mut more_due = false;
         loop {
-            tokio::time::sleep(TICK).await;
-            let free = running.available_permits() as i64;
-            if free == 0 {
-                continue;
+            if !more_due {
+                tokio::time::sleep(TICK).await;
             }
+            if running.available_permits() == 0 {
+                let Ok(freed) = running.clone().acquire_owned().await else {
+                    return;
+                };
+                drop(freed);
+            }
+            let free = running.available_permits() as i64;
             let due = match db
                 .run(move |conn| schema::renewals::claim_due(conn, keep_warm, hold, free))
                 .await
@@ -40,9 +48,11 @@ pub fn spawn(db: Database, broker: Arc<TokenBroker>, keep_warm: Duration, parall
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "refresh ahead could not claim renewals; retrying next tick");
+                    more_due = false;
                     continue;
                 }
             };
+            more_due = due.len() as i64 >= free;
             for company in due {
                 let Ok(permit) = running.clone().acquire_owned().await else {
                     return;

@@ -362,6 +362,7 @@ async fn connect_from_the_screen_and_back() {
         format!("127.0.0.1:{port}"),
         format!("http://127.0.0.1:{port}"),
     );
+    sim.register_redirect_uri(crate::connection::APP, &format!("{public}/oauth/callback"));
     let app = app_against(
         &Backend::Sqlite,
         &sim.url(),

@@ -191,6 +191,77 @@ fn serve_in_an_empty_folder_needs_no_set_up() {
     again.wait().unwrap();
 }
 
+/// A secret planted in a folder above is never adopted: outside a checkout the data dir is
+/// `./data`, so a token forged with the planted secret is refused.
+#[test]
+fn a_secret_planted_in_a_parent_folder_is_not_adopted() {
+    let dir = tempfile::TempDir::new().unwrap();
+    let planted = "planted-jwt-secret-planted-jwt-secret-0123456789";
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    std::fs::write(dir.path().join("data/jwt-secret"), planted).unwrap();
+    let run = dir.path().join("ops/run");
+    std::fs::create_dir_all(&run).unwrap();
+    let (mut child, port, _reader, _lines) = start({
+        let mut c = bare(&run);
+        c.arg("serve");
+        c
+    });
+    assert!(run.join("data/jwt-secret").is_file(), "its own ./data");
+    let now = chrono::Utc::now().timestamp();
+    let forged = ca_connector::http::auth::mint_hs256(
+        &secrecy::SecretString::from(planted.to_string()),
+        &ca_connector::http::auth::Claims {
+            sub: "intruder".into(),
+            exp: now + 600,
+            aud: "ca-connector".into(),
+            iss: None,
+            nbf: None,
+            iat: now,
+            companies: vec!["*".into()],
+            scope: Some("connection:read".into()),
+        },
+    )
+    .unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(s, "GET /api/v1/companies HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {forged}\r\nConnection: close\r\n\r\n").unwrap();
+    let mut res = String::new();
+    s.read_to_string(&mut res).unwrap();
+    assert!(res.starts_with("HTTP/1.1 401"), "{res}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+/// In a checkout, a secret file others may read is refused at start, naming the file and the fix.
+#[test]
+fn a_secret_file_others_may_read_stops_the_start_with_the_fix() {
+    let dir = tempfile::TempDir::new().unwrap();
+    std::fs::write(
+        dir.path().join("Cargo.toml"),
+        "[package]\nname = \"ca-connector\"\n",
+    )
+    .unwrap();
+    std::fs::create_dir_all(dir.path().join("data")).unwrap();
+    let secret = dir.path().join("data/jwt-secret");
+    std::fs::write(
+        &secret,
+        "readable-jwt-secret-readable-jwt-secret-0123456789",
+    )
+    .unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let sub = dir.path().join("docs");
+    std::fs::create_dir_all(&sub).unwrap();
+    let out = bare(&sub)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output_within(LIMIT);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("chmod 600 {}", secret.display())),
+        "{err}"
+    );
+    assert!(!err.contains("readable-jwt-secret"), "{err}");
+}
+
 #[test]
 fn postgres_without_secrets_is_a_start_up_error_naming_the_setting() {
     let dir = tempfile::TempDir::new().unwrap();

@@ -37,6 +37,8 @@ async fn connect_app(backend: &Backend, sim: &Simulator) -> TestApp {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let public = format!("http://127.0.0.1:{port}");
+    // Registered on the application, as an admin does in the Developer Console.
+    sim.register_redirect_uri(APP, &format!("{public}/oauth/callback"));
     app_against(
         backend,
         &sim.url(),

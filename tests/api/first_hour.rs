@@ -44,6 +44,12 @@ fn get_with(port: u16, path: &str, jwt: &str) -> String {
 #[test]
 fn commands_run_from_a_subfolder_use_the_same_data_dir() {
     let top = tempfile::TempDir::new().unwrap();
+    // A checkout: the folder holding this project's Cargo.toml.
+    std::fs::write(
+        top.path().join("Cargo.toml"),
+        "[package]\nname = \"ca-connector\"\n",
+    )
+    .unwrap();
     let (mut server, port, _r, lines) = start(bare(top.path()));
     let serving: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
     // The start-up line says where it serves, on which database, against which ChannelAdvisor.

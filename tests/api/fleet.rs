@@ -52,9 +52,8 @@ pub fn seed(app: &TestApp, prefix: &str, n: usize, apps: usize) -> Vec<String> {
                         .unwrap(),
                 ),
                 shared_secret: Change::Set(SecretString::from(format!("{application}-secret"))),
-                refresh_token: Change::Set(SecretString::from(
-                    crate::connection::REFRESH.to_string(),
-                )),
+                // Each company is its own account: a refresh token of its own.
+                refresh_token: Change::Set(SecretString::from(format!("bench-refresh-{name}"))),
                 ..Default::default()
             };
             let company = CompanyId::parse(name).unwrap();

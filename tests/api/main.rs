@@ -23,6 +23,7 @@ mod rotate_keys;
 mod rotation;
 mod schema_equivalence;
 mod secrets;
+mod simulator;
 mod soap;
 mod tokens;
 mod webhooks;

@@ -39,6 +39,7 @@ fn private_v6(ip: Ipv6Addr) -> bool {
         || (s[0] & 0xffc0) == 0xfec0 // site-local (deprecated, still routed by some)
         || s[..6] == [0; 6] // IPv4-compatible ::/96
         || (s[0] == 0x0064 && s[1] == 0xff9b && s[2..6] == [0; 4] && private_v4(embedded_v4(s[6], s[7]))) // NAT64
+        || (s[0] == 0x0064 && s[1] == 0xff9b && s[2] == 0x0001) // local-use NAT64 (RFC 8215), any embedding
         || (s[0] == 0x2002 && private_v4(embedded_v4(s[1], s[2]))) // 6to4
         || (s[0] == 0x2001 && s[1] == 0) // Teredo
         || (s[0] == 0x2001 && s[1] == 0x0db8) // documentation
@@ -81,7 +82,8 @@ pub fn check_url_problems(raw: &str, policy: TargetPolicy) -> Result<url::Url, V
         Some(url::Host::Ipv4(ip)) => is_private(IpAddr::V4(ip)),
         Some(url::Host::Ipv6(ip)) => is_private(IpAddr::V6(ip)),
         Some(url::Host::Domain(d)) => {
-            let d = d.to_ascii_lowercase();
+            // "localhost." is the same name as "localhost" to a resolver.
+            let d = d.trim_end_matches('.').to_ascii_lowercase();
             d == "localhost"
                 || d.ends_with(".localhost")
                 || d.ends_with(".local")
@@ -140,6 +142,23 @@ impl reqwest::dns::Resolve for TargetResolver {
             Ok(Box::new(addrs.into_iter()) as reqwest::dns::Addrs)
         })
     }
+}
+
+/// The client deliveries are sent with: every name through `TargetResolver`, no redirects, and
+/// never an environment proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`): a proxy would be handed
+/// the target's name and resolve it itself, so the address check would never run.
+pub fn delivery_client(
+    policy: TargetPolicy,
+    timeout: std::time::Duration,
+) -> Result<reqwest::Client, String> {
+    reqwest::Client::builder()
+        .no_proxy()
+        .dns_resolver(std::sync::Arc::new(TargetResolver { policy }))
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(timeout)
+        .user_agent(concat!("ca-connector-webhooks/", env!("CARGO_PKG_VERSION")))
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 /// Whether an error (or any error behind it) is the resolver's refusal. By type where the chain
@@ -236,5 +255,119 @@ mod tests {
         };
         let addrs: Vec<_> = open.resolve(name()).await.unwrap().collect();
         assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty());
+    }
+
+    #[test]
+    fn a_trailing_dot_does_not_hide_a_private_name() {
+        let strict = TargetPolicy::default();
+        for bad in [
+            "https://localhost./x",
+            "https://erp.local./x",
+            "https://LOCALHOST../",
+            "https://foo.localhost./",
+            "https://metadata.google.internal./",
+            "https://[64:ff9b:1::a00:1]/",
+            "https://[64:ff9b:1:ffff::7f00:1]/",
+        ] {
+            assert!(check_url(bad, strict).is_err(), "{bad}");
+        }
+    }
+
+    /// A loopback listener that counts the connections it accepted.
+    async fn listener() -> (u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let socket = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = socket.local_addr().unwrap().port();
+        let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+        let count = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = socket.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                use tokio::io::{AsyncReadExt, AsyncWriteExt};
+                // The request's head first (these requests have no body), then the answer.
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream
+                    .write_all(b"HTTP/1.1 204 No Content\r\ncontent-length: 0\r\n\r\n")
+                    .await;
+            }
+        });
+        (port, accepted)
+    }
+
+    /// The delivery client itself refuses a name of a loopback address before connecting: the
+    /// resolver is the one the requests go through, not only one that exists.
+    #[tokio::test]
+    async fn the_delivery_client_refuses_a_loopback_name_before_connecting() {
+        let (port, accepted) = listener().await;
+        let client =
+            delivery_client(TargetPolicy::default(), std::time::Duration::from_secs(5)).unwrap();
+        let err = client
+            .get(format!("http://localhost:{port}/hook"))
+            .send()
+            .await
+            .unwrap_err();
+        assert!(refused_by_resolver(&err), "{err:?}");
+        assert_eq!(accepted.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    /// With a proxy in the environment the delivery client still connects to the target itself
+    /// (after its address check), never through the proxy, which would resolve the name for it.
+    /// nextest runs each test in its own process, so the environment is this test's own.
+    #[tokio::test]
+    async fn the_delivery_client_never_uses_an_environment_proxy() {
+        use std::sync::atomic::Ordering;
+        let (proxy_port, via_proxy) = listener().await;
+        let (target_port, direct) = listener().await;
+        let proxy = format!("http://127.0.0.1:{proxy_port}");
+        for name in [
+            "HTTP_PROXY",
+            "HTTPS_PROXY",
+            "ALL_PROXY",
+            "http_proxy",
+            "https_proxy",
+        ] {
+            std::env::set_var(name, &proxy);
+        }
+        std::env::remove_var("NO_PROXY");
+        std::env::remove_var("no_proxy");
+        let open = TargetPolicy {
+            allow_http: true,
+            allow_private: true,
+        };
+        let client = delivery_client(open, std::time::Duration::from_secs(5)).unwrap();
+        let res = client
+            .post(format!("http://localhost:{target_port}/hook"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 204);
+        assert_eq!(
+            direct.load(Ordering::SeqCst),
+            1,
+            "sent to the target itself"
+        );
+        assert_eq!(
+            via_proxy.load(Ordering::SeqCst),
+            0,
+            "never through the proxy"
+        );
+        // The same environment does reach a client that honours it, so the test can fail.
+        let honouring = reqwest::Client::new();
+        let _ = honouring
+            .get(format!("http://localhost:{target_port}/x"))
+            .send()
+            .await;
+        assert_eq!(
+            via_proxy.load(Ordering::SeqCst),
+            1,
+            "a default client uses the proxy"
+        );
     }
 }

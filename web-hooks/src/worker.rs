@@ -59,15 +59,7 @@ impl Worker {
         metrics: WorkerMetrics,
         wake: Arc<Notify>,
     ) -> Result<Self, String> {
-        let http = reqwest::Client::builder()
-            .dns_resolver(Arc::new(crate::target::TargetResolver {
-                policy: config.policy,
-            }))
-            .redirect(reqwest::redirect::Policy::none())
-            .timeout(ATTEMPT_TIMEOUT)
-            .user_agent(concat!("ca-connector-webhooks/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| e.to_string())?;
+        let http = crate::target::delivery_client(config.policy, ATTEMPT_TIMEOUT)?;
         Ok(Worker {
             db,
             keys,

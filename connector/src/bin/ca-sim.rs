@@ -43,6 +43,10 @@ struct Args {
     /// Rotate refresh tokens, with reuse detection: a spent refresh token used again revokes its grant
     #[arg(long)]
     rotate_refresh_tokens: bool,
+    /// A Redirect URI registered on an application, as APPLICATION_ID=URI (repeatable); the Grant
+    /// Access page refuses any other
+    #[arg(long = "redirect-uri", default_values = ["demo-app=http://127.0.0.1:8080/oauth/callback", "demo-app=http://localhost:8080/oauth/callback"])]
+    redirect_uris: Vec<String>,
 }
 
 #[tokio::main]
@@ -68,7 +72,19 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         omit_state: args.omit_state,
         soap_accounts: Vec::new(),
         rotate_refresh_tokens: args.rotate_refresh_tokens,
+        redirect_uris: HashMap::new(),
+        integration_concurrency: connector::sim::INTEGRATION_CONCURRENCY,
     };
+    for registered in &args.redirect_uris {
+        let (app, uri) = registered
+            .split_once('=')
+            .ok_or("--redirect-uri takes APPLICATION_ID=URI")?;
+        config
+            .redirect_uris
+            .entry(app.to_string())
+            .or_default()
+            .push(uri.to_string());
+    }
     for app in &args.apps {
         let (id, secret) = app.split_once(':').ok_or("--app takes ID:SECRET")?;
         config.apps.insert(id.to_string(), secret.to_string());

@@ -39,13 +39,33 @@ fn known_app(state: &SimState, app: &str) -> bool {
     config.apps.contains_key(app) || config.any_app
 }
 
-/// A redirect URI ChannelAdvisor would take: https, or http on loopback for local stand-ins.
-fn acceptable_redirect(uri: &str) -> bool {
-    url::Url::parse(uri).is_ok_and(|u| {
-        u.scheme() == "https"
-            || (u.scheme() == "http"
-                && matches!(u.host_str(), Some("127.0.0.1" | "localhost" | "[::1]")))
-    })
+/// A redirect URI ChannelAdvisor would take: one registered on the application, exactly.
+fn registered_redirect(state: &SimState, app: &str, uri: &str) -> bool {
+    let config = state.config.lock().unwrap();
+    config
+        .redirect_uris
+        .get(app)
+        .is_some_and(|uris| uris.iter().any(|u| u == uri))
+}
+
+/// What the authorize request gets wrong, if anything: `response_type=code`, `access_type=offline`
+/// (no refresh token without it) and scopes ChannelAdvisor knows.
+fn request_problem(get: &dyn Fn(&str) -> String) -> Option<&'static str> {
+    if get("response_type") != "code" {
+        return Some("response_type must be code.");
+    }
+    if get("access_type") != "offline" {
+        return Some("access_type must be offline.");
+    }
+    let scope = get("scope");
+    if scope.split_whitespace().next().is_none()
+        || scope
+            .split_whitespace()
+            .any(|s| !super::KNOWN_SCOPES.contains(&s))
+    {
+        return Some("scope must name orders and/or inventory.");
+    }
+    None
 }
 
 /// The Grant Access page.
@@ -62,11 +82,14 @@ pub(super) async fn page_get(
             "<p>No application has this client_id.</p>",
         );
     }
-    if get("response_type") != "code" || !acceptable_redirect(&redirect_uri) {
+    if let Some(problem) = request_problem(&get) {
+        return page(400, "Invalid request", &format!("<p>{problem}</p>"));
+    }
+    if !registered_redirect(&state, &app, &redirect_uri) {
         return page(
             400,
             "Invalid request",
-            "<p>response_type must be code and redirect_uri an https URL.</p>",
+            "<p>redirect_uri is not registered for this application.</p>",
         );
     }
     let profiles = state.config.lock().unwrap().grant_profiles.clone();
@@ -105,7 +128,7 @@ pub(super) async fn decide(form: web::Bytes, state: web::Data<SimState>) -> Http
             .unwrap_or_default()
     };
     let (app, redirect_uri) = (get("client_id"), get("redirect_uri"));
-    if !known_app(&state, &app) || !acceptable_redirect(&redirect_uri) {
+    if !known_app(&state, &app) || !registered_redirect(&state, &app, &redirect_uri) {
         return page(
             400,
             "Invalid request",
@@ -174,7 +197,13 @@ pub(super) fn exchange(
         .unwrap()
         .refresh_tokens
         .insert(refresh.clone(), issued.profiles.clone());
-    let mut body = issue(state, n, app, issued.profiles, None);
+    state
+        .bound
+        .lock()
+        .unwrap()
+        .insert(refresh.clone(), app.clone());
+    let integration = format!("{app} {refresh}");
+    let mut body = issue(state, n, app, &integration, issued.profiles, None);
     body["refresh_token"] = json!(refresh);
     HttpResponse::Ok().json(body)
 }

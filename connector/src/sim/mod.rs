@@ -30,6 +30,18 @@
 //! The authorization-code flow (`/oauth2/authorize`: a Grant Access page, one-use codes bound to
 //! their `redirect_uri` for 300 s) is in `authorize`.
 //!
+//! As strict as ChannelAdvisor where a client could get it wrong:
+//! - the token endpoint takes only `application/x-www-form-urlencoded` bodies (else 400
+//!   `invalid_request`);
+//! - a refresh token belongs to the application it was granted to (the first one that used it, for
+//!   a configured token): another application's grant with it is 400 `invalid_grant`;
+//! - redirect URIs are registered per application (`redirect_uris`; `ca-sim --redirect-uri`), and
+//!   the Grant Access page refuses any other, as it refuses a `response_type` other than `code`,
+//!   an `access_type` other than `offline` and a scope outside `orders inventory`;
+//! - at most `integration_concurrency` (5) calls of one integration — one application on one
+//!   account, here one refresh token's grant — are in flight; past it the answer is 429 with
+//!   `Retry-After: 1` (counted in `rate_limited`).
+//!
 //! Access tokens work for `token_lifetime` (`expires_in`, default 3600 s) and until
 //! `POST /_sim/revoke`; then `/v1/Profiles` answers 401. `GET /_sim/stats` gives the counters;
 //! `POST /_sim/reset` zeroes them.
@@ -56,8 +68,9 @@ pub struct SimConfig {
     /// Refresh token → the profiles it grants.
     pub refresh_tokens: HashMap<String, Vec<i64>>,
     pub latency: Duration,
-    /// Also accept any application whose Shared Secret is `<Application ID>-secret` (benchmarks
-    /// with many applications).
+    /// Also accept any application whose Shared Secret is `<Application ID>-secret`, and any
+    /// refresh token `bench-refresh-…` (granting profile 12345678): benchmarks with many
+    /// applications and accounts.
     pub any_app: bool,
     /// How long an issued access token works (`expires_in`); afterwards the API answers 401, as
     /// ChannelAdvisor does.
@@ -70,6 +83,23 @@ pub struct SimConfig {
     pub soap_accounts: Vec<SoapAccount>,
     /// Rotate refresh tokens with reuse detection (see the module's notes).
     pub rotate_refresh_tokens: bool,
+    /// Application ID → the Redirect URIs registered on it in the Developer Console.
+    pub redirect_uris: HashMap<String, Vec<String>>,
+    /// Calls of one integration in flight at most; more are answered 429 (ChannelAdvisor: 5).
+    pub integration_concurrency: i64,
+}
+
+/// The scopes ChannelAdvisor's authorize page knows.
+const KNOWN_SCOPES: [&str; 2] = ["orders", "inventory"];
+/// ChannelAdvisor's concurrent requests per integration.
+pub const INTEGRATION_CONCURRENCY: i64 = 5;
+
+/// The Redirect URIs `demo-app` has registered: the service's callback on its default address.
+pub fn demo_redirect_uris() -> Vec<String> {
+    vec![
+        "http://127.0.0.1:8080/oauth/callback".to_string(),
+        "http://localhost:8080/oauth/callback".to_string(),
+    ]
 }
 
 /// One account's SOAP Credentials. A Developer Key named like a fault (`sim-fault-…`,
@@ -112,6 +142,8 @@ impl Default for SimConfig {
             omit_state: false,
             soap_accounts: vec![SoapAccount::demo()],
             rotate_refresh_tokens: false,
+            redirect_uris: HashMap::from([("demo-app".to_string(), demo_redirect_uris())]),
+            integration_concurrency: INTEGRATION_CONCURRENCY,
         }
     }
 }
@@ -127,6 +159,10 @@ pub struct Stats {
     pub max_in_flight: AtomicI64,
     /// Consumed refresh tokens used again (each revoked its grant).
     pub reuse_detected: AtomicU64,
+    /// Calls in flight per integration.
+    integrations: Mutex<HashMap<String, Arc<AtomicI64>>>,
+    /// Calls answered 429 because their integration had its limit in flight.
+    pub rate_limited: AtomicU64,
 }
 
 /// Which grant each rotated refresh token belongs to, and the tokens already spent.
@@ -170,6 +206,8 @@ impl Rotation {
 
 struct Issued {
     app: String,
+    /// The integration the token belongs to (its application and grant).
+    integration: String,
     profiles: Vec<i64>,
     probe_fault: Option<String>,
     expires: std::time::Instant,
@@ -182,6 +220,45 @@ struct SimState {
     codes: Mutex<HashMap<String, authorize::Code>>,
     counter: AtomicU64,
     rotation: Mutex<Rotation>,
+    /// Refresh token → the application it belongs to.
+    bound: Mutex<HashMap<String, String>>,
+}
+
+/// One call of an integration in flight; `None` from `enter` when the integration already has
+/// its limit in flight.
+struct IntegrationCall(Arc<AtomicI64>);
+
+impl IntegrationCall {
+    fn enter(state: &SimState, integration: &str) -> Option<IntegrationCall> {
+        let limit = state.config.lock().unwrap().integration_concurrency;
+        let counter = state
+            .stats
+            .integrations
+            .lock()
+            .unwrap()
+            .entry(integration.to_string())
+            .or_default()
+            .clone();
+        if counter.fetch_add(1, Ordering::SeqCst) >= limit {
+            counter.fetch_sub(1, Ordering::SeqCst);
+            state.stats.rate_limited.fetch_add(1, Ordering::SeqCst);
+            return None;
+        }
+        Some(IntegrationCall(counter))
+    }
+}
+
+impl Drop for IntegrationCall {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// ChannelAdvisor's answer past an integration's concurrent requests.
+fn too_many() -> HttpResponse {
+    HttpResponse::TooManyRequests()
+        .insert_header(("Retry-After", "1"))
+        .json(json!({"error": "too_many_requests"}))
 }
 
 /// Counts an application's calls in flight, and all calls in flight, for as long as it lives.
@@ -215,6 +292,7 @@ pub struct Simulator {
     port: u16,
     handle: ServerHandle,
     stats: Arc<Stats>,
+    state: web::Data<SimState>,
 }
 
 impl Simulator {
@@ -228,6 +306,7 @@ impl Simulator {
             codes: Mutex::default(),
             counter: AtomicU64::new(0),
             rotation: Mutex::default(),
+            bound: Mutex::default(),
         });
         let listener = std::net::TcpListener::bind(listen).map_err(|e| {
             let why = if e.kind() == std::io::ErrorKind::AddrInUse {
@@ -238,9 +317,10 @@ impl Simulator {
             std::io::Error::new(e.kind(), format!("cannot listen on {listen}: {why}"))
         })?;
         let port = listener.local_addr()?.port();
+        let served = state.clone();
         let server = HttpServer::new(move || {
             App::new()
-                .app_data(state.clone())
+                .app_data(served.clone())
                 .route("/oauth2/token", web::post().to(token))
                 .route("/oauth2/authorize", web::get().to(authorize::page_get))
                 .route("/oauth2/authorize", web::post().to(authorize::decide))
@@ -260,6 +340,7 @@ impl Simulator {
             port,
             handle,
             stats,
+            state,
         })
     }
 
@@ -281,6 +362,18 @@ impl Simulator {
 
     pub fn profile_calls(&self) -> u64 {
         self.stats.profile_calls.load(Ordering::SeqCst)
+    }
+
+    /// Registers a Redirect URI on an application, as the Developer Console does.
+    pub fn register_redirect_uri(&self, app: &str, uri: &str) {
+        self.state
+            .config
+            .lock()
+            .unwrap()
+            .redirect_uris
+            .entry(app.to_string())
+            .or_default()
+            .push(uri.to_string());
     }
 
     pub async fn stop(self) {
@@ -333,8 +426,32 @@ fn broken_answer() -> HttpResponse {
 
 async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -> HttpResponse {
     state.stats.token_calls.fetch_add(1, Ordering::SeqCst);
+    let form_body = req
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';').next().is_some_and(|m| {
+                m.trim()
+                    .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+            })
+        });
+    if !form_body {
+        return oauth_error(400, "invalid_request");
+    }
     let Some((app, secret)) = basic_credentials(&req) else {
         return oauth_error(401, "invalid_client");
+    };
+    let fields: HashMap<String, String> = url::form_urlencoded::parse(&form).into_owned().collect();
+    // The integration: this application and the grant the call names.
+    let grant_value = ["refresh_token", "developer_key", "code"]
+        .iter()
+        .find_map(|k| fields.get(*k))
+        .cloned()
+        .unwrap_or_default();
+    let integration = format!("{app} {grant_value}");
+    let Some(_integration_call) = IntegrationCall::enter(&state, &integration) else {
+        return too_many();
     };
     let _in_flight = InFlight::enter(&state.stats, &app);
     let (latency, app_ok) = {
@@ -346,7 +463,6 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
         )
     };
     tokio::time::sleep(latency).await;
-    let fields: HashMap<String, String> = url::form_urlencoded::parse(&form).into_owned().collect();
     let grant = fields.get("grant_type").map(String::as_str);
     if !matches!(grant, Some("refresh_token" | "authorization_code" | "soap")) {
         return oauth_error(400, "unsupported_grant_type");
@@ -356,6 +472,21 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
     }
     if grant == Some("authorization_code") {
         return authorize::exchange(&state, app, &fields);
+    }
+    // A refresh token belongs to its application: the one it was granted to, or for a configured
+    // token the first that used it. Fault selectors name a fault, not a grant.
+    if grant == Some("refresh_token") {
+        let refresh = fields.get("refresh_token").cloned().unwrap_or_default();
+        if !refresh.starts_with("sim-fault-") && !refresh.starts_with("sim-probe-") {
+            let mut bound = state.bound.lock().unwrap();
+            match bound.get(&refresh) {
+                Some(owner) if *owner != app => return oauth_error(400, "invalid_grant"),
+                Some(_) => {}
+                None => {
+                    bound.insert(refresh, app.clone());
+                }
+            }
+        }
     }
     let soap = grant == Some("soap");
     if soap && fields.get("client_id") != Some(&app) {
@@ -430,8 +561,13 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
                     return oauth_error(400, "invalid_grant");
                 };
                 drop(config);
+                state
+                    .bound
+                    .lock()
+                    .unwrap()
+                    .insert(next.clone(), app.clone());
                 let profiles = profiles.unwrap_or_default();
-                return rotated_answer(&state, n, app, profiles, Some(next));
+                return rotated_answer(&state, n, app, &integration, profiles, Some(next));
             }
         }
         let known = if soap {
@@ -442,11 +578,12 @@ async fn token(req: HttpRequest, state: web::Data<SimState>, form: web::Bytes) -
         match known {
             Some(p) => p,
             None if refresh.starts_with("sim-probe-") => vec![12345678],
+            None if config.any_app && refresh.starts_with("bench-refresh-") => vec![12345678],
             None => return oauth_error(400, "invalid_grant"),
         }
     };
     let probe_fault = refresh.strip_prefix("sim-probe-").map(str::to_string);
-    HttpResponse::Ok().json(issue(&state, n, app, profiles, probe_fault))
+    HttpResponse::Ok().json(issue(&state, n, app, &integration, profiles, probe_fault))
 }
 
 /// A rotating client's answer: an access token and the refresh token that replaces the spent one.
@@ -454,10 +591,11 @@ fn rotated_answer(
     state: &SimState,
     n: u64,
     app: String,
+    integration: &str,
     profiles: Vec<i64>,
     rotated: Option<String>,
 ) -> HttpResponse {
-    let mut body = issue(state, n, app, profiles, None);
+    let mut body = issue(state, n, app, integration, profiles, None);
     body["refresh_token"] = json!(rotated);
     HttpResponse::Ok().json(body)
 }
@@ -481,6 +619,7 @@ fn issue(
     state: &SimState,
     n: u64,
     app: String,
+    integration: &str,
     profiles: Vec<i64>,
     probe_fault: Option<String>,
 ) -> serde_json::Value {
@@ -490,6 +629,7 @@ fn issue(
         access.clone(),
         Issued {
             app,
+            integration: integration.to_string(),
             profiles,
             probe_fault,
             expires: std::time::Instant::now() + lifetime,
@@ -517,9 +657,19 @@ async fn profiles(req: HttpRequest, state: web::Data<SimState>) -> HttpResponse 
         .unwrap()
         .get(&bearer)
         .filter(|i| i.expires > std::time::Instant::now())
-        .map(|i| (i.app.clone(), i.profiles.clone(), i.probe_fault.clone()));
-    let Some((app, ids, fault)) = found else {
+        .map(|i| {
+            (
+                i.app.clone(),
+                i.integration.clone(),
+                i.profiles.clone(),
+                i.probe_fault.clone(),
+            )
+        });
+    let Some((app, integration, ids, fault)) = found else {
         return HttpResponse::Unauthorized().json(json!({"error": "invalid_token"}));
+    };
+    let Some(_integration_call) = IntegrationCall::enter(&state, &integration) else {
+        return too_many();
     };
     let _in_flight = InFlight::enter(&state.stats, &app);
     let latency = state.config.lock().unwrap().latency;
@@ -548,6 +698,7 @@ async fn stats_view(state: web::Data<SimState>) -> HttpResponse {
         "max_in_flight_per_app": s.max_in_flight_per_app.load(Ordering::SeqCst),
         "max_in_flight": s.max_in_flight.load(Ordering::SeqCst),
         "reuse_detected": s.reuse_detected.load(Ordering::SeqCst),
+        "rate_limited": s.rate_limited.load(Ordering::SeqCst),
     }))
 }
 
