@@ -83,9 +83,13 @@ def runs(path):
     return out
 cold, ideal, warm = runs(sys.argv[1])[0], runs(sys.argv[2])[0], runs(sys.argv[3])
 n = int(sys.argv[4])
+# The floor: n calls of 100 ms through 64 slots. ideal-fan-in (same client, same slots, no store)
+# is printed for comparison; past its 15 s deadline it answers a failure as a token, so its call
+# count shows how many it really made.
+floor = n * 0.1 / 64
 print(f"cold herd: failures {cold['failures']} (target 0); upstream calls {cold['calls']} (target {n}); "
-      f"wall {cold['wall']:.2f} s against ideal-fan-in {ideal['wall']:.2f} s = {cold['wall']/ideal['wall']:.2f}x (target <= 2); "
-      f"p99 {cold['p99']:.0f} ms (ideal {ideal['p99']:.0f} ms)")
+      f"wall {cold['wall']:.2f} s against the floor of {n} calls x 100 ms / 64 slots = {floor:.2f} s: {cold['wall']/floor:.2f}x (target <= 2); "
+      f"p99 {cold['p99']:.0f} ms; ideal-fan-in made {ideal['calls']} calls in {ideal['wall']:.2f} s")
 burst = next(r for r in warm if r["name"] == "no token cached")
 cached = next(r for r in warm if r["name"] == "every token cached")
 print(f"warm herd: upstream calls during the burst {burst['calls']} (target 0); failures {burst['failures']}; "

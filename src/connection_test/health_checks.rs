@@ -27,8 +27,19 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
     let running = Arc::new(Semaphore::new(parallel));
     let mut late = Lateness::new(interval, parallel);
     tokio::spawn(async move {
+        // After a look that found more due than it could start, look again as soon as a check
+        // ends instead of a tick later: a late round goes at the pace of its slots.
+        let mut more_due = false;
         loop {
-            tokio::time::sleep(tick).await;
+            if !more_due {
+                tokio::time::sleep(tick).await;
+            }
+            if running.available_permits() == 0 {
+                let Ok(freed) = running.clone().acquire_owned().await else {
+                    return;
+                };
+                drop(freed);
+            }
             let free = running.available_permits() as i64;
             let due = match state
                 .db
@@ -38,9 +49,11 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "health-check scheduling failed; retrying next tick");
+                    more_due = false;
                     continue;
                 }
             };
+            more_due = due.claimed.len() as i64 >= free;
             let lag = due
                 .oldest
                 .map(|at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
