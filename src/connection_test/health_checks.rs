@@ -8,9 +8,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
-
 use crate::connection_test::{TestRequest, SCHEDULER};
+use crate::service::claim_pace::ClaimPace;
 use crate::service::startup::AppState;
 
 /// Checks of one instance running at once: an eighth of its upstream slots (each check makes two
@@ -24,23 +23,11 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
     let tick = (interval / 20).clamp(Duration::from_millis(100), Duration::from_secs(30));
     let round = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::hours(6));
     let parallel = parallel_checks(state.config.upstream_concurrency);
-    let running = Arc::new(Semaphore::new(parallel));
+    let mut pace = ClaimPace::new(parallel, tick);
     let mut late = Lateness::new(interval, parallel);
     tokio::spawn(async move {
-        // After a look that found more due than it could start, look again as soon as a check
-        // ends instead of a tick later: a late round goes at the pace of its slots.
-        let mut more_due = false;
         loop {
-            if !more_due {
-                tokio::time::sleep(tick).await;
-            }
-            if running.available_permits() == 0 {
-                let Ok(freed) = running.clone().acquire_owned().await else {
-                    return;
-                };
-                drop(freed);
-            }
-            let free = running.available_permits() as i64;
+            let free = pace.next_look().await;
             let due = match state
                 .db
                 .run(move |conn| schema::schedule::claim_due(conn, round, free))
@@ -49,11 +36,11 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "health-check scheduling failed; retrying next tick");
-                    more_due = false;
+                    pace.failed();
                     continue;
                 }
             };
-            more_due = due.claimed.len() as i64 >= free;
+            pace.claimed(due.claimed.len(), free);
             let lag = due
                 .oldest
                 .map(|at| (chrono::Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0)
@@ -61,7 +48,7 @@ pub fn spawn(state: Arc<AppState>, interval: Duration) {
             state.metrics.health_check_lag.set(lag);
             late.check(lag);
             for company in due.claimed {
-                let Ok(permit) = running.clone().acquire_owned().await else {
+                let Some(permit) = pace.slot().await else {
                     return;
                 };
                 let state = state.clone();

@@ -1,6 +1,7 @@
 //! The running service: settings (flags and environment → `Config`), start-up, the data
 //! directory's generated secrets, logging, metrics, and the live-events reader.
 
+pub mod claim_pace;
 pub mod dev_secrets;
 pub mod live_events;
 pub mod metrics;

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use schema::Database;
-use tokio::sync::Semaphore;
 
+use crate::service::claim_pace::ClaimPace;
 use crate::tokens::TokenBroker;
 
 /// How often the store is asked for renewals that fell due: small beside the window they are
@@ -25,22 +25,10 @@ pub fn spawn(db: Database, broker: Arc<TokenBroker>, keep_warm: Duration, parall
     let keep_warm = chrono::Duration::from_std(keep_warm).unwrap_or(chrono::Duration::hours(24));
     // A claimed renewal that did not happen (a failure, a crash) falls due again after this.
     let hold = schema::tokens::lease_for(broker.deadline()) * 2;
-    let running = Arc::new(Semaphore::new(parallel));
+    let mut pace = ClaimPace::new(parallel, TICK);
     tokio::spawn(async move {
-        // After a look that found more due than it could start, look again as soon as a renewal
-        // ends instead of a tick later: a wave of due renewals goes at the pace of the slots.
-        let mut more_due = false;
         loop {
-            if !more_due {
-                tokio::time::sleep(TICK).await;
-            }
-            if running.available_permits() == 0 {
-                let Ok(freed) = running.clone().acquire_owned().await else {
-                    return;
-                };
-                drop(freed);
-            }
-            let free = running.available_permits() as i64;
+            let free = pace.next_look().await;
             let due = match db
                 .run(move |conn| schema::renewals::claim_due(conn, keep_warm, hold, free))
                 .await
@@ -48,13 +36,13 @@ pub fn spawn(db: Database, broker: Arc<TokenBroker>, keep_warm: Duration, parall
                 Ok(due) => due,
                 Err(e) => {
                     tracing::warn!(error = %e, "refresh ahead could not claim renewals; retrying next tick");
-                    more_due = false;
+                    pace.failed();
                     continue;
                 }
             };
-            more_due = due.len() as i64 >= free;
+            pace.claimed(due.len(), free);
             for company in due {
-                let Ok(permit) = running.clone().acquire_owned().await else {
+                let Some(permit) = pace.slot().await else {
                     return;
                 };
                 let broker = broker.clone();
