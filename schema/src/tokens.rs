@@ -268,29 +268,41 @@ pub fn finish_ok(
     Ok(Written::Stored)
 }
 
-/// Records a failed refresh for its waiters if the lease is still `holder`'s and the values are
-/// still `version`; a permanent rejection also sets the state to `failed`. With `record` false
-/// (a test of candidate values) the lease is only released. Call inside `write_tx`.
+/// Who a failed refresh is recorded for, which decides what it changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailedFor {
+    /// A job's or refresh ahead's refresh: the error for its waiters, the state (`failed` on a
+    /// permanent rejection) and `access_token.refresh_failed`.
+    Refresh,
+    /// A test of the stored values: the error for its waiters only. The state and its
+    /// `connection.status_changed` are the test's to record, with its `test_id` (contract §7).
+    Test,
+    /// A test of candidate values: nothing stored is about them; the lease is only released.
+    Candidate,
+}
+
+/// Records a failed refresh if the lease is still `holder`'s and the values are still `version`,
+/// as `failed_for` says. Call inside `write_tx`.
 pub fn finish_err(
     conn: &mut AnyConnection,
     company: &CompanyId,
     holder: &str,
     version: i64,
     error: &TestError,
-    record: bool,
+    failed_for: FailedFor,
 ) -> Result<(Written, Option<StateChange>), StoreError> {
     let Some(row) = held(conn, company, holder)? else {
         return Ok((Written::NotHolder, None));
     };
     release(conn, company.as_str(), false)?;
-    if row.version != version || !record {
+    if row.version != version || failed_for == FailedFor::Candidate {
         return Ok((Written::Outdated, None));
     }
     let permanent = error.code.is_permanent();
     let error_json = serde_json::to_string(error).map_err(|e| StoreError::Worker(e.to_string()))?;
     let at = now().naive_utc();
     let previous = row.state;
-    let current = if permanent {
+    let current = if permanent && failed_for == FailedFor::Refresh {
         ConnectionState::Failed
     } else {
         previous
@@ -310,6 +322,9 @@ pub fn finish_err(
         .execute(conn)?;
     if permanent {
         crate::connection::drop_cached_token(conn, company.as_str())?;
+    }
+    if failed_for == FailedFor::Test {
+        return Ok((Written::Stored, None));
     }
     let error = serde_json::to_value(error).map_err(|e| StoreError::Worker(e.to_string()))?;
     let data = serde_json::json!({"company": company.as_str(), "error": error, "permanent": permanent, "state": current.as_str()});
@@ -395,7 +410,14 @@ mod tests {
         assert_eq!(written, Written::NotHolder);
         let error = TestError::incomplete(vec!["refresh_token"]);
         let failed = write_tx(&mut conn, |c| {
-            finish_err(c, &company, "first", first.version, &error, true)
+            finish_err(
+                c,
+                &company,
+                "first",
+                first.version,
+                &error,
+                FailedFor::Refresh,
+            )
         })
         .unwrap();
         assert_eq!(failed.0, Written::NotHolder);

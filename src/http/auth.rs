@@ -55,6 +55,9 @@ impl Scope {
     }
 }
 
+/// The longest subject accepted: it is echoed in events and audit records.
+pub const SUB_MAX_CHARS: usize = 256;
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Claims {
     pub sub: String,
@@ -234,6 +237,12 @@ impl Authenticator {
             unauthorized(&self.refusal(token, &e))
         })?;
         let claims = data.claims;
+        // The subject is written into audit records and events, and sent on every live stream.
+        if claims.sub.chars().count() > SUB_MAX_CHARS {
+            return Err(unauthorized(&format!(
+                "The bearer token's subject (sub) is longer than {SUB_MAX_CHARS} characters; issue it with a shorter one (a user or service id)."
+            )));
+        }
         let caller = Caller(Arc::new(Identity {
             sub: claims.sub,
             exp: claims.exp,

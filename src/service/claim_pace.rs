@@ -1,7 +1,8 @@
 //! The pace of a background worker that claims due work from the store (health checks, refresh
 //! ahead) and runs at most N items at once. It looks once a tick while little is due; after a look
 //! that filled every free slot it looks again as soon as one item ends, so a backlog goes at the
-//! pace of the slots rather than one batch a tick.
+//! pace of the slots rather than one batch a tick. The first look is at once: what fell due while
+//! the instance was down starts without waiting a tick (30 s for health checks).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +20,7 @@ impl ClaimPace {
         ClaimPace {
             running: Arc::new(Semaphore::new(parallel.max(1))),
             tick,
-            more_due: false,
+            more_due: true,
         }
     }
 
@@ -59,12 +60,16 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
-    async fn a_full_look_is_followed_at_once_and_a_short_one_a_tick_later() {
+    async fn the_first_look_and_one_after_a_full_look_are_at_once_a_short_one_waits_a_tick() {
         let tick = Duration::from_secs(30);
         let mut pace = ClaimPace::new(2, tick);
         let started = tokio::time::Instant::now();
         assert_eq!(pace.next_look().await, 2);
-        assert_eq!(started.elapsed(), tick, "the first look waits a tick");
+        assert_eq!(
+            started.elapsed(),
+            Duration::ZERO,
+            "the first look is at once"
+        );
         pace.claimed(2, 2);
         let (a, b) = (pace.slot().await.unwrap(), pace.slot().await.unwrap());
         let release = tokio::spawn(async move {

@@ -23,7 +23,7 @@ use connector::{
 };
 use schema::connection::ObtainedToken;
 use schema::credentials::{now, Credentials};
-use schema::tokens::{CachedToken, Exchanged, Snapshot, TokenRow, Written};
+use schema::tokens::{CachedToken, Exchanged, FailedFor, Snapshot, TokenRow, Written};
 use schema::{CompanyId, Database, KeyRing};
 use secrecy::SecretString;
 use serde_json::json;
@@ -399,7 +399,13 @@ impl TokenBroker {
             Ok(grant) => grant,
             Err(error) => {
                 return self
-                    .record_failure(company, holder, version, error, candidate.is_none())
+                    .record_failure(
+                        company,
+                        holder,
+                        version,
+                        error,
+                        failed_for(cause, candidate),
+                    )
                     .await
             }
         };
@@ -465,21 +471,33 @@ impl TokenBroker {
         holder: &str,
         version: i64,
         error: TestError,
-        record: bool,
+        failed_for: FailedFor,
     ) -> Result<Option<Issued>, Failure> {
         let (id, owner, remembered) = (company.clone(), holder.to_string(), error.clone());
         let (written, _) = self
             .db
             .write(move |conn| {
-                schema::tokens::finish_err(conn, &id, &owner, version, &remembered, record)
+                schema::tokens::finish_err(conn, &id, &owner, version, &remembered, failed_for)
             })
             .await?;
         tracing::warn!(company = %company, code = error.code.as_str(), upstream_status = error.upstream_status, written = ?written, "access token refresh failed");
         match written {
             // Not this attempt's to hand out: the caller decides again.
-            Written::NotHolder | Written::Outdated if record => Ok(None),
+            Written::NotHolder | Written::Outdated if failed_for != FailedFor::Candidate => {
+                Ok(None)
+            }
             _ => Err(Failure::Refused(Refusal::Upstream(error))),
         }
+    }
+}
+
+/// What a failed refresh is recorded for: a test records its own outcome (and state change) with
+/// its id, so the refresh it spent records only the error.
+fn failed_for(cause: Cause, candidate: Option<&Candidate>) -> FailedFor {
+    match (cause, candidate) {
+        (_, Some(_)) => FailedFor::Candidate,
+        (Cause::Test | Cause::HealthCheck, None) => FailedFor::Test,
+        (Cause::Job | Cause::Ahead, None) => FailedFor::Refresh,
     }
 }
 

@@ -145,6 +145,16 @@ async fn hs256_token_rejections() {
             sign(Algorithm::HS256, &hs, &claims(json!({"companies": null}))),
             vec!["lacks the required 'companies' claim".into()],
         ),
+        (
+            // It is echoed in events and audit records: a huge one would make each event huge.
+            "a subject longer than 256 characters",
+            sign(
+                Algorithm::HS256,
+                &hs,
+                &claims(json!({"sub": "s".repeat(257)})),
+            ),
+            vec!["longer than 256 characters".into()],
+        ),
     ];
     for (why, jwt, cure) in cases {
         let cure: Vec<&str> = cure.iter().map(String::as_str).collect();
@@ -161,6 +171,7 @@ async fn hs256_token_rejections() {
         claims(json!({"exp": now - 30})),
         claims(json!({"nbf": now - 5})),
         claims(json!({"aud": ["x", "ca-connector"]})),
+        claims(json!({"sub": "s".repeat(256)})),
     ] {
         let res = status_of(
             &app,

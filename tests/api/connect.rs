@@ -450,6 +450,20 @@ async fn connect_needs_settings_and_stored_values(backend: Backend) {
     .await;
     let body = assert_problem(outside, 422, "validation_failed").await;
     assert_eq!(body["errors"][0]["field"], "return_to");
+    let detail = body["errors"][0]["message"].as_str().unwrap_or_default();
+    assert!(detail.contains("--connect-return-origins"), "{body}");
+    // The documented limit: a return_to is stored and sent back in Location, so it is bounded.
+    let long = format!("{ERP}/settings?x={}", "a".repeat(2048));
+    let too_long = start(&app, Some(json!({ "return_to": long }))).await;
+    let body = assert_problem(too_long, 422, "validation_failed").await;
+    assert_eq!(body["errors"][0]["field"], "return_to");
+    let at_limit = format!("{ERP}/s?x={}", "a".repeat(2048 - ERP.len() - 5));
+    assert_eq!(
+        start(&app, Some(json!({ "return_to": at_limit })))
+            .await
+            .status(),
+        201
+    );
     let unknown = start(&app, Some(json!({"return": "x"}))).await;
     assert_problem(unknown, 422, "validation_failed").await;
     // A caller without credentials:write may not start one.

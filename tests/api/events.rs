@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
+use crate::connection::{app_against, sim, test_connection, APP, REFRESH, SECRET};
 use crate::helpers::{admin, assert_problem, spawn_app, token, Backend, TestApp};
 use crate::memory::OtherProcess;
 use crate::on_both_backends;
@@ -14,6 +15,9 @@ on_both_backends!(
     a_change_through_another_process_reaches_the_stream,
     last_event_id_replays_what_followed_or_resets,
     streams_refuse_what_they_cannot_serve,
+    a_failed_test_names_itself_in_the_status_change,
+    a_hole_after_the_resume_point_says_reset,
+    one_caller_holds_a_bounded_number_of_streams,
 );
 
 /// One parsed SSE frame (comments are skipped).
@@ -259,4 +263,140 @@ async fn streams_refuse_what_they_cannot_serve(backend: Backend) {
         ended < Duration::from_secs(5),
         "the stream outlived its token: {ended:?}"
     );
+}
+
+/// Contract §7 on the stream (§11): a Test Connection that fails through the shared token exchange
+/// records one `connection.tested` and one `connection.status_changed` carrying that test's id;
+/// `access_token.refresh_failed` is for refreshes a job or refresh ahead asked for.
+async fn a_failed_test_names_itself_in_the_status_change(backend: Backend) {
+    let sim = sim(0);
+    let app = app_against(&backend, &sim.url(), &[]).await;
+    let valid = json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH});
+    app.put_credentials("acme", &valid).await;
+    assert_eq!(
+        test_connection(&app, "acme", None).await["outcome"],
+        "connected"
+    );
+    let mut stream = Stream::open(&app, "", &admin(&["acme"]), None).await;
+    let res = app
+        .patch_credentials("acme", &json!({"shared_secret": "a-wrong-shared-secret"}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let failed = test_connection(&app, "acme", None).await;
+    assert_eq!(failed["outcome"], "failed", "{failed}");
+    let frames = stream.drain(Duration::from_millis(800)).await;
+    let kinds: Vec<&str> = frames.iter().map(|f| f.event.as_str()).collect();
+    assert!(!kinds.contains(&"access_token.refresh_failed"), "{kinds:?}");
+    let tested: Vec<&Frame> = frames
+        .iter()
+        .filter(|f| f.event == "connection.tested")
+        .collect();
+    assert_eq!(tested.len(), 1, "{kinds:?}");
+    assert_eq!(tested[0].data["data"]["test_id"], failed["id"]);
+    let to_failed: Vec<&Frame> = frames
+        .iter()
+        .filter(|f| f.event == "connection.status_changed" && f.data["data"]["state"] == "failed")
+        .collect();
+    assert_eq!(to_failed.len(), 1, "{frames:?}");
+    assert_eq!(
+        to_failed[0].data["data"]["test_id"], failed["id"],
+        "{frames:?}"
+    );
+
+    // A job's refresh that fails the same way is a refresh failure, with no test to name.
+    let res = app
+        .patch_credentials("acme", &json!({"shared_secret": "another-wrong-secret"}))
+        .await;
+    assert_eq!(res.status(), 200);
+    let res = app
+        .client
+        .post(app.url("/api/v1/companies/acme/access-token"))
+        .bearer_auth(token(&["acme"], "token:issue"))
+        .send()
+        .await
+        .unwrap();
+    assert!(res.status().is_client_error() || res.status().is_server_error());
+    let frames = stream.drain(Duration::from_millis(800)).await;
+    let refresh_failed = frames
+        .iter()
+        .filter(|f| f.event == "access_token.refresh_failed")
+        .count();
+    assert_eq!(refresh_failed, 1, "{frames:?}");
+}
+
+/// Retention keeps old events still owed to a web-hook, so the log can have a hole after the
+/// resume point even when older events are kept: that says `reset`, never skips silently.
+async fn a_hole_after_the_resume_point_says_reset(backend: Backend) {
+    let app = spawn_app(&backend).await;
+    let bearer = admin(&["acme"]);
+    let mut live = Stream::open(&app, "", &bearer, None).await;
+    for i in 0..4 {
+        app.put_credentials("acme", &credentials(&format!("secret-{i}-abcdef")))
+            .await;
+    }
+    let ids: Vec<i64> = live
+        .drain(Duration::from_millis(800))
+        .await
+        .iter()
+        .filter_map(|f| f.id)
+        .collect();
+    assert!(ids.len() >= 4, "{ids:?}");
+    let first = ids[0];
+    {
+        use diesel::RunQueryDsl;
+        let db = app.database();
+        let mut conn = db.get().unwrap();
+        // The resume point is kept, the two after it are gone.
+        let swept = diesel::sql_query(format!(
+            "DELETE FROM outbox_events WHERE seq > {first} AND seq <= {}",
+            first + 2
+        ))
+        .execute(&mut *conn)
+        .unwrap();
+        assert_eq!(swept, 2);
+    }
+    let mut resumed = Stream::open(&app, "", &bearer, Some(first)).await;
+    let frames = resumed.drain(Duration::from_millis(500)).await;
+    assert_eq!(
+        frames.first().map(|f| f.event.as_str()),
+        Some("reset"),
+        "{frames:?}"
+    );
+    assert_eq!(
+        frames.len(),
+        1,
+        "nothing older than the reset follows it: {frames:?}"
+    );
+    // And it goes on live.
+    app.patch_credentials("acme", &json!({"profile_id": 9}))
+        .await;
+    let next = resumed
+        .next(Duration::from_secs(2))
+        .await
+        .expect("a live event");
+    assert_eq!(next.data["data"]["changed"], json!(["profile_id"]));
+}
+
+/// A caller (a token's subject) holds at most 32 streams on one instance: a 33rd ends the oldest
+/// (a screen that reconnects is never locked out by streams it closed), and other callers'
+/// streams are not touched.
+async fn one_caller_holds_a_bounded_number_of_streams(backend: Backend) {
+    let app = spawn_app(&backend).await;
+    let bearer = crate::helpers::token_for("screen@acme", &["acme"], "connection:read");
+    let mut others = Stream::open(&app, "", &admin(&["acme"]), None).await;
+    let mut open = Vec::new();
+    for _ in 0..33 {
+        open.push(Stream::open(&app, "", &bearer, None).await);
+    }
+    // The first stream ends: it sends nothing more and closes.
+    let mut oldest = open.remove(0);
+    assert!(oldest.next(Duration::from_secs(2)).await.is_none());
+    app.put_credentials("acme", &credentials("secret-9-abcdef"))
+        .await;
+    // Every other stream carries on.
+    for stream in open.iter_mut().chain(std::iter::once(&mut others)) {
+        let got = stream.next(Duration::from_secs(2)).await.expect("an event");
+        assert_eq!(got.event, "credentials.updated");
+    }
+    assert!(oldest.next(Duration::from_millis(300)).await.is_none());
 }

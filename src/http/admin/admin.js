@@ -15,19 +15,44 @@ const NAMES = {
 const SECRETS = ['shared_secret', 'refresh_token', 'developer_key', 'password'];
 const PLAIN = ['application_id', 'account_id', 'profile_id'];
 
+// The codes a Connect outcome may carry (§4's taxonomy and invalid_state). The notice shows only
+// these: the address is anyone's to write, so its text must not become the screen's words.
+const CONNECT_CODES = ['incomplete_credentials', 'invalid_client', 'invalid_refresh_token',
+  'invalid_soap_credentials', 'credentials_rejected', 'profile_not_authorized', 'access_denied',
+  'rate_limited', 'upstream_unavailable', 'upstream_timeout', 'upstream_protocol_error', 'invalid_state'];
+
 let token = null;
 let company = null;
 let etag = null;
 let stream = null;
+// The values as loaded, to tell what the form changes and has not saved.
+let loaded = null;
 
+// A `#token=` link signs in. One that would replace a signed-in session of another subject asks
+// first (a link from someone else must not quietly swap whose session this is).
 function readToken() {
   const match = location.hash.match(/token=([^&]+)/);
-  if (match) {
-    sessionStorage.setItem('ca-token', decodeURIComponent(match[1]));
-    // The token leaves the address bar (and the history) at once.
-    history.replaceState(null, '', location.pathname + location.search);
+  const stored = sessionStorage.getItem('ca-token');
+  if (!match) return Promise.resolve(stored);
+  // The token leaves the address bar (and the history) at once.
+  history.replaceState(null, '', location.pathname + location.search);
+  const offered = decodeURIComponent(match[1]);
+  const [was, now] = [claims(stored || '').sub, claims(offered).sub];
+  if (!stored || stored === offered || was === now) {
+    sessionStorage.setItem('ca-token', offered);
+    return Promise.resolve(offered);
   }
-  return sessionStorage.getItem('ca-token');
+  $('switch-text').textContent = `This link signs in as ${now || 'someone unnamed'}; you are signed in as ${was || 'someone unnamed'}.`;
+  $('switch-account').hidden = false;
+  return new Promise((resolve) => {
+    const choose = (take) => {
+      $('switch-account').hidden = true;
+      if (take) sessionStorage.setItem('ca-token', offered);
+      resolve(take ? offered : stored);
+    };
+    $('switch-take').onclick = () => choose(true);
+    $('switch-keep').onclick = () => choose(false);
+  });
 }
 
 function claims(jwt) {
@@ -48,7 +73,7 @@ async function api(method, path, body, headers = {}) {
   const res = await fetch(path, init);
   let data = null;
   try { data = await res.json(); } catch (e) { data = null; }
-  if (res.status === 401) signOut('Your sign-in has expired or is not valid. Sign in again.');
+  if (res.status === 401) signOut(`Sign in again: ${(data && data.detail) || 'your sign-in has expired or is not valid.'}`);
   return { status: res.status, data, etag: res.headers.get('ETag') };
 }
 
@@ -72,7 +97,9 @@ function signOut(message) {
   $('settings').hidden = true;
   $('sign-in').hidden = false;
   $('signed-in').hidden = true;
-  if (message) notice(message);
+  // Said on the sign-in box itself: the settings (and their notice) are hidden now.
+  $('sign-in-reason').textContent = message || '';
+  $('sign-in-reason').hidden = !message;
 }
 
 function clearFaults() {
@@ -102,6 +129,7 @@ function showMethod() {
 }
 
 function fill(view) {
+  loaded = view;
   $('auth-method').value = view ? view.auth_method : 'refresh_token';
   for (const name of PLAIN) $(name).value = view && view[name] != null ? view[name] : '';
   for (const name of SECRETS) {
@@ -193,19 +221,36 @@ async function save(event) {
   }
 }
 
+// What the form holds that differs from the values as loaded; null when nothing does.
+function unsavedValues() {
+  const changes = {};
+  const method = $('auth-method').value;
+  if (method !== ((loaded && loaded.auth_method) || 'refresh_token')) changes.auth_method = method;
+  for (const name of PLAIN) {
+    const typed = $(name).value.trim();
+    const was = loaded && loaded[name] != null ? String(loaded[name]) : '';
+    if (typed !== was) changes[name] = typed === '' ? null : (name === 'profile_id' && /^\d+$/.test(typed) ? Number(typed) : typed);
+  }
+  for (const name of SECRETS) if ($(name).value) changes[name] = $(name).value;
+  return Object.keys(changes).length ? changes : null;
+}
+
 async function test() {
   const button = $('test');
   button.disabled = true;
   button.setAttribute('aria-busy', 'true');
   button.textContent = 'Testing…';
   try {
-    const res = await api('POST', `/api/v1/companies/${encodeURIComponent(company)}/connection/test`);
+    // Values typed and not saved are what the admin means to test: they go as candidate values
+    // (tested, not stored), and the result says so.
+    const unsaved = unsavedValues();
+    const res = await api('POST', `/api/v1/companies/${encodeURIComponent(company)}/connection/test`, unsaved || undefined);
     if (res.status !== 200) { notice(problemText(res.data)); return; }
     const r = res.data;
     $('result').hidden = false;
-    $('result-message').textContent = r.outcome === 'connected'
+    $('result-message').textContent = (unsaved ? 'Tested the values on the form, which are not saved yet: ' : '') + (r.outcome === 'connected'
       ? `Connected. ChannelAdvisor accepted the credentials${r.profiles.length ? ` (profiles: ${r.profiles.map((p) => p.id).join(', ')})` : ''}.`
-      : r.error.message;
+      : r.error.message);
     $('result-hint').textContent = r.error ? r.error.hint : '';
     $('result-checks').replaceChildren(...r.checks.map((c) => {
       const li = document.createElement('li');
@@ -235,7 +280,7 @@ function connectOutcome() {
   history.replaceState(null, '', location.pathname);
   const text = {
     connected: 'Connected to ChannelAdvisor: access was granted and Test Connection passed.',
-    failed: `Connect to ChannelAdvisor did not finish (${q.get('code') || 'error'}). Nothing was changed unless the test shows otherwise; try again.`,
+    failed: `Connect to ChannelAdvisor did not finish${CONNECT_CODES.includes(q.get('code')) ? ` (${q.get('code')})` : ''}. Nothing was changed unless the test shows otherwise; try again.`,
     denied: 'Access was not granted on ChannelAdvisor\'s page. Nothing was changed.',
   }[outcome];
   return { company: q.get('company') || q.getAll('company')[0], text, ok: outcome === 'connected' };
@@ -329,7 +374,7 @@ function onSearch() {
 }
 
 async function start() {
-  token = readToken();
+  token = await readToken();
   const outcome = connectOutcome();
   if (!token) { signOut(); return; }
   const c = claims(token);
@@ -360,6 +405,7 @@ document.addEventListener('DOMContentLoaded', () => {
     e.preventDefault();
     sessionStorage.setItem('ca-token', $('token-input').value.trim());
     $('token-input').value = '';
+    $('sign-in-reason').hidden = true;
     notice('');
     start();
   });

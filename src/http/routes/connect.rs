@@ -61,6 +61,9 @@ fn trimmed(field: Field<String>, name: &str, problems: &mut Problems) -> Option<
     }
 }
 
+/// The longest `return_to` kept: it is stored with the attempt and sent back in `Location`.
+const RETURN_TO_MAX: usize = 2048;
+
 #[utoipa::path(post, path = "/api/v1/companies/{company}/connect", tag = "connect", security(("bearer" = [])),
     params(("company" = String, Path)),
     request_body(content = Option<ConnectRequest>, description = "optional"),
@@ -81,6 +84,15 @@ pub async fn start(
     };
     let raw = trimmed(request.return_to, "return_to", &mut problems);
     problems.finish(())?;
+    if raw
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > RETURN_TO_MAX)
+    {
+        return Err(ApiError::validation(vec![(
+            "return_to".into(),
+            format!("must be at most {RETURN_TO_MAX} characters"),
+        )]));
+    }
     let return_to = match raw {
         None => None,
         Some(raw) => {
@@ -96,7 +108,10 @@ pub async fn start(
                         if origins.is_empty() {
                             "no return origins are configured (--connect-return-origins)".into()
                         } else {
-                            format!("must be a URL on one of: {}", origins.join(", "))
+                            format!(
+                                "must be a URL on one of: {} (the origins --connect-return-origins allows)",
+                                origins.join(", ")
+                            )
                         },
                     )]));
                 }

@@ -17,12 +17,15 @@ use tokio::time::Instant;
 
 use crate::http::auth::{Caller, Scope};
 use crate::http::problem::ApiError;
+use crate::service::live_events::{StreamSlot, STREAMS_PER_CALLER};
 use crate::service::startup::AppState;
 
 /// A comment this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
-/// Events read from the log per query when replaying.
-const REPLAY_BATCH: i64 = 500;
+/// Events read from the log per query when replaying: one page per stream in memory at a time.
+const REPLAY_PAGE: i64 = 8;
+/// Says that events after the resume point are gone: start again from the current state.
+const RESET: &[u8] = b"event: reset\ndata: {}\n\n";
 
 #[derive(Deserialize)]
 pub struct EventsQuery {
@@ -96,34 +99,46 @@ struct Live {
     events: broadcast::Receiver<Arc<LoggedEvent>>,
     filter: Filter,
     last: i64,
+    /// Frames ready to send: at most one page of the log, so a reader that does not read holds
+    /// no more than that (and actix's write buffer) however long the log is.
     queue: VecDeque<Bytes>,
+    /// Reading the log after `last` a page at a time as the reader takes them: a resume, or a
+    /// stream that fell behind the broadcast.
+    replaying: bool,
     ends: Instant,
     keep_alive: Instant,
     db: Database,
     closing: tokio::sync::watch::Receiver<bool>,
+    /// This caller's share of streams, given back when the stream ends; a newer stream of the
+    /// same caller past the bound ends this one.
+    slot: StreamSlot,
 }
 
 impl Live {
-    /// Reads what followed `last` from the log into the queue (a resume, or a stream that fell
-    /// behind the broadcast).
-    async fn catch_up(&mut self) -> Result<(), schema::StoreError> {
-        loop {
-            let after = self.last;
-            let batch = self
-                .db
-                .run(move |conn| schema::events::after(conn, after, REPLAY_BATCH))
-                .await?;
-            let full = batch.len() as i64 == REPLAY_BATCH;
-            for event in batch {
-                self.last = event.seq;
-                if self.filter.wants(&event) {
-                    self.queue.push_back(frame(&event));
-                }
-            }
-            if !full {
-                return Ok(());
+    /// Queues the next page of the log after `last`. A hole after `last` (events swept by
+    /// retention while older ones are kept for web-hook deliveries) is said with `reset`, and
+    /// the stream goes on live from the newest event: what it missed is gone.
+    async fn next_page(&mut self) -> Result<(), schema::StoreError> {
+        let after = self.last;
+        let page = self
+            .db
+            .run(move |conn| schema::events::after(conn, after, REPLAY_PAGE))
+            .await?;
+        self.replaying = page.len() as i64 == REPLAY_PAGE;
+        if page.first().is_some_and(|e| e.seq > after + 1) {
+            self.queue.push_back(Bytes::from_static(RESET));
+            self.replaying = false;
+            let bounds = self.db.run(schema::events::bounds).await?;
+            self.last = bounds.map_or(after, |(_, newest)| newest);
+            return Ok(());
+        }
+        for event in page {
+            self.last = event.seq;
+            if self.filter.wants(&event) {
+                self.queue.push_back(frame(&event));
             }
         }
+        Ok(())
     }
 
     async fn next(mut self) -> Option<(Result<Bytes, actix_web::Error>, Live)> {
@@ -132,9 +147,20 @@ impl Live {
                 self.keep_alive = Instant::now() + KEEP_ALIVE;
                 return Some((Ok(bytes), self));
             }
+            if *self.closing.borrow() || Instant::now() >= self.ends {
+                return None;
+            }
+            if self.replaying {
+                if self.next_page().await.is_err() {
+                    return None;
+                }
+                continue;
+            }
             let mut closing = self.closing.clone();
+            let ended = self.slot.ended.clone();
             tokio::select! {
                 _ = tokio::time::sleep_until(self.ends) => return None,
+                _ = ended.notified() => return None,
                 _ = closing.wait_for(|closing| *closing) => return None,
                 _ = tokio::time::sleep_until(self.keep_alive) => {
                     self.keep_alive = Instant::now() + KEEP_ALIVE;
@@ -148,11 +174,7 @@ impl Live {
                         }
                     }
                     Ok(_) => {}
-                    Err(RecvError::Lagged(_)) => {
-                        if self.catch_up().await.is_err() {
-                            return None;
-                        }
-                    }
+                    Err(RecvError::Lagged(_)) => self.replaying = true,
                     Err(RecvError::Closed) => return None,
                 },
             }
@@ -187,6 +209,15 @@ pub async fn stream(
     }
     let filter = filter_for(&caller, query.companies.as_deref())?;
     let resume = last_event_id(&req, &query)?;
+    let slot = state.events.open_stream(&caller.sub).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too_many_streams",
+            format!("This caller ({}) holds {} live event streams on this instance that are not being read; close them (one stream carries many companies: ?companies=a,b) and try again.", caller.sub, 2 * STREAMS_PER_CALLER),
+        )
+        .header(header::RETRY_AFTER, "15")
+        .with("retry_after_seconds", serde_json::json!(15))
+    })?;
     // Subscribed before the log is read, so nothing committed in between is missed.
     let events = state.events.subscribe();
     let bounds = state.db.run(schema::events::bounds).await?;
@@ -201,17 +232,19 @@ pub async fn stream(
         keep_alive: Instant::now() + KEEP_ALIVE,
         db: state.db.clone(),
         closing: state.events.closing(),
+        replaying: false,
+        slot,
     };
     if let Some(id) = resume {
         // The log numbers events without gaps, so events after `id` are all there exactly when
-        // the oldest kept is at most `id + 1` (and `id` is not from the future).
+        // the oldest kept is at most `id + 1` (and `id` is not from the future); a hole further
+        // on is found while replaying.
         let retained = bounds.is_some_and(|(oldest, newest)| oldest <= id + 1 && id <= newest);
         if retained {
             live.last = id;
-            live.catch_up().await?;
+            live.replaying = true;
         } else {
-            live.queue
-                .push_back(Bytes::from_static(b"event: reset\ndata: {}\n\n"));
+            live.queue.push_back(Bytes::from_static(RESET));
         }
     }
     let stream = futures_util::stream::unfold(live, Live::next);
