@@ -125,7 +125,7 @@ impl ChannelAdvisorClient {
         };
         let left = self.deadline.saturating_sub(started.elapsed());
         let exchange = async {
-            let mut res = request.send().await.map_err(|e| transport_error(&e))?;
+            let mut res = request.send().await.map_err(|e| self.transport_error(&e))?;
             let status = res.status().as_u16();
             let retry_after = res
                 .headers()
@@ -133,7 +133,7 @@ impl ChannelAdvisorClient {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<u64>().ok());
             let mut body = Vec::new();
-            while let Some(chunk) = res.chunk().await.map_err(|e| transport_error(&e))? {
+            while let Some(chunk) = res.chunk().await.map_err(|e| self.transport_error(&e))? {
                 if body.len() + chunk.len() > MAX_BODY {
                     return Err(
                         TestError::protocol("answer larger than 1 MiB").status(Some(status))
@@ -210,6 +210,32 @@ pub(crate) fn form(pairs: &[(&str, &str)]) -> SecretString {
         body.append_pair(name, value);
     }
     SecretString::from(body.finish())
+}
+
+impl ChannelAdvisorClient {
+    /// A call that could not be made. One that could not even connect is most often a wrong
+    /// `--channeladvisor-url` (a wrong port, `https://` on a plain-http address) rather than an
+    /// outage, so its message names the setting and its value; the code stays the same.
+    fn transport_error(&self, e: &reqwest::Error) -> TestError {
+        if !e.is_connect() {
+            return transport_error(e);
+        }
+        let refused = std::iter::successors(Some(e as &(dyn std::error::Error + 'static)), |err| {
+            err.source()
+        })
+        .filter_map(|err| err.downcast_ref::<std::io::Error>())
+        .any(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+        let what = if refused {
+            "the connection was refused"
+        } else {
+            "no connection could be made (name lookup, TLS handshake or network failed)"
+        };
+        // The setting's value without any user or password it may hold.
+        let mut shown = self.base.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        TestError::unreachable_at(shown.as_str(), what)
+    }
 }
 
 fn transport_error(e: &reqwest::Error) -> TestError {

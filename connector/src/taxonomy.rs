@@ -176,6 +176,16 @@ impl TestError {
         )
     }
 
+    /// Not even a connection to the configured URL: say which URL, and the setting that holds it.
+    pub fn unreachable_at(url: &str, what: &str) -> Self {
+        TestError::new(
+            ErrorCode::UpstreamUnavailable,
+            format!("ChannelAdvisor could not be reached at {url}: {what}."),
+            &format!("Check the service's --channeladvisor-url setting (now {url}): a wrong host or port, or https:// for a plain-http address, fails this way. If it is right, ChannelAdvisor or the network may be down: try again in a few minutes. Nothing to change in the Developer Console."),
+            vec![],
+        )
+    }
+
     pub fn timeout(secs: u64) -> Self {
         TestError::new(
             ErrorCode::UpstreamTimeout,

@@ -549,3 +549,119 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Issue 27's rough edges of the screen, each as an admin meets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_screen_says_why_and_asks_first() {
+    let Some(browser) = browser("the_screen_says_why_and_asks_first").await else {
+        return;
+    };
+    let sim = crate::connection::sim(0);
+    let app = app_against(&Backend::Sqlite, &sim.url(), &[]).await;
+    let valid = json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH});
+    for company in ["acme", "globex", "initech"] {
+        app.put_credentials(company, &valid).await;
+    }
+    let companies = ["acme", "globex", "initech"];
+    let link = |jwt: &str| format!("{}/admin/#token={jwt}", app.base);
+
+    // An expired link: the sign-in box itself says why.
+    let expired = crate::helpers::token_expiring_in(&companies, crate::helpers::ALL_SCOPES, -300);
+    browser.client.goto(&link(&expired)).await.unwrap();
+    browser.wait_text("#sign-in-reason", "expired").await;
+
+    // Signed in as one admin, a link for another asks before it replaces the session.
+    let ann = crate::helpers::token_for("ann@acme", &companies, crate::helpers::ALL_SCOPES);
+    let bob = crate::helpers::token_for("bob@acme", &companies, crate::helpers::ALL_SCOPES);
+    browser.client.goto(&link(&ann)).await.unwrap();
+    browser.wait_text("#signed-in", "ann@acme").await;
+    browser.client.goto(&app.url("/admin/")).await.unwrap();
+    browser.client.goto(&link(&bob)).await.unwrap();
+    browser
+        .wait_text("#switch-text", "signs in as bob@acme")
+        .await;
+    browser
+        .button("Stay signed in as before")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser.wait_text("#signed-in", "ann@acme").await;
+
+    // A Connect outcome's code is shown only when it is one of ours.
+    let forged = "Call+0800+now+to+restore+access";
+    browser
+        .client
+        .goto(&app.url(&format!(
+            "/admin/?ca_connect=failed&company=acme&code={forged}"
+        )))
+        .await
+        .unwrap();
+    browser.wait_text("#notice", "did not finish").await;
+    assert!(!browser.text("#notice").await.contains("0800"));
+    browser
+        .client
+        .goto(&app.url("/admin/?ca_connect=failed&company=acme&code=access_denied"))
+        .await
+        .unwrap();
+    browser.wait_text("#notice", "(access_denied)").await;
+
+    // Switching companies several times, then Test Connection by keyboard: it is answered.
+    for company in ["globex", "initech", "acme", "globex", "acme"] {
+        browser
+            .by_label("Company")
+            .await
+            .select_by_value(company)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    browser.wait_text("#state", "Not tested yet").await;
+    let pressed = Instant::now();
+    browser
+        .button("Test Connection")
+        .await
+        .send_keys(ENTER)
+        .await
+        .unwrap();
+    browser.wait_text("#result-message", "Connected.").await;
+    assert!(
+        pressed.elapsed() < Duration::from_secs(5),
+        "answered in {:?}",
+        pressed.elapsed()
+    );
+
+    // A value typed and not saved is what gets tested, and the result says so; nothing is stored.
+    browser.fill("Shared Secret", "typed-not-saved-9999").await;
+    browser
+        .button("Test Connection")
+        .await
+        .click()
+        .await
+        .unwrap();
+    browser
+        .wait_text(
+            "#result-message",
+            "Tested the values on the form, which are not saved yet",
+        )
+        .await;
+    browser
+        .wait_text(
+            "#result-message",
+            "did not accept the Application ID and Shared Secret",
+        )
+        .await;
+    let stored = credentials(&app, "acme").await;
+    assert_eq!(
+        stored["shared_secret"]["last4"], "0001",
+        "nothing saved: {stored}"
+    );
+    let (_, status) = app
+        .get_json("/api/v1/companies/acme/connection", &admin(&["acme"]))
+        .await;
+    assert_eq!(
+        status["state"], "connected",
+        "a candidate test changes no state"
+    );
+    browser.client.clone().close().await.unwrap();
+}

@@ -344,6 +344,16 @@ async fn a_code_without_state_is_pasted(backend: Backend) {
         html.contains(&q["code"]),
         "the page shows the code to paste"
     );
+    // Any text can arrive as a code (a phished link): the page says to paste only a code the
+    // admin obtained themselves, just now, from ChannelAdvisor's page.
+    assert!(
+        html.contains("only if you pressed Connect to ChannelAdvisor yourself, just now"),
+        "{html}"
+    );
+    assert!(
+        html.contains("someone else's ChannelAdvisor account"),
+        "{html}"
+    );
     assert_eq!(
         sim.token_calls(),
         0,

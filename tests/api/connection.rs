@@ -512,6 +512,28 @@ async fn every_code_of_the_taxonomy() {
     let app2 = app_against(&Backend::Sqlite, &dead, &[]).await;
     let e = error_for(&app2, valid()).await;
     assert_eq!(e["code"], "upstream_unavailable");
+    // A refused connection is most often a wrong setting, not an outage: the message says where
+    // it tried and the hint names the setting.
+    assert!(e["message"].as_str().unwrap().contains(&dead), "{e}");
+    assert!(e["message"].as_str().unwrap().contains("refused"), "{e}");
+    assert!(
+        e["hint"].as_str().unwrap().contains("--channeladvisor-url"),
+        "{e}"
+    );
+    // https:// on the simulator's plain-http port: the TLS handshake fails, said the same way.
+    let plain = self::sim(0);
+    let tls_on_plain = plain.url().replace("http://", "https://");
+    let app3 = app_against(&Backend::Sqlite, &tls_on_plain, &[]).await;
+    let e = error_for(&app3, valid()).await;
+    assert_eq!(e["code"], "upstream_unavailable");
+    assert!(
+        e["message"].as_str().unwrap().contains(&tls_on_plain),
+        "{e}"
+    );
+    assert!(
+        e["hint"].as_str().unwrap().contains("--channeladvisor-url"),
+        "{e}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -13,6 +13,7 @@ mod cli;
 mod connect;
 mod connection;
 mod credentials;
+mod docs;
 mod events;
 mod first_hour;
 mod fleet;

@@ -418,5 +418,7 @@ document.addEventListener('DOMContentLoaded', () => {
   $('test').addEventListener('click', test);
   $('connect').addEventListener('click', connect);
   $('reload').addEventListener('click', async () => { $('reload').hidden = true; notice(''); await openCompany(company); });
+  // A sign-in link opened in a tab already showing the page changes only the fragment: no reload.
+  window.addEventListener('hashchange', () => { if (/token=/.test(location.hash)) start(); });
   start();
 });

@@ -97,7 +97,7 @@ pub fn paste_code(code: &str) -> HttpResponse {
         StatusCode::OK,
         "Copy this code",
         &format!(
-            "<p>ChannelAdvisor granted access but did not say which Connect it belongs to. Copy this code and paste it into the settings screen's Connect to ChannelAdvisor box within five minutes:</p>\n<p><output><code>{}</code></output></p>",
+            "<p><strong>Paste this code only if you pressed Connect to ChannelAdvisor yourself, just now, and came here from ChannelAdvisor's own page.</strong> A code from a link someone sent you, or from an e-mail, would connect your company to someone else's ChannelAdvisor account: close this page instead.</p>\n<p>ChannelAdvisor granted access but did not say which Connect it belongs to. If you did start it yourself, copy this code and paste it into the settings screen's Connect to ChannelAdvisor box within five minutes:</p>\n<p><output><code>{}</code></output></p>",
             text(code)
         ),
     )
