@@ -13,6 +13,8 @@
 #                 measured, and the round time they project against the 6 h default.
 # Usage: benches/fleet.sh [DATABASE_URL_FOR_THE_HERDS [DATABASE_URL_FOR_100K]]
 #   (default: fresh SQLite files; a postgres:// URL must name an empty database)
+#   PHASES=herds or PHASES=scale runs only the herds, or only the 100,000-company scale and
+#   health round (default: both).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v wrk >/dev/null || { apt-get update -qq && apt-get install -y -qq wrk; }
@@ -26,6 +28,7 @@ trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 
 herd=10000
+phases="${PHASES:-herds,scale}"
 herd_db="${1:-sqlite://$work/herd.db}"
 big_db="${2:-sqlite://$work/big.db}"
 keys="bench:$(head -c32 /dev/urandom | base64)"
@@ -42,6 +45,7 @@ sql() { # DATABASE_URL STATEMENT
   esac
 }
 
+if [[ "$phases" == *herds* ]]; then
 echo "== seeding $herd companies on one Application ID"
 "$rel/examples/seed-companies" "$herd_db" "$keys" "$herd" 1
 "$rel/ca-sim" --listen 127.0.0.1:19190 --any-app --latency-ms 100 2>/dev/null & pids+=($!)
@@ -69,7 +73,7 @@ done
 renewed=$(( $(sim_stats 19190) - before ))
 renew_s=$(python3 -c "import time; print(f'{time.time() - $started:.1f}')")
 echo "refresh ahead renewed $renewed tokens in $renew_s s"
-"$rel/examples/token-fan-in" http://127.0.0.1:19192 "$jwt" "$herd" "$herd" http://127.0.0.1:19190 0 | sed -n '1,4p' | tee "$work/warm.log"
+"$rel/examples/token-fan-in" http://127.0.0.1:19192 "$jwt" "$herd" "$herd" http://127.0.0.1:19190 0 kept-alive | tee "$work/warm.log"
 kill "$server"; wait "$server" 2>/dev/null || true
 
 python3 - "$work/cold.log" "$work/ideal.log" "$work/warm.log" "$herd" <<'PY'
@@ -96,6 +100,9 @@ print(f"warm herd: upstream calls during the burst {burst['calls']} (target 0); 
       f"p99 {burst['p99']:.1f} ms against every token cached {cached['p99']:.1f} ms = {burst['p99']/cached['p99']:.2f}x (target <= 2)")
 PY
 
+fi
+
+if [[ "$phases" == *scale* ]]; then
 echo "== scale: 100,000 companies"
 "$rel/examples/seed-companies" "$big_db" "$keys" 100000 1
 "$rel/ca-sim" --listen 127.0.0.1:19290 --any-app --latency-ms 300 2>/dev/null & pids+=($!)
@@ -133,3 +140,4 @@ ideal = 8 / (2 * 0.3)
 print(f"health checks: {rate:.1f} per second over 30 s (8 at a time, two 300 ms calls each: ideal {ideal:.1f}/s = {rate/ideal:.2f} of it)")
 print(f"  a round of 100,000 at that pace: {100000 / rate / 3600:.2f} h against the 6 h interval; lag gauge {lag} s")
 PY
+fi

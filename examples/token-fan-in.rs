@@ -9,8 +9,9 @@
 //! Prints p50/p99/max latency, the simulator's token-call count and this generator's own CPU time
 //! for each, and the latency of the upstream token calls made in the run, read off the service's
 //! `/metrics` histogram.
-//! Usage: token-fan-in BASE_URL JWT COMPANIES REQUESTS SIM_URL [FIRST_COMPANY [first-only]]
-//! (`first-only`: just the first run, for repeated bursts.)
+//! Usage: token-fan-in BASE_URL JWT COMPANIES REQUESTS SIM_URL [FIRST_COMPANY [first-only|kept-alive]]
+//! (`first-only`: just the first run, for repeated bursts; `kept-alive`: the first two, where no
+//! further companies exist for the third.)
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test and measuring code: a panic is a failed run
 
@@ -20,7 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 const USAGE: &str =
-    "usage: token-fan-in BASE_URL JWT COMPANIES REQUESTS SIM_URL [FIRST_COMPANY [first-only]]";
+    "usage: token-fan-in BASE_URL JWT COMPANIES REQUESTS SIM_URL [FIRST_COMPANY [first-only|kept-alive]]";
 
 struct Run {
     latencies: Vec<f64>,
@@ -207,10 +208,11 @@ async fn token_calls(http: &reqwest::Client, sim: &str) -> Result<u64, reqwest::
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let (base, jwt, companies, requests, sim, offset, first_only) = match args.as_slice() {
-        [_, b, j, c, r, s] => (b, j, c, r, s, c.as_str(), false),
-        [_, b, j, c, r, s, o] => (b, j, c, r, s, o.as_str(), false),
-        [_, b, j, c, r, s, o, f] if f == "first-only" => (b, j, c, r, s, o.as_str(), true),
+    let (base, jwt, companies, requests, sim, offset, how_many) = match args.as_slice() {
+        [_, b, j, c, r, s] => (b, j, c, r, s, c.as_str(), 3),
+        [_, b, j, c, r, s, o] => (b, j, c, r, s, o.as_str(), 3),
+        [_, b, j, c, r, s, o, f] if f == "first-only" => (b, j, c, r, s, o.as_str(), 1),
+        [_, b, j, c, r, s, o, f] if f == "kept-alive" => (b, j, c, r, s, o.as_str(), 2),
         _ => return Err(USAGE.into()),
     };
     let (companies, requests): (usize, usize) = (companies.parse()?, requests.parse()?);
@@ -230,7 +232,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             false,
         ),
     ];
-    let runs = if first_only { &runs[..1] } else { &runs[..] };
+    let runs = &runs[..how_many];
     for &(name, first, kept_alive) in runs {
         let before = token_calls(&stats, sim).await?;
         let buckets_before = refresh_buckets(&stats, base).await;

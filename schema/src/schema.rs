@@ -2,6 +2,14 @@
 // Timestamp (always UTC). Keep in step with migrations/sqlite and migrations/postgres.
 
 diesel::table! {
+    /// Every company counted by state, kept by triggers on `credentials` (see the migration).
+    connection_counts (state) {
+        state -> Text,
+        companies -> BigInt,
+    }
+}
+
+diesel::table! {
     credentials (company) {
         company -> Text,
         application_id -> Nullable<Text>,

@@ -3,7 +3,6 @@
 
 pub mod claim_pace;
 pub mod dev_secrets;
-pub mod fleet_counts;
 pub mod live_events;
 pub mod metrics;
 pub mod settings;

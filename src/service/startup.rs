@@ -37,8 +37,6 @@ pub struct AppState {
     pub events: crate::service::live_events::EventHub,
     /// Wakes this instance's delivery worker after a change wrote events.
     pub webhook_wake: Arc<tokio::sync::Notify>,
-    /// Every company's count by state, shared by list pages and scrapes for a moment.
-    pub fleet_counts: crate::service::fleet_counts::FleetCounts,
     pub config: Config,
 }
 
@@ -161,7 +159,6 @@ impl Application {
             events,
             tokens,
             webhook_wake: Arc::default(),
-            fleet_counts: Default::default(),
             config,
         });
         web_hooks::worker::Worker::new(

@@ -73,6 +73,11 @@ impl Browser {
             .unwrap_or_else(|e| panic!("no button '{text}': {e}"))
     }
 
+    /// Clicks the button with this text.
+    async fn press(&self, text: &str) {
+        self.button(text).await.click().await.unwrap();
+    }
+
     async fn fill(&self, label: &str, value: &str) {
         let input = self.by_label(label).await;
         input.clear().await.unwrap();
@@ -127,7 +132,7 @@ async fn the_settings_screen_in_a_real_browser(backend: Backend) {
     // Sign in with the box.
     browser.client.goto(&app.url("/admin/")).await.unwrap();
     browser.fill("Access token", &jwt).await;
-    browser.button("Sign in").await.click().await.unwrap();
+    browser.press("Sign in").await;
     browser.wait_text("[role=status]", "Not set up").await;
     assert_eq!(browser.text("#signed-in").await, "Signed in as admin@test");
 
@@ -141,7 +146,7 @@ async fn the_settings_screen_in_a_real_browser(backend: Backend) {
     browser.fill("Application ID", APP).await;
     browser.fill("Shared Secret", SECRET).await;
     browser.fill("Refresh Token", REFRESH).await;
-    browser.button("Save").await.click().await.unwrap();
+    browser.press("Save").await;
     browser.wait_text("#notice", "Saved.").await;
     browser.wait_text("[role=status]", "Not tested yet").await;
     let stored = credentials(&app, "acme").await;
@@ -161,12 +166,7 @@ async fn the_settings_screen_in_a_real_browser(backend: Backend) {
     assert_eq!(secret_value.as_deref(), Some(""));
 
     // Test Connection: green against the simulator.
-    browser
-        .button("Test Connection")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.press("Test Connection").await;
     browser.wait_text("[role=status]", "Connected").await;
     browser.wait_text("#result-message", "Connected.").await;
 
@@ -174,14 +174,9 @@ async fn the_settings_screen_in_a_real_browser(backend: Backend) {
     browser
         .fill("Shared Secret", "wrong-shared-secret-0001")
         .await;
-    browser.button("Save").await.click().await.unwrap();
+    browser.press("Save").await;
     browser.wait_text("#notice", "Saved.").await;
-    browser
-        .button("Test Connection")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.press("Test Connection").await;
     browser
         .wait_text(
             "#result-message",
@@ -215,9 +210,9 @@ async fn the_settings_screen_in_a_real_browser(backend: Backend) {
 
     // A save on a stale version: the page says someone else saved and offers to reload.
     browser.fill("Profile ID", "5").await;
-    browser.button("Save").await.click().await.unwrap();
+    browser.press("Save").await;
     browser.wait_text("#notice", "Someone else saved").await;
-    browser.button("Reload").await.click().await.unwrap();
+    browser.press("Reload").await;
     browser.wait_text("[role=status]", "Not tested yet").await;
     assert_eq!(
         browser
@@ -378,12 +373,7 @@ async fn connect_from_the_screen_and_back() {
     browser.client.goto(&link).await.unwrap();
     browser.wait_text("[role=status]", "Incomplete").await;
 
-    browser
-        .button("Connect to ChannelAdvisor")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.press("Connect to ChannelAdvisor").await;
     // ChannelAdvisor's page (the simulator's): the account's profile, Grant Access.
     let grant = browser
         .client
@@ -480,12 +470,7 @@ async fn the_screen_with_ten_thousand_companies() {
         .contains("10000 in all"));
 
     // The next page on request.
-    browser
-        .button("More companies")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.press("More companies").await;
     wait_until(|| async { options(&browser).await.len() == 100 }).await;
 
     // Found by typing part of its id.
@@ -580,12 +565,7 @@ async fn the_screen_says_why_and_asks_first() {
     browser
         .wait_text("#switch-text", "signs in as bob@acme")
         .await;
-    browser
-        .button("Stay signed in as before")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.press("Stay signed in as before").await;
     browser.wait_text("#signed-in", "ann@acme").await;
 
     // A Connect outcome's code is shown only when it is one of ours.
@@ -633,12 +613,7 @@ async fn the_screen_says_why_and_asks_first() {
 
     // A value typed and not saved is what gets tested, and the result says so; nothing is stored.
     browser.fill("Shared Secret", "typed-not-saved-9999").await;
-    browser
-        .button("Test Connection")
-        .await
-        .click()
-        .await
-        .unwrap();
+    browser.press("Test Connection").await;
     browser
         .wait_text(
             "#result-message",

@@ -391,4 +391,22 @@ async fn the_company_list_pages_filters_and_counts(backend: Backend) {
         let sample = format!("ca_connector_connections{{state=\"{state}\"}}");
         assert_eq!(counter(&metrics, &sample), n.as_u64().unwrap(), "{sample}");
     }
+
+    // The counts follow a company that goes, and one saved back to incomplete.
+    assert!(app
+        .delete_credentials("Shop0000")
+        .await
+        .status()
+        .is_success());
+    let body = json!({"refresh_token": null});
+    assert!(app
+        .patch_credentials("Shop0003", &body)
+        .await
+        .status()
+        .is_success());
+    let now = list(String::new()).await;
+    assert_eq!(
+        now["counts"],
+        json!({"not_configured": 0, "incomplete": 5, "untested": 19, "connected": 0, "failed": 2})
+    );
 }

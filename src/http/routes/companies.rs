@@ -100,9 +100,6 @@ pub async fn list(
         ));
     }
     let named = caller.company_list();
-    // The whole fleet's counts are shared by callers for a moment (`FleetCounts`); a token's own
-    // companies, or a search, are counted with the page.
-    let fleet = named.is_none() && filter.text.is_none();
     let (page, counts) = state
         .db
         .run(move |conn| {
@@ -111,22 +108,10 @@ pub async fn list(
                 None => Visible::All,
             };
             let page = schema::companies::page(conn, visible, &filter, after.as_deref(), limit)?;
-            let counts = if fleet {
-                None
-            } else {
-                Some(schema::companies::counts(
-                    conn,
-                    visible,
-                    filter.text.as_deref(),
-                )?)
-            };
+            let counts = schema::companies::counts(conn, visible, filter.text.as_deref())?;
             Ok((page, counts))
         })
         .await?;
-    let counts = match counts {
-        Some(counts) => counts,
-        None => state.fleet_counts.get(&state.db).await?,
-    };
     let count = |s: ConnectionState| {
         counts
             .iter()

@@ -52,7 +52,12 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     // The connections gauge is the store's count at scrape time, so every instance reports the
     // same fleet; a failed count leaves the last figures and is logged.
-    match state.fleet_counts.get(&state.db).await {
+    let visible = schema::companies::Visible::All;
+    match state
+        .db
+        .run(move |conn| schema::companies::counts(conn, visible, None))
+        .await
+    {
         Ok(counts) => {
             for (s, n) in counts {
                 state
