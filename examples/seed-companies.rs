@@ -24,43 +24,49 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let db = Database::connect(url, 1)?;
     db.migrate()?;
     let mut conn = db.get()?;
-    conn.transaction(|c| {
-        for i in 0..n {
-            let change = match apps {
-                None => CredentialsChange {
-                    application_id: Change::Set(
-                        ApplicationId::parse(&format!("app-{i}")).unwrap().unwrap(),
-                    ),
-                    shared_secret: Change::Set(SecretString::from(format!(
-                        "secret-{i:06}-abcdefgh"
-                    ))),
-                    refresh_token: Change::Set(SecretString::from(format!(
-                        "refresh-{i:06}-abcdefgh"
-                    ))),
-                    profile_id: Change::Keep,
-                    ..Default::default()
-                },
-                Some(apps) => CredentialsChange {
-                    application_id: Change::Set(
-                        ApplicationId::parse(&format!("bench-app-{}", i % apps))
-                            .unwrap()
-                            .unwrap(),
-                    ),
-                    shared_secret: Change::Set(SecretString::from(format!(
-                        "bench-app-{}-secret",
-                        i % apps
-                    ))),
-                    // Each company is its own ChannelAdvisor account: a refresh token of its own.
-                    refresh_token: Change::Set(SecretString::from(format!("bench-refresh-{i:06}"))),
-                    profile_id: Change::Keep,
-                    ..Default::default()
-                },
-            };
-            let company =
-                CompanyId::parse(&format!("c{i:06}")).map_err(schema::StoreError::Worker)?;
-            credentials::save(c, &keys, &company, &change, None, "seed")?;
-        }
-        Ok::<_, schema::StoreError>(())
-    })?;
+    // A thousand companies a transaction: each save also counts the company in its state's row of
+    // `connection_counts`, and PostgreSQL walks that row's versions made by the same transaction.
+    for batch in (0..n).collect::<Vec<_>>().chunks(1000) {
+        conn.transaction(|c| {
+            for &i in batch {
+                let change = match apps {
+                    None => CredentialsChange {
+                        application_id: Change::Set(
+                            ApplicationId::parse(&format!("app-{i}")).unwrap().unwrap(),
+                        ),
+                        shared_secret: Change::Set(SecretString::from(format!(
+                            "secret-{i:06}-abcdefgh"
+                        ))),
+                        refresh_token: Change::Set(SecretString::from(format!(
+                            "refresh-{i:06}-abcdefgh"
+                        ))),
+                        profile_id: Change::Keep,
+                        ..Default::default()
+                    },
+                    Some(apps) => CredentialsChange {
+                        application_id: Change::Set(
+                            ApplicationId::parse(&format!("bench-app-{}", i % apps))
+                                .unwrap()
+                                .unwrap(),
+                        ),
+                        shared_secret: Change::Set(SecretString::from(format!(
+                            "bench-app-{}-secret",
+                            i % apps
+                        ))),
+                        // Each company is its own ChannelAdvisor account: a refresh token of its own.
+                        refresh_token: Change::Set(SecretString::from(format!(
+                            "bench-refresh-{i:06}"
+                        ))),
+                        profile_id: Change::Keep,
+                        ..Default::default()
+                    },
+                };
+                let company =
+                    CompanyId::parse(&format!("c{i:06}")).map_err(schema::StoreError::Worker)?;
+                credentials::save(c, &keys, &company, &change, None, "seed")?;
+            }
+            Ok::<_, schema::StoreError>(())
+        })?;
+    }
     Ok(())
 }
