@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use fantoccini::Locator;
 use serde_json::{json, Value};
 
-use crate::connection::{app_against, APP, REFRESH, SECRET};
-use crate::helpers::{admin, captured_logs, skip, Backend, TestApp};
+use crate::connection::{app_against, valid, APP, REFRESH, SECRET};
+use crate::helpers::{admin, captured_logs, poll_until, skip, Backend, TestApp};
 
 const TAB: &str = "\u{e004}";
 const ENTER: &str = "\u{e007}";
@@ -93,18 +93,12 @@ impl Browser {
 
     /// Waits until the element's text contains `want`.
     async fn wait_text(&self, css: &str, want: &str) {
-        let started = Instant::now();
-        loop {
-            let text = self.text(css).await;
-            if text.contains(want) {
-                return;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "{css} never said '{want}' (last: '{text}')"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let read = || self.text(css);
+        let text = poll_until(Duration::from_secs(10), read, |t| t.contains(want)).await;
+        assert!(
+            text.contains(want),
+            "{css} never said '{want}' (last: '{text}')"
+        );
     }
 }
 
@@ -525,14 +519,8 @@ where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = bool>,
 {
-    let started = Instant::now();
-    while !check().await {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the screen never got there"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let held = poll_until(Duration::from_secs(10), check, |held| *held).await;
+    assert!(held, "the screen never got there");
 }
 
 /// Issue 27's rough edges of the screen, each as an admin meets it.
@@ -543,7 +531,7 @@ async fn the_screen_says_why_and_asks_first() {
     };
     let sim = crate::connection::sim(0);
     let app = app_against(&Backend::Sqlite, &sim.url(), &[]).await;
-    let valid = json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH});
+    let valid = valid();
     for company in ["acme", "globex", "initech"] {
         app.put_credentials(company, &valid).await;
     }

@@ -21,8 +21,8 @@ on_both_backends!(
     connect_needs_settings_and_stored_values,
 );
 
-const COMPANY: &str = "acme";
-const ERP: &str = "https://erp.example";
+pub const COMPANY: &str = "acme";
+pub const ERP: &str = "https://erp.example";
 
 /// A client that shows redirects instead of following them, as a test of each hop needs.
 fn browser() -> reqwest::Client {
@@ -33,7 +33,7 @@ fn browser() -> reqwest::Client {
 }
 
 /// The service with Connect configured: its public URL names its own port.
-async fn connect_app(backend: &Backend, sim: &Simulator) -> TestApp {
+pub async fn connect_app(backend: &Backend, sim: &Simulator) -> TestApp {
     let port = free_port();
     let listen = format!("127.0.0.1:{port}");
     let public = format!("http://127.0.0.1:{port}");
@@ -55,7 +55,7 @@ async fn connect_app(backend: &Backend, sim: &Simulator) -> TestApp {
 }
 
 /// Saves the Application ID and Shared Secret only: what an admin has before Connect.
-async fn save_application(app: &TestApp) -> i64 {
+pub async fn save_application(app: &TestApp) -> i64 {
     let res = app
         .put_credentials(
             COMPANY,
@@ -67,7 +67,7 @@ async fn save_application(app: &TestApp) -> i64 {
     body["version"].as_i64().unwrap()
 }
 
-async fn start(app: &TestApp, body: Option<Value>) -> reqwest::Response {
+pub async fn start(app: &TestApp, body: Option<Value>) -> reqwest::Response {
     let mut req = app
         .client
         .post(app.url(&format!("/api/v1/companies/{COMPANY}/connect")))
@@ -78,14 +78,14 @@ async fn start(app: &TestApp, body: Option<Value>) -> reqwest::Response {
     req.send().await.unwrap()
 }
 
-async fn authorize_url(app: &TestApp, return_to: Option<&str>) -> url::Url {
+pub async fn authorize_url(app: &TestApp, return_to: Option<&str>) -> url::Url {
     let res = start(app, return_to.map(|r| json!({"return_to": r}))).await;
     assert_eq!(res.status(), 201);
     let body: Value = res.json().await.unwrap();
     url::Url::parse(body["authorize_url"].as_str().unwrap()).unwrap()
 }
 
-fn query(url: &url::Url) -> HashMap<String, String> {
+pub fn query(url: &url::Url) -> HashMap<String, String> {
     url.query_pairs().into_owned().collect()
 }
 
@@ -106,7 +106,7 @@ fn form_inputs(html: &str) -> Vec<(String, String)> {
 
 /// The admin's browser on ChannelAdvisor: opens the Grant Access page and presses a button.
 /// Returns where ChannelAdvisor sends the browser back to.
-async fn grant_page(authorize: &url::Url, decision: &str) -> url::Url {
+pub async fn grant_page(authorize: &url::Url, decision: &str) -> url::Url {
     let browser = browser();
     let page = browser.get(authorize.clone()).send().await.unwrap();
     assert_eq!(page.status(), 200);
@@ -126,7 +126,7 @@ async fn grant_page(authorize: &url::Url, decision: &str) -> url::Url {
 }
 
 /// The browser arriving at the callback (on `app`, whichever instance the redirect names).
-async fn callback(app: &TestApp, back: &url::Url, html: bool) -> reqwest::Response {
+pub async fn callback(app: &TestApp, back: &url::Url, html: bool) -> reqwest::Response {
     let target = format!("{}{}?{}", app.base, back.path(), back.query().unwrap_or(""));
     let mut req = browser().get(target);
     if html {
@@ -135,7 +135,7 @@ async fn callback(app: &TestApp, back: &url::Url, html: bool) -> reqwest::Respon
     req.send().await.unwrap()
 }
 
-async fn credentials(app: &TestApp) -> Value {
+pub async fn credentials(app: &TestApp) -> Value {
     app.get_json(
         &format!("/api/v1/companies/{COMPANY}/credentials"),
         &admin(&[COMPANY]),
@@ -144,7 +144,7 @@ async fn credentials(app: &TestApp) -> Value {
     .1
 }
 
-async fn audit_actions(app: &TestApp) -> Vec<(String, Option<String>)> {
+pub async fn audit_actions(app: &TestApp) -> Vec<(String, Option<String>)> {
     let (_, body) = app
         .get_json(
             &format!("/api/v1/companies/{COMPANY}/audit"),

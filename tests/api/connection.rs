@@ -63,7 +63,8 @@ pub async fn test_connection(app: &TestApp, company: &str, body: Option<Value>) 
     res.json().await.unwrap()
 }
 
-fn valid() -> Value {
+/// A complete set of credentials the simulator accepts.
+pub fn valid() -> Value {
     json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH})
 }
 

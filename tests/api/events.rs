@@ -6,9 +6,8 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use crate::connection::{app_against, sim, test_connection, APP, REFRESH, SECRET};
-use crate::helpers::{admin, assert_problem, spawn_app, token, Backend, TestApp};
-use crate::memory::OtherProcess;
+use crate::connection::{app_against, sim, test_connection, valid};
+use crate::helpers::{admin, assert_problem, second_instance, spawn_app, token, Backend, TestApp};
 use crate::on_both_backends;
 
 on_both_backends!(
@@ -104,17 +103,19 @@ fn credentials(secret: &str) -> Value {
 
 async fn a_change_through_another_process_reaches_the_stream(backend: Backend) {
     let app = spawn_app(&backend).await;
-    let other = OtherProcess::beside(&app, "http://127.0.0.1:9");
+    let other = second_instance(&app, &["--channeladvisor-url", "http://127.0.0.1:9"]).await;
     let mut acme = Stream::open(&app, "", &admin(&["acme"]), None).await;
     let mut everything = Stream::open(&app, "?companies=acme", &admin(&["*"]), None).await;
 
     let status = other
-        .write_credentials(
+        .call(
             reqwest::Method::PUT,
+            "credentials",
             "acme",
             Some(credentials("secret-one-0001")),
         )
-        .await;
+        .await
+        .0;
     assert_eq!(status, 201);
     // The contract's second counts from the change: the other process answered after its commit.
     let answered = std::time::Instant::now();
@@ -124,13 +125,15 @@ async fn a_change_through_another_process_reaches_the_stream(backend: Backend) {
         "the other process's change arrived {:?} after it answered",
         answered.elapsed()
     );
-    other
-        .write_credentials(
+    let (status, _) = other
+        .call(
             reqwest::Method::PUT,
+            "credentials",
             "beta",
             Some(credentials("secret-two-0001")),
         )
         .await;
+    assert_eq!(status, 201);
     assert_eq!(first.event, "credentials.updated");
     assert_eq!(first.data["type"], "credentials.updated");
     assert_eq!(first.data["data"]["company"], "acme");
@@ -155,6 +158,28 @@ async fn a_change_through_another_process_reaches_the_stream(backend: Backend) {
         .map(|f| &f.data["data"]["company"])
         .collect();
     assert_eq!(companies, [&json!("acme"), &json!("acme")], "{narrowed:?}");
+    // Changes one after another, each made just after the last one arrived: an instance that
+    // looked for other processes' commits less often than once a second misses the bound here
+    // whatever its timing (it looked just before each change was made).
+    for profile in 1..=3 {
+        let (status, _) = other
+            .call(
+                reqwest::Method::PATCH,
+                "credentials",
+                "acme",
+                Some(json!({ "profile_id": profile })),
+            )
+            .await;
+        assert_eq!(status, 200);
+        let answered = std::time::Instant::now();
+        let got = acme.next(Duration::from_secs(3)).await.expect("an event");
+        assert_eq!(got.data["data"]["changed"], json!(["profile_id"]));
+        assert!(
+            answered.elapsed() < Duration::from_secs(1),
+            "change {profile} arrived {:?} after it answered",
+            answered.elapsed()
+        );
+    }
     // And a change made here reaches it too, with nobody subscribed to web-hooks.
     app.patch_credentials("acme", &json!({"profile_id": 7}))
         .await;
@@ -271,7 +296,7 @@ async fn streams_refuse_what_they_cannot_serve(backend: Backend) {
 async fn a_failed_test_names_itself_in_the_status_change(backend: Backend) {
     let sim = sim(0);
     let app = app_against(&backend, &sim.url(), &[]).await;
-    let valid = json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH});
+    let valid = valid();
     app.put_credentials("acme", &valid).await;
     assert_eq!(
         test_connection(&app, "acme", None).await["outcome"],

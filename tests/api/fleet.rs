@@ -5,13 +5,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connector::sim::{SimConfig, Simulator};
-use diesel::Connection;
 use futures_util::{stream, StreamExt};
-use schema::credentials::{Change, CredentialsChange};
-use schema::{CompanyId, KeyRing};
+
+use schema::KeyRing;
 use serde_json::{json, Value};
 
 use crate::connection::{app_against, test_connection};
+use crate::helpers::seed::Seeded;
 use crate::helpers::{assert_problem, second_instance, token, Backend, TestApp};
 use crate::on_both_backends;
 use crate::tokens::issue;
@@ -37,32 +37,24 @@ fn fleet_sim(latency_ms: u64, life: Duration) -> Simulator {
 /// Companies `{prefix}{i:04}` with complete credentials, company i on Application ID
 /// `fleet-app-{i % apps}`, written straight to the store in one transaction.
 pub fn seed(app: &TestApp, prefix: &str, n: usize, apps: usize) -> Vec<String> {
-    use secrecy::SecretString;
     let keys = KeyRing::parse(&app.keys_spec).unwrap();
-    let db = app.database();
-    let mut conn = db.get().unwrap();
-    let names: Vec<String> = (0..n).map(|i| format!("{prefix}{i:04}")).collect();
-    conn.transaction(|c| {
-        for (i, name) in names.iter().enumerate() {
+    let companies: Vec<Seeded> = (0..n)
+        .map(|i| {
             let application = format!("fleet-app-{}", i % apps);
-            let change = CredentialsChange {
-                application_id: Change::Set(
-                    connector::ApplicationId::parse(&application)
-                        .unwrap()
-                        .unwrap(),
-                ),
-                shared_secret: Change::Set(SecretString::from(format!("{application}-secret"))),
+            let company = format!("{prefix}{i:04}");
+            Seeded {
+                shared_secret: format!("{application}-secret"),
                 // Each company is its own account: a refresh token of its own.
-                refresh_token: Change::Set(SecretString::from(format!("bench-refresh-{name}"))),
-                ..Default::default()
-            };
-            let company = CompanyId::parse(name).unwrap();
-            schema::credentials::save(c, &keys, &company, &change, None, "seed")?;
-        }
-        Ok::<_, schema::StoreError>(())
-    })
-    .unwrap();
-    names
+                refresh_token: format!("bench-refresh-{company}"),
+                application_id: application,
+                company,
+                developer_key: None,
+                password: None,
+            }
+        })
+        .collect();
+    crate::helpers::seed::seed(&mut app.database().get().unwrap(), &keys, &companies);
+    companies.into_iter().map(|c| c.company).collect()
 }
 
 /// One job token request per company, all at once, spread over `apps` instances.

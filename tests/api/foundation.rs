@@ -148,19 +148,18 @@ async fn request_id_on_responses_and_logs(backend: Backend) {
     assert_eq!(res.status(), 201);
     assert_eq!(res.headers()["x-request-id"], mine.as_str());
     // The access line is written as the response leaves; under load it may trail the answer.
-    let started = std::time::Instant::now();
-    let lines: Vec<String> = loop {
+    let read = || async {
         let lines: Vec<String> = captured_logs()
             .lines()
             .filter(|l| l.contains(&mine))
             .map(String::from)
             .collect();
-        let finished = lines.iter().any(|l| l.contains("request finished"));
-        if (finished && lines.len() >= 2) || started.elapsed() > Duration::from_secs(3) {
-            break lines;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        lines
     };
+    let lines = crate::helpers::poll_until(Duration::from_secs(3), read, |lines| {
+        lines.len() >= 2 && lines.iter().any(|l| l.contains("request finished"))
+    })
+    .await;
     assert!(
         lines.len() >= 2,
         "the request's log lines carry its id: {lines:?}"
@@ -377,21 +376,11 @@ async fn readiness_follows_an_unreachable_database() {
     assert_eq!(res.status(), 200, "alive while the database is away");
 
     proxy.set_up(true);
-    let mut status = 0;
-    for _ in 0..20 {
-        status = app
-            .client
-            .get(app.url("/readyz"))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16();
-        if status == 200 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let read = || async {
+        let res = app.client.get(app.url("/readyz")).send().await.unwrap();
+        res.status().as_u16()
+    };
+    let status = crate::helpers::poll_until(Duration::from_secs(5), read, |s| *s == 200).await;
     assert_eq!(status, 200, "ready again without a restart");
 }
 

@@ -11,6 +11,7 @@ mod browser;
 mod browser_driver;
 mod cli;
 mod connect;
+mod connect_contract;
 mod connection;
 mod credentials;
 mod docs;
@@ -26,6 +27,7 @@ mod schema_equivalence;
 mod secrets;
 mod simulator;
 mod soap;
+mod token_store;
 mod tokens;
 mod webhooks;
 

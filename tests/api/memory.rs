@@ -1,164 +1,21 @@
 //! Hot reads (a company's token, its connection status) are served from memory for a moment.
-//! These tests put a `serve` process of its own beside the test app on one database: unlike a
-//! second in-process app it does not see the test app's commits, so only the time window and the
-//! settling of saves and tests keep it from answering with what was true before a change.
+//! These tests put a second instance (a `serve` process of its own) beside the test app on one
+//! database: it does not see the test app's commits, so only the time window and the settling of
+//! saves and tests keep it from answering with what was true before a change.
 
-use std::process::Child;
+use serde_json::json;
 
-use secrecy::ExposeSecret;
-use serde_json::{json, Value};
-
-use crate::cli::{bare, start};
-use crate::connection::{app_against, sim, test_connection, APP, REFRESH, SECRET};
-use crate::helpers::{admin, Backend, TestApp, JWT_SECRET};
+use crate::connection::{app_against, sim, test_connection, valid};
+use crate::helpers::{second_instance, Backend};
 use crate::on_both_backends;
 
 on_both_backends!(nothing_old_is_served_from_memory_after_a_change_answered);
 
-/// `ca-connector serve` as a separate process on `first`'s database.
-pub struct OtherProcess {
-    child: Child,
-    base: String,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
-impl OtherProcess {
-    pub fn beside(first: &TestApp, upstream: &str) -> OtherProcess {
-        let dir = tempfile::TempDir::new().unwrap();
-        let mut cmd = bare(dir.path());
-        cmd.env("CA_CONNECTOR_DATABASE_URL", &first.database_url)
-            .env(
-                "CA_CONNECTOR_ENCRYPTION_KEYS",
-                first.keys_spec.expose_secret(),
-            )
-            .env("CA_CONNECTOR_JWT_SECRET", JWT_SECRET)
-            .env("CA_CONNECTOR_CHANNELADVISOR_URL", upstream)
-            .env("CA_CONNECTOR_DATA_DIR", dir.path());
-        // `start` keeps reading its log, so a full pipe never stalls it.
-        let (child, port, _logs, _) = start(cmd);
-        OtherProcess {
-            child,
-            base: format!("http://127.0.0.1:{port}"),
-            client: reqwest::Client::new(),
-            _dir: dir,
-        }
-    }
-
-    /// One call as company's admin; the named string field of the 200 answer.
-    async fn field(
-        &self,
-        method: reqwest::Method,
-        path: &str,
-        company: &str,
-        name: &str,
-    ) -> String {
-        let res = self
-            .client
-            .request(
-                method,
-                format!("{}/api/v1/companies/{company}/{path}", self.base),
-            )
-            .bearer_auth(admin(&[company]))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
-        res.json::<Value>().await.unwrap()[name]
-            .as_str()
-            .unwrap()
-            .to_string()
-    }
-
-    pub async fn token(&self, company: &str) -> String {
-        self.field(
-            reqwest::Method::POST,
-            "access-token",
-            company,
-            "access_token",
-        )
-        .await
-    }
-
-    /// A credentials write as company's admin; the answer's status.
-    pub async fn write_credentials(
-        &self,
-        method: reqwest::Method,
-        company: &str,
-        body: Option<Value>,
-    ) -> u16 {
-        let mut req = self
-            .client
-            .request(
-                method,
-                format!("{}/api/v1/companies/{company}/credentials", self.base),
-            )
-            .bearer_auth(admin(&[company]));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        req.send().await.unwrap().status().as_u16()
-    }
-
-    /// Any call as company's admin, with an optional JSON body: the status and the body.
-    pub async fn call(
-        &self,
-        method: reqwest::Method,
-        path_in_company: &str,
-        company: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let mut req = self
-            .client
-            .request(
-                method,
-                format!("{}/api/v1/companies/{company}/{path_in_company}", self.base),
-            )
-            .bearer_auth(admin(&[company]));
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        let res = req.send().await.unwrap();
-        let status = res.status().as_u16();
-        (status, res.json().await.unwrap_or(Value::Null))
-    }
-
-    /// The process's resident memory, in KiB.
-    pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap()
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub async fn state(&self, company: &str) -> String {
-        self.field(reqwest::Method::GET, "connection", company, "state")
-            .await
-    }
-}
-
-impl Drop for OtherProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn nothing_old_is_served_from_memory_after_a_change_answered(backend: Backend) {
     let sim = sim(0);
     let a = app_against(&backend, &sim.url(), &[]).await;
-    let b = OtherProcess::beside(&a, &sim.url());
-    a.put_credentials(
-        "acme",
-        &json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH}),
-    )
-    .await;
+    let b = second_instance(&a, &["--channeladvisor-url", &sim.url()]).await;
+    a.put_credentials("acme", &valid()).await;
     let mut old = b.token("acme").await;
     for round in 1..=5 {
         // The other process has just read the token: it holds a copy in memory.
@@ -222,7 +79,7 @@ async fn a_thousand_streams_resuming_from_the_start_stay_bounded() {
             .unwrap();
         }
     }
-    let other = OtherProcess::beside(&app, "http://127.0.0.1:9");
+    let other = second_instance(&app, &["--channeladvisor-url", "http://127.0.0.1:9"]).await;
     let client = reqwest::Client::new();
     let open = |i: usize, resume: Option<i64>| {
         let mut req = client
@@ -258,10 +115,10 @@ async fn a_thousand_streams_resuming_from_the_start_stay_bounded() {
     drop(first);
     // Until the server has filled what each stream may hold (its growth stops).
     let settled = || async {
-        let mut last = other.rss_kib();
+        let mut last = other.process.as_ref().unwrap().rss_kib();
         for _ in 0..20 {
             tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-            let now = other.rss_kib();
+            let now = other.process.as_ref().unwrap().rss_kib();
             if now.abs_diff(last) < 512 {
                 break;
             }
@@ -270,7 +127,7 @@ async fn a_thousand_streams_resuming_from_the_start_stay_bounded() {
         last
     };
     // The baseline in the same run: 1,000 live streams with nothing to replay.
-    let start = other.rss_kib();
+    let start = other.process.as_ref().unwrap().rss_kib();
     let mut held = Vec::new();
     for chunk in (0..1000).collect::<Vec<_>>().chunks(50) {
         held.extend(futures_util::future::join_all(chunk.iter().map(|i| open(*i, None))).await);

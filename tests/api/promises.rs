@@ -7,8 +7,8 @@ use serde_json::{json, Value};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::connection::{app_against, sim, test_connection, APP, REFRESH, SECRET};
-use crate::helpers::{admin, assert_problem, spawn_app, Backend};
+use crate::connection::{app_against, sim, test_connection, valid, APP, SECRET};
+use crate::helpers::{admin, assert_problem, poll_until, spawn_app, Backend, TestApp};
 use crate::on_both_backends;
 use crate::tokens::issue;
 use crate::webhooks::{received, subscribe};
@@ -24,10 +24,6 @@ on_both_backends!(
     upstream_calls_per_application_stay_within_the_limit,
     a_web_hook_secret_that_does_not_open_fails_only_its_own_deliveries,
 );
-
-fn valid() -> Value {
-    json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH})
-}
 
 fn with_conn<T>(
     app: &crate::helpers::TestApp,
@@ -139,17 +135,12 @@ async fn a_test_completes_and_is_recorded_when_its_caller_disconnects(backend: B
         .send()
         .await;
     assert!(gone.is_err_and(|e| e.is_timeout()), "the caller left first");
-    let started = Instant::now();
-    let status = loop {
-        let status = app
-            .get_json("/api/v1/companies/acme/connection", &admin(&["acme"]))
+    let read = || async {
+        app.get_json("/api/v1/companies/acme/connection", &admin(&["acme"]))
             .await
-            .1;
-        if status["state"] != "untested" || started.elapsed() > Duration::from_secs(10) {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+            .1
     };
+    let status = poll_until(Duration::from_secs(10), read, |s| s["state"] != "untested").await;
     assert_eq!(status["state"], "connected", "{status}");
     assert_eq!(status["last_test"]["triggered_by"], "admin@test");
     let history = app
@@ -234,8 +225,7 @@ async fn candidate_and_scheduled_tests_emit_connection_tested(backend: Backend) 
     app.put_credentials("acme", &valid()).await;
     let candidate = test_connection(&app, "acme", Some(json!({"profile_id": 12345678}))).await;
     assert_eq!(candidate["candidate"], true);
-    let started = Instant::now();
-    let events = loop {
+    let read = || async {
         let events: Vec<Value> = receiver
             .received_requests()
             .await
@@ -243,15 +233,15 @@ async fn candidate_and_scheduled_tests_emit_connection_tested(backend: Backend) 
             .iter()
             .map(|r| serde_json::from_slice(&r.body).unwrap())
             .collect();
-        let scheduled = events
-            .iter()
-            .any(|e| e["data"]["triggered_by"] == "scheduler");
-        let candidate_seen = events.iter().any(|e| e["data"]["candidate"] == true);
-        if (scheduled && candidate_seen) || started.elapsed() > Duration::from_secs(10) {
-            break events;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        events
     };
+    let events = poll_until(Duration::from_secs(10), read, |events| {
+        events
+            .iter()
+            .any(|e| e["data"]["triggered_by"] == "scheduler")
+            && events.iter().any(|e| e["data"]["candidate"] == true)
+    })
+    .await;
     assert!(
         events.iter().all(|e| e["type"] == "connection.tested"),
         "{events:?}"
@@ -520,26 +510,14 @@ async fn a_delivery_attempt_ends_at_its_ten_second_deadline() {
     app.put_credentials("acme", &json!({"application_id": "app-1"}))
         .await;
     let id = hook["id"].as_str().unwrap();
-    let attempt = loop {
-        let (_, log) = app
-            .get_json(
-                &format!("/api/v1/webhooks/{id}/deliveries"),
-                &admin(&["acme"]),
-            )
-            .await;
-        if let Some(first) = log["deliveries"]
-            .as_array()
-            .and_then(|d| d.first())
-            .cloned()
-        {
-            break first;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "no attempt recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let log = poll_until(
+        Duration::from_secs(20),
+        || deliveries(&app, id),
+        |log| log["deliveries"].as_array().is_some_and(|d| !d.is_empty()),
+    )
+    .await;
+    let attempt = log["deliveries"][0].clone();
+    assert!(attempt.is_object(), "no attempt recorded: {log}");
     let took = started.elapsed();
     assert_eq!(attempt["outcome"], "failed", "{attempt}");
     assert!(
@@ -643,21 +621,12 @@ async fn a_web_hook_secret_that_does_not_open_fails_only_its_own_deliveries(back
     let got = received(&good, 1, Duration::from_secs(5)).await;
     assert_eq!(got.len(), 1, "the other subscription is delivered");
     crate::webhooks::verify(good_hook["secret"].as_str().unwrap(), &got[0]);
-    let started = Instant::now();
-    let log = loop {
-        let (_, log) = app
-            .get_json(
-                &format!("/api/v1/webhooks/{bad_id}/deliveries"),
-                &admin(&["acme"]),
-            )
-            .await;
-        if log["deliveries"].as_array().is_some_and(|d| !d.is_empty())
-            || started.elapsed() > Duration::from_secs(5)
-        {
-            break log;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    };
+    let log = poll_until(
+        Duration::from_secs(5),
+        || deliveries(&app, &bad_id),
+        |log| log["deliveries"].as_array().is_some_and(|d| !d.is_empty()),
+    )
+    .await;
     let attempt = &log["deliveries"][0];
     assert_eq!(attempt["outcome"], "failed", "{log}");
     assert!(
@@ -711,4 +680,14 @@ async fn web_hook_subscriptions_per_caller_are_bounded() {
         .unwrap();
     assert_eq!(res.status(), 204);
     assert_eq!(create().await.unwrap().status(), 201);
+}
+
+/// A subscription's delivery log, as its caller sees it.
+async fn deliveries(app: &TestApp, webhook_id: &str) -> Value {
+    app.get_json(
+        &format!("/api/v1/webhooks/{webhook_id}/deliveries"),
+        &admin(&["acme"]),
+    )
+    .await
+    .1
 }

@@ -13,9 +13,8 @@ use serde_json::{json, Value};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::connection::{app_against, test_connection, APP, REFRESH, SECRET};
-use crate::helpers::{Backend, TestApp};
-use crate::memory::OtherProcess;
+use crate::connection::{app_against, test_connection, valid, APP, REFRESH, SECRET};
+use crate::helpers::{second_instance, Backend, TestApp};
 use crate::on_both_backends;
 use crate::tokens::issue;
 
@@ -38,10 +37,6 @@ fn rotating_sim(latency_ms: u64) -> Simulator {
         "127.0.0.1:0",
     )
     .unwrap()
-}
-
-fn valid() -> Value {
-    json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH})
 }
 
 fn reuse_detected(sim: &Simulator) -> u64 {
@@ -92,7 +87,7 @@ async fn the_simulator_revokes_a_grant_whose_spent_token_is_used_again() {
 async fn a_rotated_refresh_token_survives_a_save_of_another_field(backend: Backend) {
     let sim = rotating_sim(600);
     let a = Arc::new(app_against(&backend, &sim.url(), &[]).await);
-    let b = OtherProcess::beside(&a, &sim.url());
+    let b = second_instance(&a, &["--channeladvisor-url", &sim.url()]).await;
     a.put_credentials("acme", &valid()).await;
     let job = {
         let a = a.clone();
@@ -139,7 +134,7 @@ async fn a_rotated_refresh_token_survives_a_save_of_another_field(backend: Backe
 async fn tests_and_job_tokens_at_once_share_one_exchange(backend: Backend) {
     let sim = rotating_sim(400);
     let a = Arc::new(app_against(&backend, &sim.url(), &[]).await);
-    let b = Arc::new(OtherProcess::beside(&a, &sim.url()));
+    let b = Arc::new(second_instance(&a, &["--channeladvisor-url", &sim.url()]).await);
     a.put_credentials("acme", &valid()).await;
     let mut tests = Vec::new();
     let mut jobs = Vec::new();
@@ -205,7 +200,7 @@ async fn a_lease_overtaken_by_a_slow_upstream_cannot_write(backend: Backend) {
         .mount(&server)
         .await;
     let a = Arc::new(app_against(&backend, &server.uri(), &[]).await);
-    let b = OtherProcess::beside(&a, &server.uri());
+    let b = second_instance(&a, &["--channeladvisor-url", &server.uri()]).await;
     a.put_credentials("acme", &valid()).await;
     let slow = {
         let a = a.clone();
@@ -250,7 +245,7 @@ async fn a_lease_overtaken_by_a_slow_upstream_cannot_write(backend: Backend) {
 async fn a_candidate_test_keeps_the_rotated_refresh_token(backend: Backend) {
     let sim = rotating_sim(0);
     let a = app_against(&backend, &sim.url(), &[]).await;
-    let b = OtherProcess::beside(&a, &sim.url());
+    let b = second_instance(&a, &["--channeladvisor-url", &sim.url()]).await;
     a.put_credentials("acme", &valid()).await;
     let result = test_connection(&a, "acme", Some(json!({"profile_id": 12345678}))).await;
     assert_eq!(result["outcome"], "connected", "{result}");

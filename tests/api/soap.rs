@@ -193,14 +193,9 @@ async fn scheduled_health_checks_test_soap_connections(backend: Backend) {
     };
     // The first scheduled check comes within one interval (1 s) of the connection becoming
     // complete; 1.5 s more for the scheduler's tick and a busy machine.
-    let started = std::time::Instant::now();
-    let runs = loop {
-        let runs = history(COMPANY).await;
-        if !runs.is_empty() || started.elapsed() > std::time::Duration::from_millis(2500) {
-            break runs;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    };
+    let within = std::time::Duration::from_millis(2500);
+    let runs =
+        crate::helpers::poll_until(within, || history(COMPANY), |runs| !runs.is_empty()).await;
     assert_eq!(runs[0]["triggered_by"], "scheduler", "{runs:?}");
     assert_eq!(runs[0]["outcome"], "connected", "{runs:?}");
     assert!(

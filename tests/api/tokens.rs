@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use wiremock::matchers::{body_string_contains, method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-use crate::connection::{app_against, sim, APP, REFRESH, SECRET};
+use crate::connection::{app_against, sim, valid, APP, SECRET};
 use crate::helpers::{admin, assert_problem, captured_logs, second_instance, Backend, TestApp};
 use crate::on_both_backends;
 
@@ -26,10 +26,6 @@ on_both_backends!(
     rotated_refresh_token_is_stored_with_the_new_token,
     scheduled_health_checks_run_once_per_interval,
 );
-
-fn valid() -> Value {
-    json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH})
-}
 
 pub async fn issue(app: &TestApp, company: &str, query: &str) -> reqwest::Response {
     app.client
@@ -70,17 +66,15 @@ async fn cached_token_is_reused_until_the_margin(backend: Backend) {
     assert_eq!(sim.token_calls(), 1, "one refresh, then the cache");
     assert_eq!(sim.profile_calls(), 0, "a job token needs no probe");
     // The status shows the stored token's expiry (read through the status's short memory).
-    let deadline = std::time::Instant::now() + Duration::from_secs(2);
-    let status = loop {
-        let status = app
-            .get_json("/api/v1/companies/acme/connection", &admin(&["acme"]))
+    let read = || async {
+        app.get_json("/api/v1/companies/acme/connection", &admin(&["acme"]))
             .await
-            .1;
-        if status["access_token_expires_at"].is_string() || std::time::Instant::now() > deadline {
-            break status;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+            .1
     };
+    let status = crate::helpers::poll_until(Duration::from_secs(2), read, |s| {
+        s["access_token_expires_at"].is_string()
+    })
+    .await;
     assert!(status["access_token_expires_at"].is_string(), "{status}");
     let metrics = app.metrics().await;
     assert!(
@@ -367,7 +361,7 @@ async fn two_instances_refresh_each_company_once(backend: Backend) {
 async fn saving_invalidates_tokens_on_every_instance(backend: Backend) {
     let sim = sim(0);
     let a = app_against(&backend, &sim.url(), &[]).await;
-    let b = crate::memory::OtherProcess::beside(&a, &sim.url());
+    let b = second_instance(&a, &["--channeladvisor-url", &sim.url()]).await;
     a.put_credentials("acme", &valid()).await;
     let old = token_of(&a, "acme").await;
     assert_eq!(
@@ -376,12 +370,14 @@ async fn saving_invalidates_tokens_on_every_instance(backend: Backend) {
         "a token one instance obtained serves the other"
     );
     let patched = b
-        .write_credentials(
+        .call(
             reqwest::Method::PATCH,
+            "credentials",
             "acme",
             Some(json!({"profile_id": 42})),
         )
-        .await;
+        .await
+        .0;
     assert_eq!(patched, 200);
     let new = token_of(&a, "acme").await;
     assert_ne!(
@@ -390,8 +386,9 @@ async fn saving_invalidates_tokens_on_every_instance(backend: Backend) {
     );
     assert_eq!(sim.token_calls(), 2);
     let deleted = b
-        .write_credentials(reqwest::Method::DELETE, "acme", None)
-        .await;
+        .call(reqwest::Method::DELETE, "credentials", "acme", None)
+        .await
+        .0;
     assert_eq!(deleted, 204);
     assert_problem(issue(&a, "acme", "").await, 409, "connection_not_ready").await;
 }
@@ -473,18 +470,17 @@ async fn scheduled_health_checks_run_once_per_interval(backend: Backend) {
     // the save, the second one interval later, so 2 × 2 s; the bound adds 1.5 s for ticks (0.1 s)
     // and a machine busy with other tests.
     let bound = Duration::from_millis(5500);
-    let started = std::time::Instant::now();
-    let mut checked: Vec<Vec<chrono::DateTime<chrono::Utc>>>;
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        checked = Vec::new();
+    let read = || async {
+        let mut checked = Vec::new();
         for c in &companies {
             checked.push(scheduler_runs(&a, c).await);
         }
-        if checked.iter().all(|runs| runs.len() >= 2) || started.elapsed() > bound {
-            break;
-        }
-    }
+        checked
+    };
+    let checked = crate::helpers::poll_until(bound, read, |checked| {
+        checked.iter().all(|runs| runs.len() >= 2)
+    })
+    .await;
     for (c, runs) in companies.iter().zip(&checked) {
         assert!(
             runs.len() >= 2,
@@ -569,6 +565,7 @@ async fn a_caller_needing_more_life_is_not_handed_a_shared_short_token(backend: 
         .mount(&server)
         .await;
     let app = Arc::new(app_against(&backend, &server.uri(), &[]).await);
+    let mut overlapped = 0;
     for round in 0..5 {
         let company = format!("acme{round}");
         app.put_credentials(
@@ -603,8 +600,13 @@ async fn a_caller_needing_more_life_is_not_handed_a_shared_short_token(backend: 
                 handed_short += 1;
             }
         }
-        // The race happened: callers that asked with the min_ttl caller were handed the short
-        // token it could not take, so they and it read the same stored token.
-        assert!(handed_short > 0, "round {round}: no caller overlapped");
+        overlapped += usize::from(handed_short > 0);
     }
+    // The race happened: in some round, callers that asked with the min_ttl caller were handed
+    // the short token it could not take, so they and it read the same stored token. (Not in
+    // every round: on a machine busy with other tests twenty callers do not always meet.)
+    assert!(
+        overlapped > 0,
+        "no caller overlapped in any of the 5 rounds"
+    );
 }

@@ -7,10 +7,10 @@ use serde_json::{json, Value};
 use wiremock::matchers::method;
 use wiremock::{Mock, MockServer, Request, ResponseTemplate};
 
-use crate::connection::{sim, test_connection, APP, REFRESH, SECRET};
+use crate::connection::{sim, test_connection, valid, APP, REFRESH, SECRET};
 use crate::helpers::{
-    admin, assert_problem, second_instance, spawn_app_with, token, token_for, AppOptions, Backend,
-    TestApp,
+    admin, assert_problem, poll_until, second_instance, spawn_app_with, token, token_for,
+    AppOptions, Backend, TestApp,
 };
 use crate::on_both_backends;
 use crate::tokens::issue;
@@ -71,14 +71,12 @@ pub async fn rotate_secret(app: &TestApp, id: &str) -> Value {
 
 /// Waits until the receiver holds `n` delivered requests (or times out), and returns them.
 pub async fn received(server: &MockServer, n: usize, within: Duration) -> Vec<Request> {
-    let started = Instant::now();
-    loop {
-        let got = server.received_requests().await.unwrap_or_default();
-        if got.len() >= n || started.elapsed() > within {
-            return got;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    poll_until(
+        within,
+        || async { server.received_requests().await.unwrap_or_default() },
+        |got| got.len() >= n,
+    )
+    .await
 }
 
 /// The delivery log, polled until `done` holds: the worker records an attempt just after the
@@ -89,8 +87,7 @@ async fn deliveries_until(
     within: Duration,
     done: impl Fn(&[Value]) -> bool,
 ) -> Vec<Value> {
-    let started = Instant::now();
-    loop {
+    let read = || async {
         let log = app
             .get_json(
                 &format!("/api/v1/webhooks/{webhook_id}/deliveries"),
@@ -98,12 +95,9 @@ async fn deliveries_until(
             )
             .await
             .1;
-        let attempts = log["deliveries"].as_array().cloned().unwrap_or_default();
-        if done(&attempts) || started.elapsed() > within {
-            return attempts;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+        log["deliveries"].as_array().cloned().unwrap_or_default()
+    };
+    poll_until(within, read, |attempts| done(attempts)).await
 }
 
 /// Each delivery of a subscription as (status, attempts), read from the database: what the
@@ -127,14 +121,8 @@ async fn states_until(
     webhook_id: &str,
     done: impl Fn(&[(String, i64)]) -> bool,
 ) -> Vec<(String, i64)> {
-    let started = Instant::now();
-    loop {
-        let states = delivery_states(app, webhook_id);
-        if done(&states) || started.elapsed() > Duration::from_secs(10) {
-            return states;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
+    let read = || async { delivery_states(app, webhook_id) };
+    poll_until(Duration::from_secs(10), read, |states| done(states)).await
 }
 
 /// Verifies with the independent Standard Webhooks implementation; returns (id, body).
@@ -196,11 +184,7 @@ async fn every_event_is_delivered_signed_and_filtered(backend: Backend) {
     )
     .await;
 
-    app.put_credentials(
-        "acme",
-        &json!({"application_id": APP, "shared_secret": SECRET, "refresh_token": REFRESH}),
-    )
-    .await;
+    app.put_credentials("acme", &valid()).await;
     test_connection(&app, "acme", None).await;
     app.patch_credentials("acme", &json!({"refresh_token": "revoked-token-0000"}))
         .await;
@@ -504,12 +488,8 @@ async fn events_reach_a_receiver_that_was_down_in_order(backend: Backend) {
         .mount(&receiver)
         .await;
     let secret = hook["secret"].as_str().unwrap();
-    let mut delivered: HashMap<String, Vec<i64>> = HashMap::new();
-    let started = Instant::now();
-    while delivered.values().map(Vec::len).sum::<usize>() < 10
-        && started.elapsed() < Duration::from_secs(15)
-    {
-        delivered.clear();
+    let read = || async {
+        let mut delivered: HashMap<String, Vec<i64>> = HashMap::new();
         let mut seen = std::collections::HashSet::new();
         for r in receiver.received_requests().await.unwrap() {
             let (id, body) = verify(secret, &r);
@@ -520,8 +500,12 @@ async fn events_reach_a_receiver_that_was_down_in_order(backend: Backend) {
                     .push(body["data"]["version"].as_i64().unwrap());
             }
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        delivered
+    };
+    let delivered = poll_until(Duration::from_secs(15), read, |d| {
+        d.values().map(Vec::len).sum::<usize>() >= 10
+    })
+    .await;
     assert_eq!(
         delivered["acme"],
         vec![1, 2, 3, 4, 5],
@@ -842,11 +826,8 @@ async fn killed_and_restarted(backend: &Backend, mid_attempt: bool) {
     };
     if !mid_attempt {
         // Between attempts: the failed one is recorded before the kill.
-        let started = Instant::now();
-        while attempts_recorded() < 1 && started.elapsed() < Duration::from_secs(5) {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        assert!(attempts_recorded() >= 1);
+        let read = || async { attempts_recorded() };
+        assert!(poll_until(Duration::from_secs(5), read, |n| *n >= 1).await >= 1);
     } else {
         assert_eq!(attempts_recorded(), 0, "the attempt is still under way");
     }

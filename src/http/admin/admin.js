@@ -204,6 +204,8 @@ async function save(event) {
   for (const name of PLAIN) patch[name] = $(name).value.trim() || null;
   for (const name of SECRETS) if ($(name).value) patch[name] = $(name).value;
   const headers = etag ? { 'If-Match': etag } : {};
+  // An earlier "Saved." must not stand for this save while it is under way.
+  notice('Saving…', true);
   const res = await api('PATCH', `/api/v1/companies/${encodeURIComponent(company)}/credentials`, patch, headers);
   if (res.status === 200 || res.status === 201) {
     etag = res.etag;

@@ -1,4 +1,5 @@
 pub mod proxy;
+pub mod seed;
 
 use std::io::Write;
 use std::sync::{Arc, Mutex, OnceLock};
@@ -170,6 +171,8 @@ pub struct TestApp {
     pub keys_spec: SecretString,
     pub data_dir: TempDir,
     pub backend: Backend,
+    /// Set for an instance that runs as a process of its own (`second_instance`).
+    pub process: Option<Process>,
 }
 
 #[derive(Default)]
@@ -247,6 +250,7 @@ pub async fn spawn_app_with(backend: &Backend, options: AppOptions) -> TestApp {
         keys_spec,
         data_dir,
         backend: backend.clone(),
+        process: None,
     }
 }
 
@@ -333,6 +337,45 @@ impl TestApp {
         (status, res.json().await.unwrap_or(Value::Null))
     }
 
+    /// Any call as company's admin, with an optional JSON body: the status and the body.
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path_in_company: &str,
+        company: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let url = self.url(&format!("/api/v1/companies/{company}/{path_in_company}"));
+        let mut req = self
+            .client
+            .request(method, url)
+            .bearer_auth(admin(&[company]));
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// A job's access token for company (the answer must be 200).
+    pub async fn token(&self, company: &str) -> String {
+        let (status, body) = self
+            .call(reqwest::Method::POST, "access-token", company, None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["access_token"].as_str().unwrap().to_string()
+    }
+
+    /// The connection's state as the status route shows it.
+    pub async fn state(&self, company: &str) -> String {
+        let (status, body) = self
+            .call(reqwest::Method::GET, "connection", company, None)
+            .await;
+        assert_eq!(status, 200, "{body}");
+        body["state"].as_str().unwrap().to_string()
+    }
+
     /// The Prometheus text of `/metrics`.
     pub async fn metrics(&self) -> String {
         let res = self.client.get(self.url("/metrics")).send().await.unwrap();
@@ -364,17 +407,63 @@ pub async fn assert_problem(res: reqwest::Response, status: u16, code: &str) -> 
     body
 }
 
-/// Another instance of the service on the same database and keys as `first`.
+/// Another instance of the service on the same database and keys as `first`: the one way tests
+/// start one. It is a `ca-connector serve` process of its own, so nothing process-wide (memory,
+/// wake-ups, caches) is shared with `first`: only what crosses real instances crosses these.
+/// Its log lines join `captured_logs()`, so the secret checks see them too.
 pub async fn second_instance(first: &TestApp, extra_args: &[&str]) -> TestApp {
-    spawn_app_with(
-        &first.backend,
-        AppOptions {
-            database_url: Some(first.database_url.clone()),
-            keys_spec: Some(first.keys_spec.clone()),
-            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
-        },
-    )
-    .await
+    let data_dir = TempDir::new().unwrap();
+    let mut cmd = crate::cli::bare(data_dir.path());
+    cmd.env("CA_CONNECTOR_DATABASE_URL", &first.database_url)
+        .env(
+            "CA_CONNECTOR_ENCRYPTION_KEYS",
+            first.keys_spec.expose_secret(),
+        )
+        .env("CA_CONNECTOR_JWT_SECRET", JWT_SECRET)
+        .env("CA_CONNECTOR_DATA_DIR", data_dir.path())
+        .arg("serve")
+        .args(extra_args);
+    let (child, port, later, early) = crate::cli::start(cmd);
+    init_logs();
+    let buffer = LOGS.get().expect("logs initialised").clone();
+    let record = move |line: String| {
+        let mut logs = buffer.lock().unwrap();
+        logs.extend_from_slice(line.as_bytes());
+        logs.push(b'\n');
+    };
+    early.into_iter().for_each(&record);
+    std::thread::spawn(move || later.into_iter().for_each(record));
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        client: reqwest::Client::new(),
+        database_url: first.database_url.clone(),
+        keys_spec: first.keys_spec.clone(),
+        data_dir,
+        backend: first.backend.clone(),
+        process: Some(Process(child)),
+    }
+}
+
+/// A service process a test started; killed when the test lets go of it.
+pub struct Process(std::process::Child);
+
+impl Process {
+    /// Its resident memory, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.0.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// A loopback port free a moment ago, for an app whose settings must name its own port before it
@@ -385,4 +474,26 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// The one way tests wait for something another task or process does: reads every 25 ms until
+/// `done` holds on what was read or `within` has passed, and returns the last read, so the
+/// caller's assertion shows what was there instead of a bare timeout.
+pub async fn poll_until<T, F, Fut>(
+    within: std::time::Duration,
+    mut read: F,
+    done: impl Fn(&T) -> bool,
+) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let started = std::time::Instant::now();
+    loop {
+        let value = read().await;
+        if done(&value) || started.elapsed() > within {
+            return value;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 }
