@@ -17,7 +17,7 @@ const ENTER: &str = "\u{e007}";
 use crate::browser_driver::Browser;
 
 /// A browser for one test, or `None` (the test skipped and counted) when this machine has none.
-async fn browser(test: &str) -> Option<Browser> {
+pub async fn browser(test: &str) -> Option<Browser> {
     match Browser::start().await {
         Ok(b) => Some(b),
         Err(missing) => {
@@ -28,7 +28,7 @@ async fn browser(test: &str) -> Option<Browser> {
 }
 
 /// The sign-in link for `company` as `ca-connector token --admin-url` prints it.
-fn admin_link(app: &TestApp, company: &str) -> String {
+pub fn admin_link(app: &TestApp, company: &str) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_ca-connector"))
         .args([
             "token",
@@ -52,7 +52,7 @@ fn admin_link(app: &TestApp, company: &str) -> String {
 
 impl Browser {
     /// The form control a visible label names.
-    async fn by_label(&self, label: &str) -> fantoccini::elements::Element {
+    pub async fn by_label(&self, label: &str) -> fantoccini::elements::Element {
         let label = self
             .client
             .find(Locator::XPath(&format!(
@@ -64,7 +64,7 @@ impl Browser {
         self.client.find(Locator::Id(&id)).await.unwrap()
     }
 
-    async fn button(&self, text: &str) -> fantoccini::elements::Element {
+    pub async fn button(&self, text: &str) -> fantoccini::elements::Element {
         self.client
             .find(Locator::XPath(&format!(
                 "//button[normalize-space()='{text}']"
@@ -74,17 +74,17 @@ impl Browser {
     }
 
     /// Clicks the button with this text.
-    async fn press(&self, text: &str) {
+    pub async fn press(&self, text: &str) {
         self.button(text).await.click().await.unwrap();
     }
 
-    async fn fill(&self, label: &str, value: &str) {
+    pub async fn fill(&self, label: &str, value: &str) {
         let input = self.by_label(label).await;
         input.clear().await.unwrap();
         input.send_keys(value).await.unwrap();
     }
 
-    async fn text(&self, css: &str) -> String {
+    pub async fn text(&self, css: &str) -> String {
         match self.client.find(Locator::Css(css)).await {
             Ok(el) => el.text().await.unwrap_or_default(),
             Err(_) => String::new(),
@@ -92,7 +92,7 @@ impl Browser {
     }
 
     /// Waits until the element's text contains `want`.
-    async fn wait_text(&self, css: &str, want: &str) {
+    pub async fn wait_text(&self, css: &str, want: &str) {
         let read = || self.text(css);
         let text = poll_until(Duration::from_secs(10), read, |t| t.contains(want)).await;
         assert!(

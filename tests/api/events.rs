@@ -17,6 +17,7 @@ on_both_backends!(
     a_failed_test_names_itself_in_the_status_change,
     a_hole_after_the_resume_point_says_reset,
     one_caller_holds_a_bounded_number_of_streams,
+    a_stream_carries_tests_and_refresh_failures_not_pings_and_keeps_alive,
 );
 
 /// One parsed SSE frame (comments are skipped).
@@ -33,6 +34,8 @@ struct Stream {
         Box<dyn futures_util::Stream<Item = reqwest::Result<actix_web::web::Bytes>> + Send>,
     >,
     buffer: String,
+    /// When the last block (event or comment) was read.
+    last_at: std::time::Instant,
 }
 
 impl Stream {
@@ -54,15 +57,36 @@ impl Stream {
         Stream {
             bytes: Box::pin(res.bytes_stream()),
             buffer: String::new(),
+            last_at: std::time::Instant::now(),
         }
     }
 
     /// The next event frame within `wait`; `None` when none came (or the stream ended).
     async fn next(&mut self, wait: Duration) -> Option<Frame> {
+        loop {
+            match self.block(wait).await? {
+                Ok(frame) => return Some(frame),
+                Err(_comment) => continue,
+            }
+        }
+    }
+
+    /// The next comment line within `wait`, events before it skipped.
+    async fn comment(&mut self, wait: Duration) -> Option<String> {
+        loop {
+            if let Err(comment) = self.block(wait).await? {
+                return Some(comment);
+            }
+        }
+    }
+
+    /// The next block within `wait`: an event frame, or the text of a comment.
+    async fn block(&mut self, wait: Duration) -> Option<Result<Frame, String>> {
         let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(end) = self.buffer.find("\n\n") {
                 let block: String = self.buffer.drain(..end + 2).collect();
+                self.last_at = std::time::Instant::now();
                 let (mut id, mut event, mut data) = (None, String::new(), String::new());
                 for line in block.lines() {
                     if let Some(v) = line.strip_prefix("id: ") {
@@ -74,10 +98,10 @@ impl Stream {
                     }
                 }
                 if event.is_empty() {
-                    continue; // a comment
+                    return Some(Err(block.trim().to_string()));
                 }
                 let data = serde_json::from_str(&data).unwrap_or(Value::Null);
-                return Some(Frame { id, event, data });
+                return Some(Ok(Frame { id, event, data }));
             }
             let chunk = tokio::time::timeout_at(deadline, self.bytes.next())
                 .await
@@ -424,4 +448,67 @@ async fn one_caller_holds_a_bounded_number_of_streams(backend: Backend) {
         assert_eq!(got.event, "credentials.updated");
     }
     assert!(oldest.next(Duration::from_millis(300)).await.is_none());
+}
+
+/// Contract §11: every event of §7 but `webhook.ping` reaches a stream, and a stream with nothing
+/// to say gets a comment 15 s after the last thing it was sent, so a proxy does not close it.
+async fn a_stream_carries_tests_and_refresh_failures_not_pings_and_keeps_alive(backend: Backend) {
+    use wiremock::{matchers::method, Mock, MockServer, ResponseTemplate};
+    let sim = sim(0);
+    let app = crate::webhooks::app_for_hooks(&backend, &sim.url(), "0,1").await;
+    app.put_credentials("acme", &valid()).await;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200))
+        .mount(&receiver)
+        .await;
+    let hook = crate::webhooks::subscribe(
+        &app,
+        json!({"url": receiver.uri(), "companies": ["acme"]}),
+        &["acme"],
+    )
+    .await;
+    let mut stream = Stream::open(&app, "", &admin(&["acme"]), None).await;
+
+    let ping = app
+        .client
+        .post(app.url(&format!(
+            "/api/v1/webhooks/{}/ping",
+            hook["id"].as_str().unwrap()
+        )))
+        .bearer_auth(admin(&["acme"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 202);
+    let pinged = crate::webhooks::received(&receiver, 1, Duration::from_secs(5)).await;
+    assert_eq!(pinged.len(), 1, "the ping was sent (to the web-hook)");
+    assert_eq!(
+        test_connection(&app, "acme", None).await["outcome"],
+        "connected"
+    );
+    let revoked = json!({"application_id": crate::connection::APP, "shared_secret": crate::connection::SECRET, "refresh_token": "revoked-token-0000"});
+    app.put_credentials("acme", &revoked).await;
+    let job = crate::tokens::issue(&app, "acme", "").await;
+    assert_eq!(job.status(), 409);
+
+    let frames = stream.drain(Duration::from_millis(1500)).await;
+    let types: Vec<&str> = frames.iter().map(|f| f.event.as_str()).collect();
+    for wanted in ["connection.tested", "access_token.refresh_failed"] {
+        assert!(types.contains(&wanted), "{wanted} in {types:?}");
+    }
+    assert!(!types.contains(&"webhook.ping"), "{types:?}");
+
+    // Quiet from here: the next thing sent is a comment, 15 s after the last event.
+    let quiet_since = stream.last_at;
+    let comment = stream
+        .comment(Duration::from_secs(17))
+        .await
+        .expect("a keep-alive comment");
+    let gap = stream.last_at - quiet_since;
+    assert!(comment.starts_with(':'), "{comment}");
+    assert!(
+        gap >= Duration::from_millis(14_500) && gap <= Duration::from_millis(16_500),
+        "the comment came {gap:?} after the last event"
+    );
 }

@@ -8,6 +8,7 @@ mod helpers;
 
 mod auth;
 mod browser;
+mod browser_contract;
 mod browser_driver;
 mod cli;
 mod connect;

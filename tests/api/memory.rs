@@ -145,5 +145,10 @@ async fn a_thousand_streams_resuming_from_the_start_stay_bounded() {
     );
     eprintln!("1,000 live streams: +{baseline:.1} MiB; 1,000 more resuming from 0 over {events} events, never reading: +{grown:.1} MiB ({:.2}x the live streams)", grown / baseline.max(0.1));
     assert!(grown < 32.0, "grew {grown:.1} MiB for 1,000 streams");
+    // Contract §11: a thousand idle streams cost under 16 MiB. That is the release build's figure
+    // (benches/events.rs: +12.5 to +13.6 MiB); this debug build's larger, unoptimised futures
+    // take about 3.5 KiB more a stream (+16.9 to +17.0 MiB measured), so the bound here is the
+    // promise plus that stated allowance, 20 MiB: a regression of a few KiB a stream fails it.
+    assert!(baseline < 20.0, "1,000 idle streams took {baseline:.1} MiB");
     drop(held);
 }

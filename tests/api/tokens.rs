@@ -461,8 +461,10 @@ async fn scheduled_health_checks_run_once_per_interval(backend: Backend) {
     )
     .await;
     let companies: Vec<String> = (0..6).map(|i| format!("hc{i}")).collect();
+    let mut saved_at = Vec::new();
     for c in &companies {
         a.put_credentials(c, &valid()).await;
+        saved_at.push(chrono::Utc::now());
     }
     a.put_credentials("partial", &json!({"application_id": APP}))
         .await;
@@ -481,11 +483,18 @@ async fn scheduled_health_checks_run_once_per_interval(backend: Backend) {
         checked.iter().all(|runs| runs.len() >= 2)
     })
     .await;
-    for (c, runs) in companies.iter().zip(&checked) {
+    for ((c, runs), saved) in companies.iter().zip(&checked).zip(&saved_at) {
         assert!(
             runs.len() >= 2,
             "{c}: checked {} times in {bound:?}",
             runs.len()
+        );
+        // Contract §4: the first scheduled check within one interval of becoming complete
+        // (runs are newest first), plus 0.5 s for the scheduler's tick and a busy machine.
+        let first = (*runs.last().unwrap() - *saved).num_milliseconds();
+        assert!(
+            first <= 2500,
+            "{c}: first checked {first} ms after it became complete"
         );
         // Once per interval, across both instances: never two checks within one interval.
         for pair in runs.windows(2) {
