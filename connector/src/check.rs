@@ -6,13 +6,11 @@ use std::time::Instant;
 
 use secrecy::SecretString;
 
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
-
 use crate::access::{Access, AccessInput};
-use crate::client::{ChannelAdvisorClient, Profile};
+use crate::client::ChannelAdvisorClient;
 use crate::credentials::{ApplicationId, ProfileId, SharedSecret};
 use crate::taxonomy::TestError;
+use domain::test_result::{Check, CheckName, CheckStatus, Profile};
 
 /// The effective values of one test (stored ones, possibly overlaid by candidate values).
 #[derive(Debug, Clone)]
@@ -22,30 +20,6 @@ pub struct TestInput {
     /// The refresh token, or the SOAP values, by the company's method.
     pub access: AccessInput,
     pub profile_id: Option<ProfileId>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckStatus {
-    Passed,
-    Failed,
-    Skipped,
-}
-
-/// The checks, in the order they run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckName {
-    CredentialsComplete,
-    TokenExchange,
-    ApiProbe,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-pub struct Check {
-    pub name: CheckName,
-    pub status: CheckStatus,
-    pub duration_ms: u64,
 }
 
 /// What the checks found.

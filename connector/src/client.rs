@@ -13,11 +13,12 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use secrecy::{ExposeSecret, SecretString};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tokio::sync::Semaphore;
 
 use crate::credentials::{ApplicationId, RefreshToken, SharedSecret};
 use crate::taxonomy::TestError;
+pub use domain::test_result::Profile;
 
 /// Answers larger than this are not ChannelAdvisor's and are not read further.
 const MAX_BODY: usize = 1024 * 1024;
@@ -29,13 +30,6 @@ pub struct TokenGrant {
     pub expires_in: u64,
     /// Present when ChannelAdvisor rotated the refresh token; it replaces the stored one.
     pub refresh_token: Option<SecretString>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, utoipa::ToSchema)]
-pub struct Profile {
-    pub id: i64,
-    pub account_name: Option<String>,
-    pub company_name: Option<String>,
 }
 
 #[derive(Clone)]

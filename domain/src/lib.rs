@@ -1,5 +1,6 @@
 //! The values of the product's domain, shared by every crate: the company id, the values an admin
-//! pastes from ChannelAdvisor's Developer Console, and the connection state. Each is parsed once,
+//! pastes from ChannelAdvisor's Developer Console, the connection state, and Test Connection's
+//! result with its error taxonomy (contract §4). Each is parsed once,
 //! where it enters (a request, a stored row), and carried typed from there; with the `diesel`
 //! feature each maps to its column and a stored value that does not parse is a read error, never
 //! a silent default.
@@ -9,6 +10,8 @@ pub mod credentials;
 #[cfg(feature = "diesel")]
 mod sql;
 pub mod state;
+pub mod taxonomy;
+pub mod test_result;
 
 pub use company::CompanyId;
 pub use credentials::{
@@ -16,3 +19,5 @@ pub use credentials::{
     SharedSecret, SoapPassword,
 };
 pub use state::ConnectionState;
+pub use taxonomy::{ErrorCode, TestError};
+pub use test_result::{Outcome, TestResult};

@@ -5,8 +5,6 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize, Serializer};
 use utoipa::ToSchema;
 
-use crate::check::Check;
-use crate::client::Profile;
 use crate::taxonomy::TestError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -57,4 +55,36 @@ impl TestResult {
     pub fn connected(&self) -> bool {
         self.outcome == Outcome::Connected
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Passed,
+    Failed,
+    Skipped,
+}
+
+/// The checks, in the order they run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckName {
+    CredentialsComplete,
+    TokenExchange,
+    ApiProbe,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Check {
+    pub name: CheckName,
+    pub status: CheckStatus,
+    pub duration_ms: u64,
+}
+
+/// A ChannelAdvisor profile the credentials reach, as the probe found it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, ToSchema)]
+pub struct Profile {
+    pub id: i64,
+    pub account_name: Option<String>,
+    pub company_name: Option<String>,
 }

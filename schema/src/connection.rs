@@ -4,7 +4,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
 use secrecy::SecretString;
 
-use connector::TestResult;
+use domain::TestResult;
 
 use crate::audit;
 use crate::credentials::{

@@ -4,8 +4,8 @@
 //! the lease is taken and released in short transactions.
 
 use chrono::{DateTime, Duration, Utc};
-use connector::TestError;
 use diesel::prelude::*;
+use domain::TestError;
 use secrecy::{ExposeSecret, SecretString};
 
 use crate::connection::{store_token, ObtainedToken, StateChange, ACCESS_TOKEN};
