@@ -6,7 +6,7 @@
 //! upstream calls). Interleaved in the same run, the same upstream calls are made directly with
 //! the connector's client (a code of their own, its exchange, a refresh and the probe). The
 //! callback's own time = its time − those upstream round trips − the 100 ms cross-instance settle
-//! window it waits out by design before answering (`src/tokens/read_cache.rs`, settled by the store: `schema::pool::SETTLE`).
+//! window it waits out by design before answering (`src/tokens/read_cache.rs`, settled by the store: `schema::visibility::SETTLE`).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // measuring code: a panic is a failed run
 
@@ -138,7 +138,7 @@ async fn main() {
             upstream.push(up.as_secs_f64() * 1000.0);
         }
     }
-    let settle = schema::pool::SETTLE.as_secs_f64() * 1000.0;
+    let settle = schema::visibility::SETTLE.as_secs_f64() * 1000.0;
     let (m_cb, m_up) = (median(callbacks), median(upstream));
     println!(
         "callback: median {m_cb:.3} ms; its three upstream calls made directly {m_up:.3} ms; settle window {settle:.0} ms; own time {:.3} ms (target < 5 ms), n={}",

@@ -10,9 +10,11 @@
 pub mod commands;
 pub mod connect;
 pub mod connection_test;
+pub mod fault;
 pub mod http;
 pub mod service;
+pub mod startup;
 pub mod tokens;
 
 pub use service::settings::{Config, Settings};
-pub use service::startup::Application;
+pub use startup::Application;

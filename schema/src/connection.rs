@@ -185,7 +185,7 @@ pub fn record_test(
         if current != previous {
             let test = Some(record.id.as_str());
             outbox::status_changed(conn, &record.company, previous, current, error, test)?;
-            crate::pool::mark_visible_change();
+            crate::visibility::mark_visible_change();
         }
         Ok(Some(StateChange { previous, current }))
     })

@@ -459,7 +459,7 @@ pub fn save_in_tx(
         next_check_at: None,
     };
     // New values: no instance may hand out a token or state of the old ones once this answered.
-    crate::pool::mark_visible_change();
+    crate::visibility::mark_visible_change();
     if existing.is_some() {
         diesel::update(credentials::table.find(company.as_str()))
             .set(&row)
@@ -600,7 +600,7 @@ pub fn delete(
         .map(|(_, n)| n)
         .collect();
         diesel::delete(credentials::table.find(company.as_str())).execute(conn)?;
-        crate::pool::mark_visible_change();
+        crate::visibility::mark_visible_change();
         remember_deleted_version(conn, company, row.version)?;
         crate::connection::drop_cached_token(conn, company.as_str())?;
         audit::record(

@@ -11,10 +11,8 @@ use std::time::{Duration, Instant};
 use diesel::Connection;
 use tokio::sync::oneshot;
 
-use crate::pool::{
-    pending_visible, set_pending_visible, with_retry, write_tx, AnyConnection, Backend, Database,
-    Unsettled, SETTLE,
-};
+use crate::pool::{with_retry, write_tx, AnyConnection, Backend, Database};
+use crate::visibility::{pending_visible, set_pending_visible, Unsettled, SETTLE};
 use crate::StoreError;
 
 /// Runs one write inside the group's transaction; what it returns hands the result over once

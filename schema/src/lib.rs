@@ -20,6 +20,7 @@ pub mod schema;
 pub mod seal;
 pub mod secrets;
 pub mod tokens;
+pub mod visibility;
 pub mod webhooks;
 
 pub use domain::{CompanyId, ConnectionState};

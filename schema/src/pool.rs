@@ -1,7 +1,6 @@
-use std::cell::Cell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use diesel::connection::{AnsiTransactionManager, SimpleConnection, TransactionManager};
 use diesel::r2d2::{ManageConnection, Pool, PooledConnection, R2D2Connection};
@@ -10,6 +9,7 @@ use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
 use tokio::sync::Semaphore;
 
 use crate::error::StoreError;
+use crate::visibility::Unsettled;
 
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/sqlite");
 const POSTGRES_MIGRATIONS: EmbeddedMigrations = embed_migrations!("../migrations/postgres");
@@ -194,8 +194,8 @@ impl Database {
     /// async executor. The caller's tracing span goes along so log lines keep their request id.
     ///
     /// When the code committed a change another instance may have cached a view of (see
-    /// `mark_visible_change`), this returns only `SETTLE` after the commit: by then no instance
-    /// still serves a read from before it, so no caller has to remember to wait.
+    /// `visibility`), this returns only `SETTLE` after the commit: by then no instance still
+    /// serves a read from before it, so no caller has to remember to wait.
     pub async fn run<T, F>(&self, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -221,12 +221,12 @@ impl Database {
             .map_err(|e| StoreError::Worker(e.to_string()))?;
         let (result, commits) = tokio::task::spawn_blocking(move || {
             let _permit = permit;
-            COMMITS.set(Commits::default());
+            crate::visibility::begin();
             let result = span.in_scope(|| {
                 let mut conn = db.get()?;
                 f(&mut conn)
             });
-            (result, COMMITS.take())
+            (result, crate::visibility::end())
         })
         .await
         .map_err(|e| StoreError::Worker(e.to_string()))?;
@@ -235,7 +235,7 @@ impl Database {
         }
         Ok(Unsettled {
             value: result?,
-            settles_at: commits.visible_at.map(|at| at + SETTLE),
+            settles_at: commits.settles_at(),
         })
     }
 
@@ -308,71 +308,6 @@ fn pending_migrations(conn: &mut AnyConnection) -> Result<usize, StoreError> {
     pending.map_err(|e| StoreError::Migration(e.to_string()))
 }
 
-/// How long an instance may serve a read from memory (`READ_WINDOW` of the service's read
-/// cache). A change others must see answers only this long after its commit.
-pub const SETTLE: Duration = Duration::from_millis(100);
-
-/// What the store code of one `Database::run` committed, handed from `write_tx` on the
-/// blocking thread back to `run`.
-#[derive(Default, Clone, Copy)]
-struct Commits {
-    count: u64,
-    /// When the last commit holding a visible change (`mark_visible_change`) was made.
-    visible_at: Option<Instant>,
-    /// The transaction under way holds a visible change.
-    pending_visible: bool,
-}
-
-thread_local! {
-    static COMMITS: Cell<Commits> = Cell::new(Commits::default());
-}
-
-/// Called inside a write transaction that changes what a read cache may hold about a company —
-/// its credentials, its state — in a way a caller must never be handed the old view of after
-/// the change answered: `Database::run` then settles before it returns.
-pub fn mark_visible_change() {
-    COMMITS.set(Commits {
-        pending_visible: true,
-        ..COMMITS.get()
-    });
-}
-
-/// A store result whose visible change (if any) others may still be serving the old view of
-/// until `settles_at`.
-#[must_use = "answer only once it has settled"]
-#[derive(Debug, Clone)]
-pub struct Unsettled<T> {
-    pub value: T,
-    pub settles_at: Option<Instant>,
-}
-
-impl<T> Unsettled<T> {
-    pub async fn settled(self) -> Result<T, StoreError> {
-        settle(self.settles_at).await;
-        Ok(self.value)
-    }
-}
-
-/// Waits until a change committed with `settles_at` is seen by every instance.
-pub async fn settle(settles_at: Option<Instant>) {
-    if let Some(at) = settles_at {
-        tokio::time::sleep_until(at.into()).await;
-    }
-}
-
-/// Whether the transaction under way on this thread holds a visible change (group commit keeps
-/// it per write).
-pub(crate) fn pending_visible() -> bool {
-    COMMITS.get().pending_visible
-}
-
-pub(crate) fn set_pending_visible(pending: bool) {
-    COMMITS.set(Commits {
-        pending_visible: pending,
-        ..COMMITS.get()
-    });
-}
-
 /// One SQLite write transaction at a time in this process (see `write_tx`). Taken only on the
 /// blocking pool, never on the async executor.
 static SQLITE_WRITERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -387,25 +322,12 @@ pub fn commit_wake() -> &'static tokio::sync::Notify {
 }
 
 fn committed() {
-    let c = COMMITS.get();
-    COMMITS.set(Commits {
-        count: c.count + 1,
-        visible_at: if c.pending_visible {
-            Some(Instant::now())
-        } else {
-            c.visible_at
-        },
-        pending_visible: false,
-    });
+    crate::visibility::committed();
     COMMIT_WAKE.notify_waiters();
 }
 
-/// A transaction that did not commit leaves no visible change behind.
 fn rolled_back() {
-    COMMITS.set(Commits {
-        pending_visible: false,
-        ..COMMITS.get()
-    });
+    crate::visibility::rolled_back();
 }
 
 /// A write transaction. On SQLite it starts with `BEGIN IMMEDIATE` so the write lock is taken up

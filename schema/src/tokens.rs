@@ -14,9 +14,10 @@ use crate::credentials::{
     CredentialsRow, Presence,
 };
 use crate::error::StoreError;
-use crate::pool::{mark_visible_change, on_backend, AnyConnection};
+use crate::pool::{on_backend, AnyConnection};
 use crate::schema::{access_tokens, credentials};
 use crate::seal::KeyRing;
+use crate::visibility::mark_visible_change;
 use domain::CompanyId;
 
 #[derive(Debug, Clone)]

@@ -1,7 +1,7 @@
 use schema::pool::redact_url;
 
 use crate::service::settings::Config;
-use crate::service::startup::open_database;
+use crate::startup::open_database;
 
 /// Prints what the service would run with (no secret values) after opening the database,
 /// applying migrations and checking the key ids, as `serve` does at start.

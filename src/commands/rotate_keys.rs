@@ -4,7 +4,7 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use crate::service::settings::{DataArgs, KeyArgs};
-use crate::service::startup::open_database;
+use crate::startup::open_database;
 
 #[derive(Args)]
 pub struct RotateArgs {

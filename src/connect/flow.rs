@@ -2,7 +2,6 @@
 //! admin's browser) and finishing one with the code ChannelAdvisor hands back, whether it arrives
 //! at the callback or is pasted by the admin. Both HTTP faces (`routes::connect`) call these.
 
-use actix_web::http::StatusCode;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -14,9 +13,10 @@ use schema::CompanyId;
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
 
+use crate::connection_test::TestRunner;
 use crate::connection_test::{TestRequest, Tested};
-use crate::http::problem::ApiError;
-use crate::service::startup::AppState;
+use crate::fault::Fault;
+use crate::service::connect_settings::ConnectSettings;
 
 /// How long an attempt may be finished (contract §10).
 const ATTEMPT_LIFETIME: chrono::Duration = chrono::Duration::minutes(10);
@@ -40,8 +40,26 @@ pub fn state_hash(state: &str) -> String {
     format!("{:x}", Sha256::digest(state.as_bytes()))
 }
 
-pub fn invalid_state(detail: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", detail)
+/// Why Connect could not start or finish. `http` says what the caller is told.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// Neither a public URL nor a Redirect URI is configured.
+    #[error("Connect to ChannelAdvisor is not set up on this service: it needs the service's public URL (--public-url) or the Redirect URI registered in the Developer Console (--oauth-redirect-uri).")]
+    NotConfigured,
+    /// The Application ID or Shared Secret is not stored.
+    #[error("Connect to ChannelAdvisor needs the Application ID and the Shared Secret of your application saved first (Developer Console: your application's page).")]
+    NotReady { missing: Vec<&'static str> },
+    /// The values the attempt was started with were changed meanwhile: nothing was stored.
+    #[error("The Application ID or Shared Secret changed since Connect to ChannelAdvisor started. Nothing was stored; press Connect to ChannelAdvisor again.")]
+    ApplicationChanged,
+    #[error(transparent)]
+    Fault(#[from] Fault),
+}
+
+impl From<schema::StoreError> for ConnectError {
+    fn from(e: schema::StoreError) -> Self {
+        ConnectError::Fault(e.into())
+    }
 }
 
 /// Why a `state` (or a pasted code's attempt) finishes nothing, in an admin's words.
@@ -53,178 +71,174 @@ pub fn refused_detail(why: Refused) -> &'static str {
     }
 }
 
-/// Starts an attempt for the company with its stored Application ID and Shared Secret.
-pub async fn start(
-    state: &AppState,
-    caller: &str,
-    company: CompanyId,
-    return_to: Option<url::Url>,
-) -> Result<Started, ApiError> {
-    let Some(redirect_uri) = state.config.connect.redirect_uri.clone() else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "connect_not_configured",
-            "Connect to ChannelAdvisor is not set up on this service: it needs the service's public URL (--public-url) or the Redirect URI registered in the Developer Console (--oauth-redirect-uri).",
-        ));
-    };
-    let keys = state.keys.clone();
-    let id = company.clone();
-    let stored = state
-        .db
-        .run(move |conn| schema::credentials::load(conn, &keys, &id))
-        .await?;
-    let application_id = stored.as_ref().and_then(|c| c.application_id.clone());
-    let missing: Vec<&str> = [
-        (application_id.is_some(), "application_id"),
-        (
-            stored.as_ref().is_some_and(|c| c.shared_secret.is_some()),
-            "shared_secret",
-        ),
-    ]
-    .into_iter()
-    .filter(|(set, _)| !set)
-    .map(|(_, name)| name)
-    .collect();
-    let (Some(app), true) = (application_id, missing.is_empty()) else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            "connection_not_ready",
-            "Connect to ChannelAdvisor needs the Application ID and the Shared Secret of your application saved first (Developer Console: your application's page).",
-        )
-        .with("missing", serde_json::json!(missing)));
-    };
-    let mut random = [0u8; 32];
-    rand::rngs::OsRng.fill_bytes(&mut random);
-    let secret_state = URL_SAFE_NO_PAD.encode(random);
-    let expires_at = Utc::now() + ATTEMPT_LIFETIME;
-    let attempt = Attempt {
-        state_hash: state_hash(&secret_state),
-        company: company.to_string(),
-        caller: caller.to_string(),
-        application_id: app.as_str().to_string(),
-        redirect_uri: redirect_uri.to_string(),
-        return_to: return_to.map(|u| u.to_string()),
-        expires_at,
-    };
-    state
-        .db
-        .run(move |conn| connect::start(conn, &attempt))
-        .await?;
-    tracing::info!(company = %company, "connect started");
-    let authorize_url = state.upstream.authorize_url(
-        &app,
-        &AuthorizeRequest {
-            scope: &state.config.connect.scope,
-            redirect_uri: redirect_uri.as_str(),
-            state: &secret_state,
-        },
-    );
-    Ok(Started {
-        authorize_url,
-        redirect_uri: redirect_uri.to_string(),
-        expires_at,
-    })
+/// What Connect uses of the service, and nothing more.
+#[derive(Clone)]
+pub struct ConnectFlow {
+    pub db: schema::Database,
+    pub keys: std::sync::Arc<schema::KeyRing>,
+    pub upstream: connector::ChannelAdvisorClient,
+    pub settings: ConnectSettings,
+    pub tests: std::sync::Arc<TestRunner>,
+    /// Wakes the web-hook worker after a change wrote events.
+    pub webhook_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
-/// Takes the attempt a `state` names (single use); `Refused` when it names none that is open.
-pub async fn take(
-    state: &AppState,
-    secret_state: &str,
-) -> Result<Result<Attempt, Refused>, ApiError> {
-    let hash = state_hash(secret_state);
-    Ok(state.db.run(move |conn| connect::take(conn, &hash)).await?)
-}
-
-/// Records how an attempt ended without a code exchange (`connect_denied`, `connect_failed`).
-pub async fn end(state: &AppState, attempt: Attempt, action: &'static str) -> Result<(), ApiError> {
-    tracing::info!(company = %attempt.company, action, "connect ended");
-    Ok(state
-        .db
-        .run(move |conn| connect::record_end(conn, &attempt, action))
-        .await?)
-}
-
-fn application_changed() -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "invalid_state",
-        "The Application ID or Shared Secret changed since Connect to ChannelAdvisor started. Nothing was stored; press Connect to ChannelAdvisor again.",
-    )
-}
-
-/// Exchanges the code, stores the refresh token as the person who started the attempt, and runs
-/// Test Connection as that person. A refused exchange stores nothing.
-pub async fn finish(
-    state: &AppState,
-    attempt: Attempt,
-    code: SecretString,
-) -> Result<Finished, ApiError> {
-    let company = CompanyId::parse(&attempt.company).map_err(ApiError::internal)?;
-    let keys = state.keys.clone();
-    let id = company.clone();
-    let stored = state
-        .db
-        .run(move |conn| schema::credentials::load(conn, &keys, &id))
-        .await?;
-    let app = stored
-        .as_ref()
-        .and_then(|c| c.application_id.clone())
-        .filter(|a| a.as_str() == attempt.application_id);
-    let secret = stored
-        .and_then(|c| c.shared_secret)
-        .map(SharedSecret::from_secret);
-    let (Some(app), Some(secret)) = (app, secret) else {
-        end(state, attempt, "connect_failed").await?;
-        return Err(application_changed());
-    };
-    let grant = match state
-        .upstream
-        .code_grant(&app, &secret, &code, &attempt.redirect_uri)
-        .await
-    {
-        Ok(grant) => grant,
-        Err(e) => {
-            // `error_code`: the classified failure, never the authorization code itself.
-            tracing::info!(company = %company, error_code = e.code.as_str(), "connect: the code exchange failed");
-            end(state, attempt, "connect_failed").await?;
-            return Ok(Finished::ExchangeFailed(e));
-        }
-    };
-    let keys = state.keys.clone();
-    let kept = attempt.clone();
-    // The save's settle overlaps the test that follows (whose own commit settles last), so the
-    // callback waits the settle window once, not twice.
-    let saved = state
-        .db
-        .run_unsettled(move |conn| connect::store_granted(conn, &keys, &kept, &grant.refresh_token))
-        .await?;
-    let settles_at = saved.settles_at;
-    let Some(saved) = saved.value else {
-        schema::pool::settle(settles_at).await;
-        return Err(application_changed());
-    };
-    tracing::info!(company = %company, version = saved.credentials.version, "connect: refresh token stored");
-    state.webhook_wake.notify_one();
-    let tested = state
-        .test_connection(TestRequest {
-            company,
-            candidate: None,
-            triggered_by: attempt.caller.clone(),
+impl ConnectFlow {
+    /// Starts an attempt for the company with its stored Application ID and Shared Secret.
+    pub async fn start(
+        &self,
+        caller: &str,
+        company: CompanyId,
+        return_to: Option<url::Url>,
+    ) -> Result<Started, ConnectError> {
+        let Some(redirect_uri) = self.settings.redirect_uri.clone() else {
+            return Err(ConnectError::NotConfigured);
+        };
+        let keys = self.keys.clone();
+        let id = company.clone();
+        let stored = self
+            .db
+            .run(move |conn| schema::credentials::load(conn, &keys, &id))
+            .await?;
+        let application_id = stored.as_ref().and_then(|c| c.application_id.clone());
+        let missing: Vec<&str> = [
+            (application_id.is_some(), "application_id"),
+            (
+                stored.as_ref().is_some_and(|c| c.shared_secret.is_some()),
+                "shared_secret",
+            ),
+        ]
+        .into_iter()
+        .filter(|(set, _)| !set)
+        .map(|(_, name)| name)
+        .collect();
+        let (Some(app), true) = (application_id, missing.is_empty()) else {
+            return Err(ConnectError::NotReady { missing });
+        };
+        let mut random = [0u8; 32];
+        rand::rngs::OsRng.fill_bytes(&mut random);
+        let secret_state = URL_SAFE_NO_PAD.encode(random);
+        let expires_at = Utc::now() + ATTEMPT_LIFETIME;
+        let attempt = Attempt {
+            state_hash: state_hash(&secret_state),
+            company: company.to_string(),
+            caller: caller.to_string(),
+            application_id: app.as_str().to_string(),
+            redirect_uri: redirect_uri.to_string(),
+            return_to: return_to.map(|u| u.to_string()),
+            expires_at,
+        };
+        self.db
+            .run(move |conn| connect::start(conn, &attempt))
+            .await?;
+        tracing::info!(company = %company, "connect started");
+        let authorize_url = self.upstream.authorize_url(
+            &app,
+            &AuthorizeRequest {
+                scope: &self.settings.scope,
+                redirect_uri: redirect_uri.as_str(),
+                state: &secret_state,
+            },
+        );
+        Ok(Started {
+            authorize_url,
+            redirect_uri: redirect_uri.to_string(),
+            expires_at,
         })
-        .await;
-    schema::pool::settle(settles_at).await;
-    let tested = tested?;
-    let connected = tested.result.connected();
-    end(
-        state,
-        attempt,
-        if connected {
-            "connect_connected"
-        } else {
-            "connect_failed"
-        },
-    )
-    .await?;
-    state.webhook_wake.notify_one();
-    Ok(Finished::Tested(tested))
+    }
+
+    /// Takes the attempt a `state` names (single use); `Refused` when it names none that is open.
+    pub async fn take(&self, secret_state: &str) -> Result<Result<Attempt, Refused>, ConnectError> {
+        let hash = state_hash(secret_state);
+        Ok(self.db.run(move |conn| connect::take(conn, &hash)).await?)
+    }
+
+    /// Records how an attempt ended without a code exchange (`connect_denied`, `connect_failed`).
+    pub async fn end(&self, attempt: Attempt, action: &'static str) -> Result<(), ConnectError> {
+        tracing::info!(company = %attempt.company, action, "connect ended");
+        Ok(self
+            .db
+            .run(move |conn| connect::record_end(conn, &attempt, action))
+            .await?)
+    }
+
+    /// Exchanges the code, stores the refresh token as the person who started the attempt, and runs
+    /// Test Connection as that person. A refused exchange stores nothing.
+    pub async fn finish(
+        &self,
+        attempt: Attempt,
+        code: SecretString,
+    ) -> Result<Finished, ConnectError> {
+        let company = CompanyId::parse(&attempt.company)
+            .map_err(|e| Fault::Invalid(format!("a stored attempt's company: {e}")))?;
+        let keys = self.keys.clone();
+        let id = company.clone();
+        let stored = self
+            .db
+            .run(move |conn| schema::credentials::load(conn, &keys, &id))
+            .await?;
+        let app = stored
+            .as_ref()
+            .and_then(|c| c.application_id.clone())
+            .filter(|a| a.as_str() == attempt.application_id);
+        let secret = stored
+            .and_then(|c| c.shared_secret)
+            .map(SharedSecret::from_secret);
+        let (Some(app), Some(secret)) = (app, secret) else {
+            self.end(attempt, "connect_failed").await?;
+            return Err(ConnectError::ApplicationChanged);
+        };
+        let grant = match self
+            .upstream
+            .code_grant(&app, &secret, &code, &attempt.redirect_uri)
+            .await
+        {
+            Ok(grant) => grant,
+            Err(e) => {
+                // `error_code`: the classified failure, never the authorization code itself.
+                tracing::info!(company = %company, error_code = e.code.as_str(), "connect: the code exchange failed");
+                self.end(attempt, "connect_failed").await?;
+                return Ok(Finished::ExchangeFailed(e));
+            }
+        };
+        let keys = self.keys.clone();
+        let kept = attempt.clone();
+        // The save's settle overlaps the test that follows (whose own commit settles last), so the
+        // callback waits the settle window once, not twice.
+        let saved = self
+            .db
+            .run_unsettled(move |conn| {
+                connect::store_granted(conn, &keys, &kept, &grant.refresh_token)
+            })
+            .await?;
+        let settles_at = saved.settles_at;
+        let Some(saved) = saved.value else {
+            schema::visibility::settle(settles_at).await;
+            return Err(ConnectError::ApplicationChanged);
+        };
+        tracing::info!(company = %company, version = saved.credentials.version, "connect: refresh token stored");
+        self.webhook_wake.notify_one();
+        let tested = self
+            .tests
+            .run(TestRequest {
+                company,
+                candidate: None,
+                triggered_by: attempt.caller.clone(),
+            })
+            .await;
+        schema::visibility::settle(settles_at).await;
+        let tested = tested?;
+        let connected = tested.result.connected();
+        self.end(
+            attempt,
+            if connected {
+                "connect_connected"
+            } else {
+                "connect_failed"
+            },
+        )
+        .await?;
+        self.webhook_wake.notify_one();
+        Ok(Finished::Tested(tested))
+    }
 }

@@ -8,9 +8,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::connection_test::TestRunner;
 use crate::connection_test::{TestRequest, SCHEDULER};
 use crate::service::claim_pace::ClaimPace;
-use crate::service::startup::AppState;
+use crate::service::metrics::Metrics;
 
 /// Checks of one instance running at once: an eighth of its upstream slots (each check makes two
 /// calls, one after the other), so jobs keep the rest.
@@ -18,11 +19,23 @@ pub fn parallel_checks(upstream_concurrency: usize) -> usize {
     (upstream_concurrency / 8).max(1)
 }
 
-pub fn spawn(state: Arc<AppState>, interval: Duration) {
+/// What the scheduled checks use of the service, and nothing more.
+#[derive(Clone)]
+pub struct HealthChecks {
+    pub db: schema::Database,
+    pub tests: Arc<TestRunner>,
+    pub metrics: Arc<Metrics>,
+    /// Wakes the web-hook worker after a check wrote events.
+    pub webhook_wake: Arc<tokio::sync::Notify>,
+    /// The instance's upstream slots; an eighth of them run checks.
+    pub upstream_concurrency: usize,
+}
+
+pub fn spawn(state: HealthChecks, interval: Duration) {
     // Look for due checks often enough that none is late by more than a small part of the interval.
     let tick = (interval / 20).clamp(Duration::from_millis(100), Duration::from_secs(30));
     let round = chrono::Duration::from_std(interval).unwrap_or(chrono::Duration::hours(6));
-    let parallel = parallel_checks(state.config.upstream_concurrency);
+    let parallel = parallel_checks(state.upstream_concurrency);
     let mut pace = ClaimPace::new(parallel, tick);
     let mut late = Lateness::new(interval, parallel);
     tokio::spawn(async move {
@@ -118,13 +131,11 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// Deletes what is past its retention, on every instance (a sweep is idempotent, and several at
 /// once only find less to delete).
-pub fn spawn_retention(state: Arc<AppState>) {
+pub fn spawn_retention(db: schema::Database, keep: schema::retention::Retention) {
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(60)).await;
         loop {
-            let keep = state.config.retention;
-            match state
-                .db
+            match db
                 .run(move |conn| schema::retention::sweep(conn, &keep, chrono::Utc::now()))
                 .await
             {

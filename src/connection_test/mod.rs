@@ -17,7 +17,7 @@ use schema::{CompanyId, Database, KeyRing};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
 
-use crate::http::problem::ApiError;
+use crate::fault::Fault;
 use crate::tokens::decide::Refusal;
 use crate::tokens::flight::SingleFlight;
 use crate::tokens::{Candidate, Cause, Failure, TokenBroker};
@@ -39,7 +39,7 @@ pub struct TestRunner {
     client: ChannelAdvisorClient,
     tokens: Arc<TokenBroker>,
     /// Tests in flight, keyed by a digest of company and effective values (never the values).
-    running: SingleFlight<String, Result<Tested, ApiError>>,
+    running: SingleFlight<String, Result<Tested, Fault>>,
 }
 
 pub struct TestRequest {
@@ -172,7 +172,7 @@ impl TestRunner {
         }
     }
 
-    pub async fn run(&self, request: TestRequest) -> Result<Tested, ApiError> {
+    pub async fn run(&self, request: TestRequest) -> Result<Tested, Fault> {
         let (load_keys, id) = (self.keys.clone(), request.company.clone());
         let stored = self
             .db
@@ -201,12 +201,8 @@ impl TestRunner {
             .running
             .run(key, move || run.execute(request, values, version))
             .await
-            .unwrap_or_else(|| {
-                Err(ApiError::internal(
-                    "the connection test ended without a result",
-                ))
-            })?;
-        schema::pool::settle(tested.settles_at).await;
+            .unwrap_or_else(|| Err(Fault::Ended("the connection test ended without a result")))?;
+        schema::visibility::settle(tested.settles_at).await;
         Ok(tested)
     }
 }
@@ -248,7 +244,7 @@ impl Run {
         request: TestRequest,
         values: Effective,
         version: Option<i64>,
-    ) -> Result<Tested, ApiError> {
+    ) -> Result<Tested, Fault> {
         let started_at = Utc::now();
         let started = Instant::now();
         let input = TestInput {
@@ -311,7 +307,7 @@ impl Run {
         app: ApplicationId,
         secret: SharedSecret,
         access: Access,
-    ) -> Result<Result<SecretString, TestError>, ApiError> {
+    ) -> Result<Result<SecretString, TestError>, Fault> {
         if !self.spends_stored {
             let grant = self.client.grant(&app, &secret, &access).await;
             return Ok(grant.map(|g| g.access_token));
@@ -334,7 +330,7 @@ impl Run {
                 Err(Failure::Refused(Refusal::NotReady { missing, .. })) => {
                     Err(TestError::incomplete(missing))
                 }
-                Err(Failure::Store(e)) => return Err(e),
+                Err(Failure::Fault(f)) => return Err(f),
             },
         )
     }

@@ -14,9 +14,9 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 
 use crate::http::problem::ApiError;
+use crate::http::state::AppState;
 use crate::http::verified_tokens::VerifiedTokens;
 use crate::service::settings::{JwtKey, JwtSettings};
-use crate::service::startup::AppState;
 
 /// A permission named in the token's `scope` claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -149,6 +149,12 @@ impl ResponseError for ApiError {
 
 impl From<schema::StoreError> for ApiError {
     fn from(e: schema::StoreError) -> Self {
+        ApiError::from(&e)
+    }
+}
+
+impl From<&schema::StoreError> for ApiError {
+    fn from(e: &schema::StoreError) -> Self {
         use schema::{SealError, StoreError};
         match e {
             StoreError::Seal(SealError::Open { .. })

@@ -1,15 +1,9 @@
 //! Prometheus metrics, one registry per running app (so tests that start several apps in one
 //! process see their own counts). Labels are route templates, never paths with ids or values.
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::middleware::Next;
-use actix_web::web;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
 };
-
-use crate::service::startup::AppState;
 
 /// Buckets of `token_refresh_seconds`: 10–50 % apart between 50 ms and 1 s, where ChannelAdvisor's
 /// token endpoint answers, so a quantile read off them (as `histogram_quantile` does, and the
@@ -21,8 +15,8 @@ pub const REFRESH_BUCKETS: [f64; 18] = [
 
 pub struct Metrics {
     registry: Registry,
-    http_requests: IntCounterVec,
-    http_duration: HistogramVec,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
     /// Access-token requests by outcome: cache_hit, refreshed, failed.
     pub token_requests: IntCounterVec,
     /// Time of one upstream refresh-token grant for a job token.
@@ -147,45 +141,4 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
-}
-
-/// A fixed set of method labels: the raw method is chosen by the caller, and every made-up one
-/// would otherwise be a new time series (memory without bound, before any authentication).
-fn method_label(method: &actix_web::http::Method) -> &'static str {
-    use actix_web::http::Method;
-    match *method {
-        Method::GET => "GET",
-        Method::POST => "POST",
-        Method::PUT => "PUT",
-        Method::PATCH => "PATCH",
-        Method::DELETE => "DELETE",
-        Method::HEAD => "HEAD",
-        Method::OPTIONS => "OPTIONS",
-        _ => "other",
-    }
-}
-
-pub async fn record_http_metrics(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let started = std::time::Instant::now();
-    let method = method_label(req.method());
-    let state = req.app_data::<web::Data<AppState>>().cloned();
-    let res = next.call(req).await?;
-    if let Some(state) = state {
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".to_string());
-        let status = res.status().as_u16().to_string();
-        let labels = [route.as_str(), method, status.as_str()];
-        state.metrics.http_requests.with_label_values(&labels).inc();
-        state
-            .metrics
-            .http_duration
-            .with_label_values(&labels)
-            .observe(started.elapsed().as_secs_f64());
-    }
-    Ok(res)
 }

@@ -158,7 +158,7 @@ pub struct Settings {
     #[arg(long, env = "CA_CONNECTOR_WEBHOOK_ALLOW_HTTP", action = ArgAction::SetTrue)]
     pub webhook_allow_http: bool,
     #[command(flatten)]
-    pub connect: crate::connect::settings::ConnectArgs,
+    pub connect: crate::service::connect_settings::ConnectArgs,
     /// Who may embed the settings screen (/admin/) in a frame: its CSP frame-ancestors sources
     #[arg(
         long,
@@ -482,7 +482,7 @@ pub struct Config {
     pub health_check_interval: Option<Duration>,
     pub webhooks: WebhookSettings,
     pub retention: schema::retention::Retention,
-    pub connect: crate::connect::settings::ConnectSettings,
+    pub connect: crate::service::connect_settings::ConnectSettings,
     /// The CSP `frame-ancestors` sources of the settings screen.
     pub admin_frame_ancestors: String,
     /// Dev secrets that were generated (or read back) from the data dir, for the start-up warning.

@@ -15,8 +15,6 @@ pub mod read_cache;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::http::header::RETRY_AFTER;
-use actix_web::http::StatusCode;
 use chrono::Utc;
 use connector::{
     AccessInput, ApplicationId, ChannelAdvisorClient, SharedSecret, StoredAccess, TestError,
@@ -26,13 +24,13 @@ use schema::credentials::{now, Credentials};
 use schema::tokens::{CachedToken, Exchanged, FailedFor, Snapshot, TokenRow, Written};
 use schema::{CompanyId, Database, KeyRing};
 use secrecy::SecretString;
-use serde_json::json;
 
-use crate::http::problem::ApiError;
+use crate::fault::Fault;
 use crate::service::metrics::Metrics;
 use decide::{decide, Ask, Decision, Refusal};
 use flight::SingleFlight;
-use read_cache::{ReadCache, Stamp};
+use read_cache::ReadCache;
+use schema::visibility::Stamp;
 
 /// What asked for a refresh, for `ca_connector_token_refreshes_total{cause}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,15 +85,23 @@ pub struct Issued {
 }
 
 /// Why no token was handed out.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub enum Failure {
+    /// Not ready, or refused by ChannelAdvisor: the caller's to act on.
     Refused(Refusal),
-    Store(ApiError),
+    /// The service's own failure.
+    Fault(Fault),
 }
 
 impl From<schema::StoreError> for Failure {
     fn from(e: schema::StoreError) -> Self {
-        Failure::Store(e.into())
+        Failure::Fault(e.into())
+    }
+}
+
+impl From<Fault> for Failure {
+    fn from(f: Fault) -> Self {
+        Failure::Fault(f)
     }
 }
 
@@ -250,7 +256,7 @@ impl TokenBroker {
                 })
                 .await
                 .unwrap_or_else(|| {
-                    Err(Failure::Store(ApiError::internal(
+                    Err(Failure::Fault(Fault::Ended(
                         "the token lookup ended without an answer",
                     )))
                 })?;
@@ -529,45 +535,4 @@ fn access_input(c: &Credentials) -> AccessInput {
         password: c.password.as_ref(),
         account_id: c.account_id.as_ref(),
     })
-}
-
-impl From<Failure> for ApiError {
-    fn from(f: Failure) -> Self {
-        match f {
-            Failure::Store(e) => e,
-            Failure::Refused(Refusal::Upstream(e)) => refresh_error(&e),
-            Failure::Refused(Refusal::NotReady { state, missing }) => {
-                not_ready(state.as_str(), &missing)
-            }
-        }
-    }
-}
-
-/// A failed refresh as the job sees it: permanent rejections are 409 (fix the credentials),
-/// transient ones 503 with Retry-After (try again).
-pub fn refresh_error(e: &TestError) -> ApiError {
-    let body = |status| {
-        ApiError::new(status, e.code.as_str(), e.message.clone())
-            .with("hint", json!(e.hint))
-            .with("fields", json!(e.fields))
-            .with("upstream_status", json!(e.upstream_status))
-    };
-    if e.code.is_permanent() {
-        body(StatusCode::CONFLICT)
-    } else {
-        let retry = e.retry_after_seconds.unwrap_or(5);
-        body(StatusCode::SERVICE_UNAVAILABLE)
-            .with("retry_after_seconds", json!(retry))
-            .header(RETRY_AFTER, retry.to_string())
-    }
-}
-
-fn not_ready(state: &str, missing: &[&str]) -> ApiError {
-    ApiError::new(
-        StatusCode::CONFLICT,
-        "connection_not_ready",
-        format!("The connection is {state}: save the Application ID, Shared Secret and Refresh Token first."),
-    )
-    .with("state", json!(state))
-    .with("missing", json!(missing))
 }

@@ -2,51 +2,37 @@
 //! status). Connector jobs and ERP screens ask for the same company many times a second; each
 //! answer read from the database was most of that request's cost.
 //!
-//! The one rule — never serve anything older than a write that has answered — is kept here and
-//! in the store, not by handlers:
-//! - an entry is dropped once this instance commits any write (`Database::writes` moved since its
-//!   read began), so a change made here is seen by the next read here;
-//! - an entry lives `READ_WINDOW` from when its read began, and a store write that changes what a
-//!   caller may be handed (credentials, state) returns only that long after its commit
-//!   (`schema::pool::SETTLE`), so once it has answered no instance still holds a copy from
-//!   before it;
-//! - callers that miss the memory together share one read (`get_or_read`), and a caller is
-//!   handed a shared read only if it began within the window before the caller asked.
+//! Never serving anything older than a write that has answered is the store's one rule
+//! (`schema::visibility`, with its proof sketch): every copy here carries the `Stamp` of its read
+//! and is served only while the stamp `is_current`; callers that miss the memory together share
+//! one read (`get_or_read`), and a caller is handed a shared read only if its stamp is
+//! `usable_by` the moment the caller asked.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
 
+use schema::visibility::{Stamp, SETTLE};
 use schema::Database;
 
-use crate::http::problem::ApiError;
+use crate::fault::Fault;
 use crate::tokens::flight::SingleFlight;
 
-/// How long a read is reused; the store's settle time is the same span.
-pub const READ_WINDOW: Duration = schema::pool::SETTLE;
+/// How long a read is reused: the store's settle time (`schema::visibility`).
+pub const READ_WINDOW: Duration = SETTLE;
 
-/// When a read began, in the two clocks an entry is checked against.
-#[derive(Clone, Copy)]
-pub struct Stamp {
-    at: Instant,
-    writes: u64,
-}
-
-impl Stamp {
-    /// Whether what the read found may be handed to a caller that asked at `asked`: the read
-    /// began at most the window before (so after any change that had answered by then).
-    pub fn usable_by(&self, asked: Instant) -> bool {
-        asked.saturating_duration_since(self.at) < READ_WINDOW
-    }
-}
-
-pub struct ReadCache<V> {
+/// Values `V` by key; `E` is what a read fails with (the caller's own error type).
+pub struct ReadCache<V, E = Fault> {
     db: Database,
     entries: moka::sync::Cache<String, (V, Stamp)>,
     /// Reads under way for `get_or_read`, by key.
-    reading: SingleFlight<String, Result<(V, Stamp), ApiError>>,
+    reading: SingleFlight<String, Result<(V, Stamp), E>>,
 }
 
-impl<V: Clone + Send + Sync + 'static> ReadCache<V> {
+impl<V, E> ReadCache<V, E>
+where
+    V: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + 'static + From<Fault>,
+{
     pub fn new(db: Database) -> Self {
         ReadCache {
             db,
@@ -60,20 +46,20 @@ impl<V: Clone + Send + Sync + 'static> ReadCache<V> {
 
     /// Taken just before the database read whose result may be kept.
     pub fn stamp(&self) -> Stamp {
-        stamp(&self.db)
+        Stamp::now(&self.db)
     }
 
     fn is_current(&self, stamp: &Stamp) -> bool {
-        is_current(&self.db, stamp)
+        stamp.is_current(&self.db)
     }
 
     /// The value in memory, or else what `read` finds, kept for the next callers. Callers that
     /// miss together share one read: a screen polling many times a second must not send a herd
     /// to the database each time the memory lapses.
-    pub async fn get_or_read<F, Fut>(&self, key: &str, read: F) -> Result<V, ApiError>
+    pub async fn get_or_read<F, Fut>(&self, key: &str, read: F) -> Result<V, E>
     where
         F: Fn() -> Fut,
-        Fut: Future<Output = Result<V, ApiError>> + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         if let Some(value) = self.get(key) {
             return Ok(value);
@@ -87,15 +73,15 @@ impl<V: Clone + Send + Sync + 'static> ReadCache<V> {
             let (value, read_at) = self
                 .reading
                 .run(key.clone(), move || async move {
-                    let read_at = stamp(&db);
+                    let read_at = Stamp::now(&db);
                     let value = reading.await?;
-                    if is_current(&db, &read_at) {
+                    if read_at.is_current(&db) {
                         entries.insert(key, (value.clone(), read_at));
                     }
                     Ok((value, read_at))
                 })
                 .await
-                .unwrap_or_else(|| Err(ApiError::internal("the read ended without an answer")))?;
+                .unwrap_or_else(|| Err(Fault::Ended("the read ended without an answer").into()))?;
             if round == 2 || read_at.usable_by(asked) {
                 return Ok(value);
             }
@@ -116,17 +102,6 @@ impl<V: Clone + Send + Sync + 'static> ReadCache<V> {
     }
 }
 
-fn stamp(db: &Database) -> Stamp {
-    Stamp {
-        at: Instant::now(),
-        writes: db.writes(),
-    }
-}
-
-fn is_current(db: &Database, stamp: &Stamp) -> bool {
-    stamp.at.elapsed() < READ_WINDOW && stamp.writes == db.writes()
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -143,7 +118,7 @@ mod tests {
     fn reader(
         reads: &Arc<AtomicUsize>,
         took: Duration,
-    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<usize, ApiError>> + Send>> {
+    ) -> impl Fn() -> std::pin::Pin<Box<dyn Future<Output = Result<usize, Fault>> + Send>> {
         let reads = reads.clone();
         move || {
             let reads = reads.clone();

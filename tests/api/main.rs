@@ -34,5 +34,5 @@ mod webhooks;
 
 /// How long the service reuses a database read from memory.
 pub fn read_window() -> std::time::Duration {
-    schema::pool::SETTLE
+    schema::visibility::SETTLE
 }

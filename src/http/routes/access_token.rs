@@ -11,7 +11,7 @@ use utoipa::ToSchema;
 use crate::http::auth::{Caller, Scope};
 use crate::http::problem::ApiError;
 use crate::http::routes::rfc3339;
-use crate::service::startup::AppState;
+use crate::http::state::AppState;
 use crate::tokens::Served;
 
 /// The largest `min_ttl` honoured: a fresh ChannelAdvisor token lives an hour, so a larger demand

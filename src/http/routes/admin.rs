@@ -7,7 +7,7 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpResponse};
 
 use crate::http::problem::ApiError;
-use crate::service::startup::AppState;
+use crate::http::state::AppState;
 
 const PAGE: &str = include_str!("../admin/index.html");
 const STYLE: &str = include_str!("../admin/admin.css");

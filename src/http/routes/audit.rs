@@ -5,7 +5,7 @@ use utoipa::ToSchema;
 use crate::http::auth::{Caller, Scope};
 use crate::http::problem::ApiError;
 use crate::http::routes::{rfc3339, ListQuery};
-use crate::service::startup::AppState;
+use crate::http::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct AuditEntryView {

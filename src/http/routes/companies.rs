@@ -12,7 +12,7 @@ use utoipa::{IntoParams, ToSchema};
 use crate::http::auth::{Caller, Scope};
 use crate::http::problem::ApiError;
 use crate::http::routes::{rfc3339, ListQuery};
-use crate::service::startup::AppState;
+use crate::http::state::AppState;
 
 const DEFAULT_PAGE: i64 = 100;
 const MAX_PAGE: i64 = 1000;

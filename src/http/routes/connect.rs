@@ -11,14 +11,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use crate::connect::flow::{self as connect_flow, invalid_state, refused_detail, Finished};
+use crate::connect::flow::{refused_detail, Finished};
 use crate::http::auth::{Caller, Scope};
 use crate::http::body::JsonBody;
 use crate::http::problem::ApiError;
 use crate::http::routes::connect_page::{self, Outcome};
 use crate::http::routes::input::{self, Field, Problems};
 use crate::http::routes::rfc3339;
-use crate::service::startup::AppState;
+use crate::http::state::AppState;
 
 /// Where the admin's browser goes to grant access.
 #[derive(Serialize, ToSchema)]
@@ -118,7 +118,7 @@ pub async fn start(
             }
         }
     };
-    let started = connect_flow::start(&state, &caller.sub, company, return_to).await?;
+    let started = state.connect.start(&caller.sub, company, return_to).await?;
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(ConnectStarted {
@@ -163,12 +163,16 @@ pub async fn code(
         };
         ApiError::new(StatusCode::CONFLICT, "invalid_state", detail)
     })?;
-    match connect_flow::finish(&state, attempt, SecretString::from(code)).await? {
+    match state
+        .connect
+        .finish(attempt, SecretString::from(code))
+        .await?
+    {
         Finished::Tested(tested) => Ok(HttpResponse::Ok()
             .insert_header((header::CACHE_CONTROL, "no-store"))
             .json(tested.result)),
         // A refused exchange answers as a refused refresh does (§6): 409 permanent, 503 transient.
-        Finished::ExchangeFailed(e) => Err(crate::tokens::refresh_error(&e)),
+        Finished::ExchangeFailed(e) => Err(crate::http::service_errors::refresh_error(&e)),
     }
 }
 
@@ -206,7 +210,7 @@ pub async fn callback(
             (None, None) => refuse(&req, "The link has no state: it did not come from Connect to ChannelAdvisor. Nothing was stored."),
         });
     };
-    let attempt = match connect_flow::take(&state, &secret_state).await? {
+    let attempt = match state.connect.take(&secret_state).await? {
         Ok(attempt) => attempt,
         Err(why) => return Ok(refuse(&req, refused_detail(why))),
     };
@@ -214,23 +218,30 @@ pub async fn callback(
     let return_to = attempt.return_to.clone();
     let outcome = match (error, code) {
         (Some(_), _) => {
-            connect_flow::end(&state, attempt, "connect_denied").await?;
+            state.connect.end(attempt, "connect_denied").await?;
             Outcome::Denied
         }
         (None, None) => {
-            connect_flow::end(&state, attempt, "connect_failed").await?;
+            state.connect.end(attempt, "connect_failed").await?;
             Outcome::Failed(connector::TestError::protocol(
                 "ChannelAdvisor sent the browser back without a code",
             ))
         }
         (None, Some(code)) => {
-            match connect_flow::finish(&state, attempt, SecretString::from(code)).await {
+            match state
+                .connect
+                .finish(attempt, SecretString::from(code))
+                .await
+            {
                 Ok(Finished::Tested(tested)) => Outcome::Tested(tested.result),
                 Ok(Finished::ExchangeFailed(e)) => Outcome::Failed(e),
-                Err(problem) if return_to.is_none() || wants_html(&req) => {
+                Err(e) => {
+                    let problem = ApiError::from(e);
+                    if return_to.is_some() && !wants_html(&req) {
+                        return Err(problem);
+                    }
                     Outcome::Problem(problem.detail.clone())
                 }
-                Err(problem) => return Err(problem),
             }
         }
     };
@@ -240,6 +251,11 @@ pub async fn callback(
             None => connect_page::outcome(&outcome, Some(&company)),
         },
     )
+}
+
+/// 400 `invalid_state`, as problem+json.
+pub fn invalid_state(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::BAD_REQUEST, "invalid_state", detail)
 }
 
 /// 400 `invalid_state`: an HTML page for a browser, problem+json otherwise.

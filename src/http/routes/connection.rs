@@ -13,7 +13,7 @@ use crate::http::body::JsonBody;
 use crate::http::problem::ApiError;
 use crate::http::routes::credentials_input::{self, Mode};
 use crate::http::routes::{rfc3339, ListQuery};
-use crate::service::startup::AppState;
+use crate::http::state::AppState;
 use schema::CompanyId;
 
 #[derive(Serialize, ToSchema)]

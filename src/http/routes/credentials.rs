@@ -17,7 +17,7 @@ use crate::http::body::JsonBody;
 use crate::http::problem::ApiError;
 use crate::http::routes::credentials_input::{self, CredentialsInput, Mode};
 use crate::http::routes::rfc3339;
-use crate::service::startup::AppState;
+use crate::http::state::AppState;
 
 /// A secret as the screen may see it: whether it is set and its last four characters.
 #[derive(Serialize, ToSchema)]

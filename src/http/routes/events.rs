@@ -17,8 +17,8 @@ use tokio::time::Instant;
 
 use crate::http::auth::{Caller, Scope};
 use crate::http::problem::ApiError;
+use crate::http::state::AppState;
 use crate::service::live_events::{StreamSlot, STREAMS_PER_CALLER};
-use crate::service::startup::AppState;
 
 /// A comment this often keeps proxies from closing an idle stream.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);

@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 
 use crate::http::openapi::ApiDoc;
 use crate::http::problem::ApiError;
-use crate::service::startup::AppState;
+use crate::http::state::AppState;
 
 /// Liveness: always "ok" while the process answers.
 #[derive(Serialize, ToSchema)]

@@ -20,7 +20,7 @@ use crate::http::body::JsonBody;
 use crate::http::problem::ApiError;
 use crate::http::routes::input::{self, Field, Problems};
 use crate::http::routes::{rfc3339, ListQuery};
-use crate::service::startup::AppState;
+use crate::http::state::AppState;
 
 #[derive(Serialize, ToSchema)]
 pub struct WebhookView {

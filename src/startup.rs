@@ -13,42 +13,16 @@ use schema::{Database, KeyRing};
 use crate::connection_test::TestRunner;
 use crate::http::auth::Authenticator;
 use crate::http::body::BODY_LIMIT;
+use crate::http::metrics_middleware::record_http_metrics;
 use crate::http::problem::{problem_for_every_error, ApiError};
 use crate::http::request_context::request_context;
 use crate::http::routes;
-use crate::service::metrics::{record_http_metrics, Metrics};
+use crate::http::state::AppState;
+use crate::service::metrics::Metrics;
 use crate::service::settings::{Config, Store};
 use crate::tokens::read_cache::ReadCache;
 use crate::tokens::TokenBroker;
 use connector::ChannelAdvisorClient;
-
-/// What every handler shares.
-pub struct AppState {
-    pub db: Database,
-    pub keys: Arc<KeyRing>,
-    pub auth: Authenticator,
-    pub metrics: Arc<Metrics>,
-    pub upstream: ChannelAdvisorClient,
-    pub tests: TestRunner,
-    pub tokens: Arc<TokenBroker>,
-    /// Connection status bodies read moments ago (see `read_cache`).
-    pub statuses: ReadCache<web::Bytes>,
-    /// Follows the event log for this instance's live streams (§11).
-    pub events: crate::service::live_events::EventHub,
-    /// Wakes this instance's delivery worker after a change wrote events.
-    pub webhook_wake: Arc<tokio::sync::Notify>,
-    pub config: Config,
-}
-
-impl AppState {
-    /// Runs Test Connection with this instance's database, keys and upstream client.
-    pub async fn test_connection(
-        &self,
-        request: crate::connection_test::TestRequest,
-    ) -> Result<crate::connection_test::Tested, crate::http::problem::ApiError> {
-        self.tests.run(request).await
-    }
-}
 
 pub struct Application {
     port: u16,
@@ -148,8 +122,24 @@ impl Application {
             metrics.clone(),
             renewal,
         );
+        let tests = Arc::new(TestRunner::new(
+            db.clone(),
+            keys.clone(),
+            upstream.clone(),
+            tokens.clone(),
+        ));
+        let webhook_wake: Arc<tokio::sync::Notify> = Arc::default();
+        let connect = crate::connect::flow::ConnectFlow {
+            db: db.clone(),
+            keys: keys.clone(),
+            upstream: upstream.clone(),
+            settings: config.connect.clone(),
+            tests: tests.clone(),
+            webhook_wake: webhook_wake.clone(),
+        };
         let state = web::Data::new(AppState {
-            tests: TestRunner::new(db.clone(), keys.clone(), upstream.clone(), tokens.clone()),
+            tests,
+            connect,
             statuses: ReadCache::new(db.clone()),
             db,
             keys,
@@ -158,7 +148,7 @@ impl Application {
             upstream,
             events,
             tokens,
-            webhook_wake: Arc::default(),
+            webhook_wake,
             config,
         });
         web_hooks::worker::Worker::new(
@@ -176,7 +166,10 @@ impl Application {
         )
         .map_err(anyhow::Error::msg)?
         .spawn();
-        crate::connection_test::health_checks::spawn_retention(state.clone().into_inner());
+        crate::connection_test::health_checks::spawn_retention(
+            state.db.clone(),
+            state.config.retention,
+        );
         if let Some(ahead) = state.config.refresh_ahead {
             crate::tokens::ahead::spawn(
                 state.db.clone(),
@@ -186,7 +179,14 @@ impl Application {
             );
         }
         if let Some(interval) = state.config.health_check_interval {
-            crate::connection_test::health_checks::spawn(state.clone().into_inner(), interval);
+            let checks = crate::connection_test::health_checks::HealthChecks {
+                db: state.db.clone(),
+                tests: state.tests.clone(),
+                metrics: state.metrics.clone(),
+                webhook_wake: state.webhook_wake.clone(),
+                upstream_concurrency: state.config.upstream_concurrency,
+            };
+            crate::connection_test::health_checks::spawn(checks, interval);
         }
         let server = HttpServer::new(move || {
             App::new()
