@@ -128,14 +128,12 @@ impl Application {
             upstream.clone(),
             tokens.clone(),
         ));
-        let webhook_wake: Arc<tokio::sync::Notify> = Arc::default();
         let connect = crate::connect::flow::ConnectFlow {
             db: db.clone(),
             keys: keys.clone(),
             upstream: upstream.clone(),
             settings: config.connect.clone(),
             tests: tests.clone(),
-            webhook_wake: webhook_wake.clone(),
         };
         let state = web::Data::new(AppState {
             tests,
@@ -148,7 +146,6 @@ impl Application {
             upstream,
             events,
             tokens,
-            webhook_wake,
             config,
         });
         web_hooks::worker::Worker::new(
@@ -162,7 +159,6 @@ impl Application {
                 poll: std::time::Duration::from_millis(50),
             },
             state.metrics.webhooks.clone(),
-            state.webhook_wake.clone(),
         )
         .map_err(anyhow::Error::msg)?
         .spawn();
@@ -183,7 +179,6 @@ impl Application {
                 db: state.db.clone(),
                 tests: state.tests.clone(),
                 metrics: state.metrics.clone(),
-                webhook_wake: state.webhook_wake.clone(),
                 upstream_concurrency: state.config.upstream_concurrency,
             };
             crate::connection_test::health_checks::spawn(checks, interval);

@@ -78,6 +78,7 @@ pub fn emit(
     data: Value,
     only: Option<&str>,
 ) -> Result<String, StoreError> {
+    crate::pool::event_written();
     let at = now();
     let id = format!("msg_{}", uuid::Uuid::now_v7().simple());
     let subs: Vec<(String, String, String)> = webhooks::table

@@ -312,22 +312,37 @@ fn pending_migrations(conn: &mut AnyConnection) -> Result<usize, StoreError> {
 /// blocking pool, never on the async executor.
 static SQLITE_WRITERS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
-/// Woken by every write transaction this process commits (see `commit_wake`).
-static COMMIT_WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
+/// Woken by every transaction of this process that committed events (see `event_wake`).
+static EVENT_WAKE: tokio::sync::Notify = tokio::sync::Notify::const_new();
 
-/// Wakes whoever waits for this process's next commit (the live-events reader). Create the
-/// `Notified` and `enable` it before looking at the database, so no commit falls in between.
-pub fn commit_wake() -> &'static tokio::sync::Notify {
-    &COMMIT_WAKE
+thread_local! {
+    /// The transaction under way on this thread wrote events (`outbox::emit`).
+    static EVENTS_WRITTEN: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Wakes whoever follows the event log in this process (the web-hook worker, the live-events
+/// reader) once a transaction that wrote events has committed, so no writer has to remember to.
+/// Create the `Notified` and `enable` it before looking at the database, so no commit falls in
+/// between. Other instances' events are found by each follower's own poll.
+pub fn event_wake() -> &'static tokio::sync::Notify {
+    &EVENT_WAKE
+}
+
+/// Called by `outbox::emit`, inside the transaction that writes the event.
+pub(crate) fn event_written() {
+    EVENTS_WRITTEN.set(true);
 }
 
 fn committed() {
     crate::visibility::committed();
-    COMMIT_WAKE.notify_waiters();
+    if EVENTS_WRITTEN.take() {
+        EVENT_WAKE.notify_waiters();
+    }
 }
 
 fn rolled_back() {
     crate::visibility::rolled_back();
+    EVENTS_WRITTEN.set(false);
 }
 
 /// A write transaction. On SQLite it starts with `BEGIN IMMEDIATE` so the write lock is taken up

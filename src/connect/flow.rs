@@ -79,8 +79,6 @@ pub struct ConnectFlow {
     pub upstream: connector::ChannelAdvisorClient,
     pub settings: ConnectSettings,
     pub tests: std::sync::Arc<TestRunner>,
-    /// Wakes the web-hook worker after a change wrote events.
-    pub webhook_wake: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl ConnectFlow {
@@ -217,7 +215,6 @@ impl ConnectFlow {
             return Err(ConnectError::ApplicationChanged);
         };
         tracing::info!(company = %company, version = saved.credentials.version, "connect: refresh token stored");
-        self.webhook_wake.notify_one();
         let tested = self
             .tests
             .run(TestRequest {
@@ -238,7 +235,6 @@ impl ConnectFlow {
             },
         )
         .await?;
-        self.webhook_wake.notify_one();
         Ok(Finished::Tested(tested))
     }
 }

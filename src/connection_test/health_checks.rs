@@ -25,8 +25,6 @@ pub struct HealthChecks {
     pub db: schema::Database,
     pub tests: Arc<TestRunner>,
     pub metrics: Arc<Metrics>,
-    /// Wakes the web-hook worker after a check wrote events.
-    pub webhook_wake: Arc<tokio::sync::Notify>,
     /// The instance's upstream slots; an eighth of them run checks.
     pub upstream_concurrency: usize,
 }
@@ -84,7 +82,6 @@ pub fn spawn(state: HealthChecks, interval: Duration) {
                         .health_checks
                         .with_label_values(&[&outcome])
                         .inc();
-                    state.webhook_wake.notify_one();
                     drop(permit);
                 });
             }

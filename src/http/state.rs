@@ -28,8 +28,6 @@ pub struct AppState {
     pub statuses: ReadCache<web::Bytes, crate::http::problem::ApiError>,
     /// Follows the event log for this instance's live streams (§11).
     pub events: crate::service::live_events::EventHub,
-    /// Wakes this instance's delivery worker after a change wrote events.
-    pub webhook_wake: Arc<tokio::sync::Notify>,
     pub config: Config,
 }
 

@@ -1,7 +1,7 @@
 //! Live events (contract §11): one reader per instance follows the event log in the database and
 //! fans each new event out to this instance's streams. The log is the source, so a change made
 //! through any instance reaches every instance's streams: a local commit wakes the reader at once
-//! (`schema::pool::commit_wake`), and it looks at least every `POLL` for commits of other
+//! (`schema::pool::event_wake`), and it looks at least every `POLL` for commits of other
 //! instances (or processes on one file).
 
 use std::collections::{HashMap, VecDeque};
@@ -147,7 +147,7 @@ impl StreamsPerCaller {
 async fn follow(db: Database, sender: broadcast::Sender<Arc<LoggedEvent>>, mut last: i64) {
     loop {
         // Armed before the log is read: a commit while reading wakes the next round at once.
-        let woken = schema::pool::commit_wake().notified();
+        let woken = schema::pool::event_wake().notified();
         tokio::pin!(woken);
         woken.as_mut().enable();
         if sender.receiver_count() == 0 {

@@ -48,6 +48,7 @@ pub struct Worker {
     http: reqwest::Client,
     config: WorkerConfig,
     metrics: WorkerMetrics,
+    /// Wakes the claim loop when recorded attempts may have made more deliveries due.
     wake: Arc<Notify>,
 }
 
@@ -57,7 +58,6 @@ impl Worker {
         keys: Arc<KeyRing>,
         config: WorkerConfig,
         metrics: WorkerMetrics,
-        wake: Arc<Notify>,
     ) -> Result<Self, String> {
         let http = crate::target::delivery_client(config.policy, ATTEMPT_TIMEOUT)?;
         Ok(Worker {
@@ -66,7 +66,7 @@ impl Worker {
             http,
             config,
             metrics,
-            wake,
+            wake: Arc::default(),
         })
     }
 
@@ -105,6 +105,11 @@ impl Worker {
             }
             let free = held.num_permits() as i64;
             let (keys, owner) = (self.keys.clone(), self.config.owner.clone());
+            // Armed before the claim looks: events committed by this process while it looks
+            // wake the next claim at once (no writer has to remember to wake this worker).
+            let events_committed = schema::pool::event_wake().notified();
+            tokio::pin!(events_committed);
+            events_committed.as_mut().enable();
             let claimed = match self
                 .db
                 .run(move |conn| schema::outbox::claim(conn, &keys, &owner, first, lease, free))
@@ -120,6 +125,7 @@ impl Worker {
             if claimed.is_empty() {
                 drop(held);
                 tokio::select! {
+                    _ = events_committed => {}
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(self.config.poll) => {}
                 }

@@ -71,7 +71,6 @@ pub async fn issue(
         .inc();
     if result.is_err() {
         // A failed refresh may have written access_token.refresh_failed.
-        state.webhook_wake.notify_one();
     }
     let token = result?.token;
     Ok(HttpResponse::Ok()

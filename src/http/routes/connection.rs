@@ -62,7 +62,6 @@ pub async fn test(
     // A test that changed the state answers only once no instance still shows the state from
     // before it (the store's write settled); one that left the state as it was answers at once
     // (other instances may show the previous `last_test` for up to 100 ms).
-    state.webhook_wake.notify_one();
     Ok(HttpResponse::Ok()
         .insert_header(("Cache-Control", "no-store"))
         .json(tested.result))

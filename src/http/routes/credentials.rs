@@ -145,7 +145,6 @@ async fn save(
         .map_err(|e| map_store(e, company.as_str()))?;
     // A change answers only once no instance still serves a token or state of the old values:
     // the store's write settled before `run` returned.
-    state.webhook_wake.notify_one();
     if !saved.changed.is_empty() {
         tracing::info!(company = %company, changed = ?saved.changed, version = saved.credentials.version, "credentials saved");
     }
@@ -227,7 +226,6 @@ pub async fn delete(
         .run(move |conn| with_retry(|| store::delete(conn, &id, if_match, &actor)))
         .await
         .map_err(|e| map_store(e, company.as_str()))?;
-    state.webhook_wake.notify_one();
     tracing::info!(company = %company, "credentials deleted");
     Ok(HttpResponse::NoContent().finish())
 }

@@ -373,7 +373,6 @@ pub async fn ping(
         .db
         .run(move |conn| schema::webhooks::ping(conn, &w, &actor))
         .await?;
-    state.webhook_wake.notify_one();
     Ok(HttpResponse::Accepted().json(PingQueued { event_id }))
 }
 
