@@ -13,6 +13,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use connector::connect::{AuthorizationCode, RedirectUri};
 use connector::sim::{SimConfig, Simulator};
 use connector::{ApplicationId, ChannelAdvisorClient, RefreshToken, SharedSecret};
 use secrecy::SecretString;
@@ -95,7 +96,7 @@ async fn main() {
     let secret = SharedSecret::parse("demo-shared-secret-0001")
         .unwrap()
         .unwrap();
-    let redirect_uri = format!("{public}/oauth/callback");
+    let redirect_uri = RedirectUri::parse(&format!("{public}/oauth/callback")).unwrap();
     let (mut callbacks, mut upstream) = (Vec::new(), Vec::new());
     for round in 0..ROUNDS {
         let started: Value = http
@@ -113,7 +114,7 @@ async fn main() {
         // The same three upstream calls, straight from the client, with a code of their own.
         let own = grant(&http, &authorize).await;
         let t = Instant::now();
-        let code = SecretString::from(own["code"].clone());
+        let code = AuthorizationCode::new(SecretString::from(own["code"].clone()));
         let granted = direct
             .code_grant(&app, &secret, &code, &redirect_uri)
             .await

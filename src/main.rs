@@ -20,9 +20,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// glibc gives threads their own malloc arenas, up to eight per core, and memory freed in one is
-/// not reused by the others: after bursts of a thousand connections the service held 60–63 MiB,
-/// against 57 MiB with one arena per core (`docs/performance.md`). Set before any thread starts.
+/// One malloc arena per core: glibc gives threads their own arenas, up to eight per core, and
+/// memory freed in one is not reused by the others, so bursts of connections would leave the
+/// service holding memory it no longer uses (figures in `docs/performance.md`). Set before any
+/// thread starts.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {

@@ -32,9 +32,8 @@ pub struct Application {
 }
 
 /// Pooled connections per instance, on either backend. Every statement is short and callers wait
-/// for a connection asynchronously, so more connections buy no throughput: on PostgreSQL, 16 gave
-/// the same refresh fan-in as 8 and held 2 MiB more (each one a libpq connection with TLS buffers,
-/// all kept open), which took the peak over 64 MiB (`docs/performance.md`).
+/// for a connection asynchronously, so more connections buy no throughput, only memory (each a
+/// libpq connection with TLS buffers, all kept open; `docs/performance.md`).
 const POOL_SIZE: u32 = 8;
 
 /// Opens the database, applies pending migrations and refuses a database that holds secrets

@@ -14,11 +14,65 @@ pub struct CodeGrant {
     pub refresh_token: SecretString,
 }
 
+/// The scopes an authorize URL asks for, as ChannelAdvisor spells them (space-separated).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Scope(String);
+
+impl Scope {
+    pub fn new(scopes: impl Into<String>) -> Self {
+        Scope(scopes.into())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// The Redirect URI registered on the application in the Developer Console: where ChannelAdvisor
+/// sends the browser back, and what the code exchange must name again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedirectUri(url::Url);
+
+impl RedirectUri {
+    pub fn parse(uri: &str) -> Result<Self, url::ParseError> {
+        url::Url::parse(uri).map(RedirectUri)
+    }
+
+    pub fn as_str(&self) -> &str {
+        self.0.as_str()
+    }
+}
+
+/// The `state` that binds an authorize URL to one attempt: a secret until the browser brings it
+/// back (only its hash is stored). `Debug` is redacted.
+#[derive(Debug)]
+pub struct CsrfState(SecretString);
+
+impl CsrfState {
+    pub fn new(state: String) -> Self {
+        CsrfState(SecretString::from(state))
+    }
+
+    pub fn secret(&self) -> &str {
+        self.0.expose_secret()
+    }
+}
+
+/// A code ChannelAdvisor handed back for one exchange. `Debug` is redacted.
+#[derive(Debug)]
+pub struct AuthorizationCode(SecretString);
+
+impl AuthorizationCode {
+    pub fn new(code: SecretString) -> Self {
+        AuthorizationCode(code)
+    }
+}
+
 /// What the authorize URL carries besides the Application ID.
 pub struct AuthorizeRequest<'a> {
-    pub scope: &'a str,
-    pub redirect_uri: &'a str,
-    pub state: &'a str,
+    pub scope: &'a Scope,
+    pub redirect_uri: &'a RedirectUri,
+    pub state: &'a CsrfState,
 }
 
 impl ChannelAdvisorClient {
@@ -29,9 +83,9 @@ impl ChannelAdvisorClient {
             .append_pair("client_id", app.as_str())
             .append_pair("response_type", "code")
             .append_pair("access_type", "offline")
-            .append_pair("scope", request.scope)
-            .append_pair("redirect_uri", request.redirect_uri)
-            .append_pair("state", request.state);
+            .append_pair("scope", request.scope.as_str())
+            .append_pair("redirect_uri", request.redirect_uri.as_str())
+            .append_pair("state", request.state.secret());
         url
     }
 
@@ -41,13 +95,13 @@ impl ChannelAdvisorClient {
         &self,
         app: &ApplicationId,
         secret: &SharedSecret,
-        code: &SecretString,
-        redirect_uri: &str,
+        code: &AuthorizationCode,
+        redirect_uri: &RedirectUri,
     ) -> Result<CodeGrant, TestError> {
         let form = form(&[
             ("grant_type", "authorization_code"),
-            ("code", code.expose_secret()),
-            ("redirect_uri", redirect_uri),
+            ("code", code.0.expose_secret()),
+            ("redirect_uri", redirect_uri.as_str()),
         ]);
         let answer = self.token_call(app, secret, form).await?;
         let grant = classify_grant(answer).map_err(about_the_code)?;
@@ -105,8 +159,8 @@ mod tests {
             .code_grant(
                 &ApplicationId::parse("app").unwrap().unwrap(),
                 &SharedSecret::parse("secret").unwrap().unwrap(),
-                &SecretString::from("the-code"),
-                "https://ca.example/cb",
+                &AuthorizationCode::new(SecretString::from("the-code")),
+                &RedirectUri::parse("https://ca.example/cb").unwrap(),
             )
             .await
     }

@@ -1,9 +1,9 @@
 //! The token broker's writes (refresh leases and outcomes) as group commits on SQLite: writes
 //! that arrive while a group is being written share the next transaction, each in a savepoint
-//! of its own, so one that fails leaves the others standing. SQLite takes one writer at a time;
-//! a refresh burst's hundred leases and hundred outcomes, one transaction each, queued for the
-//! lock one by one and were most of the burst's tail past ChannelAdvisor's own latency
-//! (`docs/performance.md`). PostgreSQL writes run in parallel and are not grouped.
+//! of its own, so one that fails leaves the others standing. SQLite takes one writer at a time,
+//! so a refresh burst's leases and outcomes, one transaction each, would queue for the lock one
+//! by one behind ChannelAdvisor's own latency (`docs/performance.md`). PostgreSQL writes run in
+//! parallel and are not grouped.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -22,10 +22,9 @@ pub enum AnyConnection {
 }
 
 /// `$body` with `$c` bound to the backend's own connection, for the statements run on every
-/// token request and status read. Through `AnyConnection` diesel writes out a statement's SQL on
-/// each run to find it in its statement cache, and prepares an `UPDATE` anew; on the backend's
-/// own connection a statement of fixed shape is found by its type (on SQLite the cached-token
-/// read went from 44 to 7 µs).
+/// token request and status read: through `AnyConnection` diesel writes out a statement's SQL on
+/// each run to find it in its statement cache, and prepares an `UPDATE` anew, while on the
+/// backend's own connection a statement of fixed shape is found by its type.
 macro_rules! on_backend {
     ($conn:expr, |$c:ident| $body:expr) => {
         match $conn {
@@ -358,9 +357,9 @@ where
             .transaction_depth()
             .is_ok_and(|depth| depth.is_some());
         // Writers of this process queue here, in order, rather than in SQLite's busy handler,
-        // which polls with sleeps of up to 100 ms: under a burst of writes (a hundred token
-        // refreshes at once) those sleeps, not the writes, were the waiting time. Writers in
-        // other processes still meet the busy timeout.
+        // which polls with sleeps of up to 100 ms: under a burst of writes those sleeps, not the
+        // writes, would be the waiting time. Writers in other processes still meet the busy
+        // timeout.
         let _queue = (!nested).then(|| SQLITE_WRITERS.lock().unwrap_or_else(|p| p.into_inner()));
         match AnsiTransactionManager::begin_transaction_sql(c, "BEGIN IMMEDIATE") {
             // Inside a caller's transaction the lock is the caller's business: use a savepoint.

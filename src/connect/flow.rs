@@ -5,7 +5,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use connector::connect::AuthorizeRequest;
+use connector::connect::{AuthorizationCode, AuthorizeRequest, CsrfState, RedirectUri, Scope};
 use connector::{SharedSecret, TestError};
 use rand::RngCore;
 use schema::connect::{self, Attempt, Refused};
@@ -130,12 +130,14 @@ impl ConnectFlow {
             .run(move |conn| connect::start(conn, &attempt))
             .await?;
         tracing::info!(company = %company, "connect started");
+        let registered = RedirectUri::parse(redirect_uri.as_str())
+            .map_err(|e| Fault::Invalid(format!("the configured Redirect URI: {e}")))?;
         let authorize_url = self.upstream.authorize_url(
             &app,
             &AuthorizeRequest {
-                scope: &self.settings.scope,
-                redirect_uri: redirect_uri.as_str(),
-                state: &secret_state,
+                scope: &Scope::new(self.settings.scope.clone()),
+                redirect_uri: &registered,
+                state: &CsrfState::new(secret_state),
             },
         );
         Ok(Started {
@@ -188,7 +190,13 @@ impl ConnectFlow {
         };
         let grant = match self
             .upstream
-            .code_grant(&app, &secret, &code, &attempt.redirect_uri)
+            .code_grant(
+                &app,
+                &secret,
+                &AuthorizationCode::new(code),
+                &RedirectUri::parse(&attempt.redirect_uri)
+                    .map_err(|e| Fault::Invalid(format!("a stored attempt's Redirect URI: {e}")))?,
+            )
             .await
         {
             Ok(grant) => grant,

@@ -46,8 +46,8 @@ pub async fn request_context(
 }
 
 /// One line per request. Successful ones are logged at debug: connector jobs ask for tokens
-/// thousands of times a minute, and a line each was a third of such a request's cost and noise
-/// in the operator's log; the metrics count them. Refusals are info, server errors warn.
+/// thousands of times a minute, a line each would cost more than the answer and bury the
+/// operator's log, and the metrics count them. Refusals are info, server errors warn.
 fn access_line<B>(res: &ServiceResponse<B>, took: std::time::Duration) {
     let req = res.request();
     let extensions = req.extensions();

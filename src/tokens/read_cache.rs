@@ -1,6 +1,6 @@
 //! Short-lived in-memory copies of hot reads (a company's cached access token, its connection
 //! status). Connector jobs and ERP screens ask for the same company many times a second; each
-//! answer read from the database was most of that request's cost.
+//! answer read from the database would be most of that request's cost.
 //!
 //! Never serving anything older than a write that has answered is the store's one rule
 //! (`schema::visibility`, with its proof sketch): every copy here carries the `Stamp` of its read
