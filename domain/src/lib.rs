@@ -12,6 +12,7 @@ mod sql;
 pub mod state;
 pub mod taxonomy;
 pub mod test_result;
+pub mod values;
 
 pub use company::CompanyId;
 pub use credentials::{
@@ -21,3 +22,4 @@ pub use credentials::{
 pub use state::ConnectionState;
 pub use taxonomy::{ErrorCode, TestError};
 pub use test_result::{Outcome, TestResult};
+pub use values::{Change, CredentialField, CredentialValues, CredentialsChange};

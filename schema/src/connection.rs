@@ -8,8 +8,8 @@ use domain::TestResult;
 
 use crate::audit;
 use crate::credentials::{
-    load_row_for_update, missing_fields, now, to_utc, AuthMethod, ConnectionState, CredentialsRow,
-    Presence, REFRESH_TOKEN,
+    load_row_for_update, now, row_missing, to_utc, AuthMethod, ConnectionState, CredentialsRow,
+    REFRESH_TOKEN,
 };
 use crate::error::StoreError;
 use crate::outbox;
@@ -213,7 +213,10 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
         return Ok(Status {
             state: ConnectionState::NotConfigured,
             since: None,
-            missing: missing_fields(AuthMethod::default(), &Presence::default()),
+            missing: crate::credentials::names(&domain::values::missing(
+                AuthMethod::default(),
+                |_| false,
+            )),
             last_test_id: None,
             last_success_at: None,
             access_token_expires_at: None,
@@ -225,7 +228,7 @@ pub fn status(conn: &mut AnyConnection, company: &CompanyId) -> Result<Status, S
         .select(access_tokens::expires_at)
         .first(c)
         .optional())?;
-    let missing = missing_fields(row.auth_method, &Presence::of_row(&row));
+    let missing = row_missing(&row);
     Ok(Status {
         state: row.state,
         since: Some(to_utc(row.state_since)),

@@ -3,7 +3,7 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use secrecy::{ExposeSecret, SecretString};
+use secrecy::SecretString;
 
 use crate::audit;
 use crate::error::StoreError;
@@ -15,15 +15,16 @@ use crate::secrets::Secrets;
 use domain::CompanyId;
 use serde_json::Value;
 
-pub const APPLICATION_ID: &str = "application_id";
-pub const SHARED_SECRET: &str = "shared_secret";
-pub const REFRESH_TOKEN: &str = "refresh_token";
-pub const PROFILE_ID: &str = "profile_id";
-pub const AUTH_METHOD: &str = "auth_method";
-pub const DEVELOPER_KEY: &str = "developer_key";
-pub const PASSWORD: &str = "password";
-pub const ACCOUNT_ID: &str = "account_id";
+pub const APPLICATION_ID: &str = CredentialField::ApplicationId.as_str();
+pub const SHARED_SECRET: &str = CredentialField::SharedSecret.as_str();
+pub const REFRESH_TOKEN: &str = CredentialField::RefreshToken.as_str();
+pub const PROFILE_ID: &str = CredentialField::ProfileId.as_str();
+pub const AUTH_METHOD: &str = CredentialField::AuthMethod.as_str();
+pub const DEVELOPER_KEY: &str = CredentialField::DeveloperKey.as_str();
+pub const PASSWORD: &str = CredentialField::Password.as_str();
+pub const ACCOUNT_ID: &str = CredentialField::AccountId.as_str();
 
+pub use domain::values::{Change, CredentialField, CredentialValues, CredentialsChange};
 pub use domain::{AccountId, ApplicationId, AuthMethod, ConnectionState, ProfileId};
 
 #[derive(Queryable, Selectable, Insertable, AsChangeset, Debug, Clone)]
@@ -55,18 +56,12 @@ pub(crate) struct CredentialsRow {
     pub account_id: Option<AccountId>,
 }
 
-/// A company's credentials with the secrets opened. `Debug` is redacted by `SecretString`.
+/// A company's stored credentials: the values with the secrets opened (its fields are reached
+/// through `Deref`), and what the store keeps about them. `Debug` is redacted by `SecretString`.
 #[derive(Debug, Clone)]
 pub struct Credentials {
     pub company: CompanyId,
-    pub application_id: Option<ApplicationId>,
-    pub shared_secret: Option<SecretString>,
-    pub refresh_token: Option<SecretString>,
-    pub profile_id: Option<ProfileId>,
-    pub auth_method: AuthMethod,
-    pub developer_key: Option<SecretString>,
-    pub password: Option<SecretString>,
-    pub account_id: Option<AccountId>,
+    pub values: CredentialValues,
     pub version: i64,
     pub state: ConnectionState,
     pub state_since: DateTime<Utc>,
@@ -74,94 +69,44 @@ pub struct Credentials {
     pub updated_by: String,
 }
 
+impl std::ops::Deref for Credentials {
+    type Target = CredentialValues;
+
+    fn deref(&self) -> &CredentialValues {
+        &self.values
+    }
+}
+
 impl Credentials {
     /// The values a connection needs that are not set, in the order the screen shows them.
     pub fn missing(&self) -> Vec<&'static str> {
-        missing_fields(
-            self.auth_method,
-            &Presence {
-                application_id: self.application_id.is_some(),
-                shared_secret: self.shared_secret.is_some(),
-                refresh_token: self.refresh_token.is_some(),
-                developer_key: self.developer_key.is_some(),
-                password: self.password.is_some(),
-                account_id: self.account_id.is_some(),
-            },
-        )
+        names(&self.values.missing())
     }
 
     pub fn is_complete(&self) -> bool {
-        self.missing().is_empty()
+        self.values.is_complete()
     }
 }
 
-/// Which values are set, whatever the method.
-#[derive(Debug, Default, Clone, Copy)]
-pub(crate) struct Presence {
-    pub application_id: bool,
-    pub shared_secret: bool,
-    pub refresh_token: bool,
-    pub developer_key: bool,
-    pub password: bool,
-    pub account_id: bool,
+/// The API's names of `fields`.
+pub fn names(fields: &[CredentialField]) -> Vec<&'static str> {
+    fields.iter().map(|f| f.as_str()).collect()
 }
 
-impl Presence {
-    pub(crate) fn of_row(row: &CredentialsRow) -> Presence {
-        Presence {
-            application_id: row.application_id.is_some(),
-            shared_secret: row.shared_secret.is_some(),
-            refresh_token: row.refresh_token.is_some(),
-            developer_key: row.developer_key.is_some(),
-            password: row.password.is_some(),
-            account_id: row.account_id.is_some(),
-        }
-    }
-}
-
-/// The values the method needs that are not set, in the order the screen shows them.
-pub(crate) fn missing_fields(method: AuthMethod, set: &Presence) -> Vec<&'static str> {
-    let common = [
-        (set.application_id, APPLICATION_ID),
-        (set.shared_secret, SHARED_SECRET),
-    ];
-    let own: &[(bool, &'static str)] = match method {
-        AuthMethod::RefreshToken => &[(set.refresh_token, REFRESH_TOKEN)],
-        AuthMethod::Soap => &[
-            (set.developer_key, DEVELOPER_KEY),
-            (set.password, PASSWORD),
-            (set.account_id, ACCOUNT_ID),
-        ],
+/// The values a row's method needs that are not set, read from which columns hold a value (no
+/// secret is opened).
+pub(crate) fn row_missing(row: &CredentialsRow) -> Vec<&'static str> {
+    let is_set = |field| match field {
+        CredentialField::AuthMethod => true,
+        CredentialField::ApplicationId => row.application_id.is_some(),
+        CredentialField::SharedSecret => row.shared_secret.is_some(),
+        CredentialField::RefreshToken => row.refresh_token.is_some(),
+        CredentialField::ProfileId => row.profile_id.is_some(),
+        CredentialField::DeveloperKey => row.developer_key.is_some(),
+        CredentialField::Password => row.password.is_some(),
+        CredentialField::AccountId => row.account_id.is_some(),
     };
-    common
-        .iter()
-        .chain(own)
-        .filter(|(set, _)| !set)
-        .map(|(_, name)| *name)
-        .collect()
-}
-
-/// What a write does to one field: PUT sets or clears every field, PATCH may keep some.
-#[derive(Debug, Clone, Default)]
-pub enum Change<T> {
-    #[default]
-    Keep,
-    Set(T),
-    Clear,
-}
-
-/// A write's change to each field; `Default` keeps every field.
-#[derive(Debug, Clone, Default)]
-pub struct CredentialsChange {
-    pub application_id: Change<ApplicationId>,
-    pub shared_secret: Change<SecretString>,
-    pub refresh_token: Change<SecretString>,
-    pub profile_id: Change<ProfileId>,
-    /// `Clear` means the default method, `refresh_token`.
-    pub auth_method: Change<AuthMethod>,
-    pub developer_key: Change<SecretString>,
-    pub password: Change<SecretString>,
-    pub account_id: Change<AccountId>,
+    names(&domain::values::missing(row.auth_method, is_set))
 }
 
 #[derive(Debug)]
@@ -235,15 +180,17 @@ pub(crate) fn open_field(
 pub(crate) fn open_row(keys: &KeyRing, row: CredentialsRow) -> Result<Credentials, StoreError> {
     let secrets = Secrets::open(keys, &row)?;
     Ok(Credentials {
-        auth_method: row.auth_method,
+        values: CredentialValues {
+            application_id: row.application_id,
+            shared_secret: secrets.shared_secret,
+            refresh_token: secrets.refresh_token,
+            profile_id: row.profile_id,
+            auth_method: row.auth_method,
+            developer_key: secrets.developer_key,
+            password: secrets.password,
+            account_id: row.account_id,
+        },
         company: row.company,
-        application_id: row.application_id,
-        shared_secret: secrets.shared_secret,
-        refresh_token: secrets.refresh_token,
-        profile_id: row.profile_id,
-        developer_key: secrets.developer_key,
-        password: secrets.password,
-        account_id: row.account_id,
         version: row.version,
         state: row.state,
         state_since: to_utc(row.state_since),
@@ -268,28 +215,6 @@ pub fn load(
 }
 
 /// Applies one field's change; `old` is the stored value (an `Err` when it does not open).
-fn apply_secret(
-    change: &Change<SecretString>,
-    old: Option<Result<SecretString, StoreError>>,
-) -> Result<(Option<SecretString>, bool), StoreError> {
-    Ok(match change {
-        Change::Keep => (old.transpose()?, false),
-        Change::Clear => (None, old.is_some()),
-        Change::Set(new) => {
-            let same = matches!(&old, Some(Ok(o)) if o.expose_secret() == new.expose_secret());
-            (Some(new.clone()), !same)
-        }
-    })
-}
-
-fn apply_plain<T: Clone + PartialEq>(change: &Change<T>, old: Option<T>) -> (Option<T>, bool) {
-    match change {
-        Change::Keep => (old, false),
-        Change::Clear => (None, old.is_some()),
-        Change::Set(new) => (Some(new.clone()), old.as_ref() != Some(new)),
-    }
-}
-
 /// Creates or changes a company's credentials in one transaction: re-seals every secret under the
 /// current key, bumps the version, resets the connection state, drops cached tokens and writes the
 /// audit entry. `if_match` is the version the caller last saw.
@@ -313,6 +238,54 @@ pub fn save(
     })
 }
 
+/// The stored values a change is laid over. A secret the change keeps must open; one it sets or
+/// clears need not (a company whose secrets no longer open is repaired by entering them again),
+/// and counts as set and unlike any new value.
+fn stored_values(
+    keys: &KeyRing,
+    row: &CredentialsRow,
+    change: &CredentialsChange,
+) -> Result<CredentialValues, StoreError> {
+    let secret = |field: CredentialField,
+                  bytes: &Option<Vec<u8>>,
+                  keeps: bool|
+     -> Result<Option<SecretString>, StoreError> {
+        match open_field(keys, row, field.as_str(), bytes) {
+            None => Ok(None),
+            Some(Ok(value)) => Ok(Some(value)),
+            Some(Err(e)) if keeps => Err(e),
+            Some(Err(_)) => Ok(Some(SecretString::from("\u{0}unreadable"))),
+        }
+    };
+    let keeps = |c: &Change<SecretString>| matches!(c, Change::Keep);
+    Ok(CredentialValues {
+        application_id: row.application_id.clone(),
+        shared_secret: secret(
+            CredentialField::SharedSecret,
+            &row.shared_secret,
+            keeps(&change.shared_secret),
+        )?,
+        refresh_token: secret(
+            CredentialField::RefreshToken,
+            &row.refresh_token,
+            keeps(&change.refresh_token),
+        )?,
+        profile_id: row.profile_id,
+        auth_method: row.auth_method,
+        developer_key: secret(
+            CredentialField::DeveloperKey,
+            &row.developer_key,
+            keeps(&change.developer_key),
+        )?,
+        password: secret(
+            CredentialField::Password,
+            &row.password,
+            keeps(&change.password),
+        )?,
+        account_id: row.account_id.clone(),
+    })
+}
+
 /// `save` inside a transaction the caller holds, by any author (Connect saves as the person who
 /// started it, `via: authorization_code`, in the transaction that closes the attempt).
 pub fn save_in_tx(
@@ -329,58 +302,12 @@ pub fn save_in_tx(
     let now = now();
     check_version(existing.as_ref(), if_match)?;
 
-    let old_secret = |field: &str, pick: fn(&CredentialsRow) -> &Option<Vec<u8>>| {
-        existing
-            .as_ref()
-            .and_then(|row| open_field(keys, row, field, pick(row)))
+    let old = match &existing {
+        Some(row) => stored_values(keys, row, change)?,
+        None => CredentialValues::default(),
     };
-    let old = existing.as_ref();
-    let (application_id, app_changed) = apply_plain(
-        &change.application_id,
-        old.and_then(|r| r.application_id.clone()),
-    );
-    let (account_id, account_changed) =
-        apply_plain(&change.account_id, old.and_then(|r| r.account_id.clone()));
-    let (profile_id, profile_changed) = apply_plain(
-        &change.profile_id,
-        existing.as_ref().and_then(|r| r.profile_id),
-    );
-    let old_method = existing.as_ref().map(|r| r.auth_method);
-    let auth_method = match &change.auth_method {
-        Change::Keep => old_method.unwrap_or_default(),
-        Change::Clear => AuthMethod::default(),
-        Change::Set(m) => *m,
-    };
-    let method_changed = auth_method != old_method.unwrap_or_default();
-    let (shared_secret, secret_changed) = apply_secret(
-        &change.shared_secret,
-        old_secret(SHARED_SECRET, |r| &r.shared_secret),
-    )?;
-    let (refresh_token, token_changed) = apply_secret(
-        &change.refresh_token,
-        old_secret(REFRESH_TOKEN, |r| &r.refresh_token),
-    )?;
-    let (developer_key, key_changed) = apply_secret(
-        &change.developer_key,
-        old_secret(DEVELOPER_KEY, |r| &r.developer_key),
-    )?;
-    let (password, password_changed) =
-        apply_secret(&change.password, old_secret(PASSWORD, |r| &r.password))?;
-
-    let changed: Vec<&'static str> = [
-        (method_changed, AUTH_METHOD),
-        (app_changed, APPLICATION_ID),
-        (secret_changed, SHARED_SECRET),
-        (token_changed, REFRESH_TOKEN),
-        (profile_changed, PROFILE_ID),
-        (key_changed, DEVELOPER_KEY),
-        (password_changed, PASSWORD),
-        (account_changed, ACCOUNT_ID),
-    ]
-    .into_iter()
-    .filter(|(c, _)| *c)
-    .map(|(_, n)| n)
-    .collect();
+    let (values, changed_fields) = old.overlay(change);
+    let changed = names(&changed_fields);
 
     let previous_state = existing
         .as_ref()
@@ -398,51 +325,36 @@ pub fn save_in_tx(
         });
     }
 
+    let state = domain::values::state_after_save(&values);
     let secrets = Secrets {
-        shared_secret,
-        refresh_token,
-        developer_key,
-        password,
-    };
-    let complete = missing_fields(
-        auth_method,
-        &Presence {
-            application_id: application_id.is_some(),
-            shared_secret: secrets.shared_secret.is_some(),
-            refresh_token: secrets.refresh_token.is_some(),
-            developer_key: secrets.developer_key.is_some(),
-            password: secrets.password.is_some(),
-            account_id: account_id.is_some(),
-        },
-    )
-    .is_empty();
-    let state = if complete {
-        ConnectionState::Untested
-    } else {
-        ConnectionState::Incomplete
+        shared_secret: values.shared_secret.clone(),
+        refresh_token: values.refresh_token.clone(),
+        developer_key: values.developer_key.clone(),
+        password: values.password.clone(),
     };
     let now_naive = now.naive_utc();
     let sealed = secrets.seal(keys, company.as_str());
     let row = CredentialsRow {
         company: company.clone(),
-        application_id: application_id.clone(),
+        application_id: values.application_id.clone(),
         key_id: sealed.key_id,
         shared_secret: sealed.shared_secret,
         refresh_token: sealed.refresh_token,
         developer_key: sealed.developer_key,
         password: sealed.password,
-        auth_method,
-        account_id: account_id.clone(),
-        profile_id,
+        auth_method: values.auth_method,
+        account_id: values.account_id.clone(),
+        profile_id: values.profile_id,
         version: match &existing {
             Some(r) => r.version + 1,
             None => deleted_version(conn, company)? + 1,
         },
         state,
-        state_since: match &existing {
-            Some(r) if r.state == state => r.state_since,
-            _ => now_naive,
-        },
+        state_since: domain::values::state_since(
+            existing.as_ref().map(|r| (r.state, r.state_since)),
+            state,
+            now_naive,
+        ),
         created_at: existing.as_ref().map_or(now_naive, |r| r.created_at),
         updated_at: now_naive,
         updated_by: actor.to_string(),
@@ -505,14 +417,7 @@ pub fn save_in_tx(
     Ok(Saved {
         credentials: Credentials {
             company: company.clone(),
-            application_id,
-            shared_secret: secrets.shared_secret,
-            refresh_token: secrets.refresh_token,
-            profile_id,
-            auth_method,
-            developer_key: secrets.developer_key,
-            password: secrets.password,
-            account_id,
+            values,
             version: row.version,
             state,
             state_since: to_utc(row.state_since),

@@ -10,8 +10,8 @@ use secrecy::{ExposeSecret, SecretString};
 
 use crate::connection::{store_token, ObtainedToken, StateChange, ACCESS_TOKEN};
 use crate::credentials::{
-    load_row_for_update, missing_fields, now, open_row, to_utc, ConnectionState, Credentials,
-    CredentialsRow, Presence,
+    load_row_for_update, now, open_row, row_missing, to_utc, ConnectionState, Credentials,
+    CredentialsRow,
 };
 use crate::error::StoreError;
 use crate::pool::{on_backend, AnyConnection};
@@ -178,7 +178,7 @@ fn token_row(row: &CredentialsRow) -> Result<TokenRow, StoreError> {
     };
     Ok(TokenRow {
         state: row.state,
-        missing: missing_fields(row.auth_method, &Presence::of_row(row)),
+        missing: row_missing(row),
         lease,
         remembered,
     })
@@ -447,7 +447,10 @@ mod tests {
         let stored = crate::credentials::load(&mut conn, &keys, &company)
             .unwrap()
             .unwrap();
-        assert_eq!(stored.refresh_token.unwrap().expose_secret(), "refresh-2");
+        assert_eq!(
+            stored.refresh_token.as_ref().unwrap().expose_secret(),
+            "refresh-2"
+        );
         let snap = snapshot(&mut conn, &keys, &company).unwrap();
         assert!(snap.cached.is_none() && snap.row.unwrap().lease.is_none());
     }

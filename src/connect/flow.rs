@@ -182,7 +182,7 @@ impl ConnectFlow {
             .and_then(|c| c.application_id.clone())
             .filter(|a| a.as_str() == attempt.application_id);
         let secret = stored
-            .and_then(|c| c.shared_secret)
+            .and_then(|c| c.values.shared_secret)
             .map(SharedSecret::from_secret);
         let (Some(app), Some(secret)) = (app, secret) else {
             self.end(attempt, "connect_failed").await?;

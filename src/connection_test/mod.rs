@@ -8,11 +8,13 @@ use std::time::Instant;
 
 use chrono::Utc;
 use connector::{
-    run_checks, Access, AccessInput, AccountId, ApplicationId, AuthMethod, ChannelAdvisorClient,
-    ProfileId, SharedSecret, StoredAccess, TestError, TestInput,
+    run_checks, Access, AccessInput, ApplicationId, AuthMethod, ChannelAdvisorClient, SharedSecret,
+    StoredAccess, TestError, TestInput,
 };
 use connector::{Outcome, TestResult};
-use schema::credentials::{Change, Credentials, CredentialsChange};
+use schema::credentials::{
+    Change, CredentialField, CredentialValues, Credentials, CredentialsChange,
+};
 use schema::{CompanyId, Database, KeyRing};
 use secrecy::{ExposeSecret, SecretString};
 use sha2::{Digest, Sha256};
@@ -49,107 +51,59 @@ pub struct TestRequest {
     pub triggered_by: String,
 }
 
-fn overlay<T: Clone>(stored: Option<T>, change: Option<&Change<T>>) -> Option<T> {
-    match change {
-        None | Some(Change::Keep) => stored,
-        Some(Change::Set(v)) => Some(v.clone()),
-        Some(Change::Clear) => None,
+/// The values a test runs on: the stored ones, with a candidate's laid over them.
+fn effective(
+    stored: Option<&Credentials>,
+    candidate: Option<&CredentialsChange>,
+) -> CredentialValues {
+    let base = stored.map(|c| c.values.clone()).unwrap_or_default();
+    match candidate {
+        Some(change) => base.overlay(change).0,
+        None => base,
     }
 }
 
-struct Effective {
-    application_id: Option<ApplicationId>,
-    shared_secret: Option<SecretString>,
-    refresh_token: Option<SecretString>,
-    profile_id: Option<ProfileId>,
-    auth_method: AuthMethod,
-    developer_key: Option<SecretString>,
-    password: Option<SecretString>,
-    account_id: Option<AccountId>,
+/// The refresh token, or the SOAP values, by the effective method.
+fn access(values: &CredentialValues) -> AccessInput {
+    AccessInput::from_stored(StoredAccess {
+        method: values.auth_method,
+        refresh_token: values.refresh_token.as_ref(),
+        developer_key: values.developer_key.as_ref(),
+        password: values.password.as_ref(),
+        account_id: values.account_id.as_ref(),
+    })
 }
 
-impl Effective {
-    /// The refresh token, or the SOAP values, by the effective method.
-    fn access(&self) -> AccessInput {
-        AccessInput::from_stored(StoredAccess {
-            method: self.auth_method,
-            refresh_token: self.refresh_token.as_ref(),
-            developer_key: self.developer_key.as_ref(),
-            password: self.password.as_ref(),
-            account_id: self.account_id.as_ref(),
-        })
-    }
-}
-
-fn effective(stored: Option<&Credentials>, candidate: Option<&CredentialsChange>) -> Effective {
-    Effective {
-        application_id: overlay(
-            stored.and_then(|c| c.application_id.clone()),
-            candidate.map(|c| &c.application_id),
-        ),
-        shared_secret: overlay(
-            stored.and_then(|c| c.shared_secret.clone()),
-            candidate.map(|c| &c.shared_secret),
-        ),
-        refresh_token: overlay(
-            stored.and_then(|c| c.refresh_token.clone()),
-            candidate.map(|c| &c.refresh_token),
-        ),
-        profile_id: overlay(
-            stored.and_then(|c| c.profile_id),
-            candidate.map(|c| &c.profile_id),
-        ),
-        auth_method: overlay(
-            stored.map(|c| c.auth_method),
-            candidate.map(|c| &c.auth_method),
-        )
-        .unwrap_or_default(),
-        developer_key: overlay(
-            stored.and_then(|c| c.developer_key.clone()),
-            candidate.map(|c| &c.developer_key),
-        ),
-        password: overlay(
-            stored.and_then(|c| c.password.clone()),
-            candidate.map(|c| &c.password),
-        ),
-        account_id: overlay(
-            stored.and_then(|c| c.account_id.clone()),
-            candidate.map(|c| &c.account_id),
-        ),
-    }
-}
-
-fn digest(company: &CompanyId, candidate: bool, version: Option<i64>, e: &Effective) -> String {
+/// Names a test run by its company and every effective value, so identical presses share one
+/// run; a hash, never the values.
+fn digest(
+    company: &CompanyId,
+    candidate: bool,
+    version: Option<i64>,
+    e: &CredentialValues,
+) -> String {
+    let secret = |v: &Option<SecretString>| v.as_ref().map(|s| s.expose_secret().to_string());
     let mut h = Sha256::new();
-    for part in [
-        company.as_str(),
-        if candidate { "candidate" } else { "stored" },
-        &version.map(|v| v.to_string()).unwrap_or_default(),
-        e.application_id
-            .as_ref()
-            .map_or("\u{0}", ApplicationId::as_str),
-        e.shared_secret
-            .as_ref()
-            .map(|s| s.expose_secret())
-            .unwrap_or("\u{0}"),
-        e.refresh_token
-            .as_ref()
-            .map(|s| s.expose_secret())
-            .unwrap_or("\u{0}"),
-        &e.profile_id
-            .map(|p| p.get().to_string())
-            .unwrap_or_default(),
-        e.auth_method.as_str(),
-        e.developer_key
-            .as_ref()
-            .map(|s| s.expose_secret())
-            .unwrap_or("\u{0}"),
-        e.password
-            .as_ref()
-            .map(|s| s.expose_secret())
-            .unwrap_or("\u{0}"),
-        e.account_id.as_ref().map_or("\u{0}", AccountId::as_str),
-    ] {
+    let head = [
+        company.as_str().to_string(),
+        (if candidate { "candidate" } else { "stored" }).to_string(),
+        version.map(|v| v.to_string()).unwrap_or_default(),
+    ];
+    let fields = CredentialField::ALL.map(|field| match field {
+        CredentialField::AuthMethod => Some(e.auth_method.as_str().to_string()),
+        CredentialField::ApplicationId => e.application_id.as_ref().map(|a| a.as_str().into()),
+        CredentialField::SharedSecret => secret(&e.shared_secret),
+        CredentialField::RefreshToken => secret(&e.refresh_token),
+        CredentialField::ProfileId => e.profile_id.map(|p| p.get().to_string()),
+        CredentialField::DeveloperKey => secret(&e.developer_key),
+        CredentialField::Password => secret(&e.password),
+        CredentialField::AccountId => e.account_id.as_ref().map(|a| a.as_str().into()),
+    });
+    let unset = "\u{0}".to_string();
+    for part in head
+        .iter()
+        .chain(fields.iter().map(|f| f.as_ref().unwrap_or(&unset)))
+    {
         h.update(part.as_bytes());
         h.update([0x1f]);
     }
@@ -242,14 +196,14 @@ impl Run {
     async fn execute(
         self,
         request: TestRequest,
-        values: Effective,
+        values: CredentialValues,
         version: Option<i64>,
     ) -> Result<Tested, Fault> {
         let started_at = Utc::now();
         let started = Instant::now();
         let input = TestInput {
             application_id: values.application_id.clone(),
-            access: values.access(),
+            access: access(&values),
             shared_secret: values.shared_secret.map(SharedSecret::from_secret),
             profile_id: values.profile_id,
         };

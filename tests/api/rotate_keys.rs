@@ -202,16 +202,16 @@ async fn rotate_keys_reseals_ten_thousand_companies(backend: Backend) {
                 .get(&i)
                 .cloned()
                 .unwrap_or_else(|| format!("secret-{i:05}-abcdefgh"));
-            assert_eq!(c.shared_secret.unwrap().expose_secret(), expected);
+            assert_eq!(c.values.shared_secret.unwrap().expose_secret(), expected);
             assert_eq!(
-                c.refresh_token.unwrap().expose_secret(),
+                c.values.refresh_token.unwrap().expose_secret(),
                 format!("refresh-{i:05}-abcdefgh")
             );
             // A PUT by the server replaced every field, the SOAP values with nothing.
             let soap = |what| soap_value(i, what).filter(|_| !latest.contains_key(&i));
             let open = |v: Option<SecretString>| v.map(|s| s.expose_secret().to_string());
-            assert_eq!(open(c.developer_key), open(soap("devkey")), "{i}");
-            assert_eq!(open(c.password), open(soap("password")), "{i}");
+            assert_eq!(open(c.values.developer_key), open(soap("devkey")), "{i}");
+            assert_eq!(open(c.values.password), open(soap("password")), "{i}");
         }
     })
     .await
