@@ -82,6 +82,18 @@ pub struct ConnectFlow {
 }
 
 impl ConnectFlow {
+    /// The company's stored credentials (secrets open), if any.
+    async fn stored(
+        &self,
+        company: &CompanyId,
+    ) -> Result<Option<schema::credentials::Credentials>, ConnectError> {
+        let (keys, id) = (self.keys.clone(), company.clone());
+        Ok(self
+            .db
+            .run(move |conn| schema::credentials::load(conn, &keys, &id))
+            .await?)
+    }
+
     /// Starts an attempt for the company with its stored Application ID and Shared Secret.
     pub async fn start(
         &self,
@@ -92,12 +104,7 @@ impl ConnectFlow {
         let Some(redirect_uri) = self.settings.redirect_uri.clone() else {
             return Err(ConnectError::NotConfigured);
         };
-        let keys = self.keys.clone();
-        let id = company.clone();
-        let stored = self
-            .db
-            .run(move |conn| schema::credentials::load(conn, &keys, &id))
-            .await?;
+        let stored = self.stored(&company).await?;
         let application_id = stored.as_ref().and_then(|c| c.application_id.clone());
         let missing: Vec<&str> = [
             (application_id.is_some(), "application_id"),
@@ -171,12 +178,7 @@ impl ConnectFlow {
     ) -> Result<Finished, ConnectError> {
         let company = CompanyId::parse(&attempt.company)
             .map_err(|e| Fault::Invalid(format!("a stored attempt's company: {e}")))?;
-        let keys = self.keys.clone();
-        let id = company.clone();
-        let stored = self
-            .db
-            .run(move |conn| schema::credentials::load(conn, &keys, &id))
-            .await?;
+        let stored = self.stored(&company).await?;
         let app = stored
             .as_ref()
             .and_then(|c| c.application_id.clone())
