@@ -153,6 +153,7 @@ impl Application {
             web_hooks::worker::WorkerConfig {
                 schedule: state.config.webhooks.retry_schedule.clone(),
                 policy: state.config.webhook_policy(),
+                pinned: state.config.webhooks.pinned.clone(),
                 owner: uuid::Uuid::new_v4().to_string(),
                 max_in_flight: 64,
                 poll: std::time::Duration::from_millis(50),

@@ -157,6 +157,10 @@ pub struct Settings {
     /// Allow http:// web-hook targets
     #[arg(long, env = "CA_CONNECTOR_WEBHOOK_ALLOW_HTTP", action = ArgAction::SetTrue)]
     pub webhook_allow_http: bool,
+    /// Web-hook host names pinned to addresses, looked up before DNS (HOST=ADDRESS, comma-separated;
+    /// the private-address check still applies)
+    #[arg(long, env = "CA_CONNECTOR_WEBHOOK_RESOLVE", value_delimiter = ',')]
+    pub webhook_resolve: Vec<String>,
     #[command(flatten)]
     pub connect: crate::service::connect_settings::ConnectArgs,
     /// Who may embed the settings screen (/admin/) in a frame: its CSP frame-ancestors sources
@@ -166,6 +170,25 @@ pub struct Settings {
         default_value = "'self'"
     )]
     pub admin_frame_ancestors: String,
+}
+
+/// `--webhook-resolve`: HOST=ADDRESS pairs (a host may be named more than once).
+fn pinned_hosts(pairs: &[String]) -> Result<web_hooks::target::Pinned, ConfigError> {
+    let mut pinned: std::collections::HashMap<String, Vec<std::net::IpAddr>> = Default::default();
+    for pair in pairs.iter().filter(|p| !p.trim().is_empty()) {
+        let invalid = || ConfigError::Invalid {
+            setting: "--webhook-resolve",
+            message: format!("{pair:?} is not HOST=ADDRESS (an IPv4 or IPv6 address)"),
+        };
+        let (host, address) = pair.trim().split_once('=').ok_or_else(invalid)?;
+        let address = address.trim().parse().map_err(|_| invalid())?;
+        let host = host.trim().trim_end_matches('.').to_ascii_lowercase();
+        if host.is_empty() {
+            return Err(invalid());
+        }
+        pinned.entry(host).or_default().push(address);
+    }
+    Ok(std::sync::Arc::new(pinned))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -212,6 +235,7 @@ pub struct WebhookSettings {
     pub retry_schedule: Vec<u64>,
     pub allow_private: bool,
     pub allow_http: bool,
+    pub pinned: web_hooks::target::Pinned,
 }
 
 impl Config {
@@ -571,6 +595,7 @@ impl Config {
                 retry_schedule,
                 allow_private: s.webhook_allow_private,
                 allow_http: s.webhook_allow_http,
+                pinned: pinned_hosts(&s.webhook_resolve)?,
             },
             retention,
             connect: s.connect.resolve()?,

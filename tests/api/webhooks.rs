@@ -700,6 +700,9 @@ async fn targets_are_checked_again_after_dns() {
         .respond_with(ok())
         .mount(&receiver)
         .await;
+    // A name that is not private by its looks, pinned to loopback as a split-horizon DNS would
+    // answer it (`--webhook-resolve`): no dependence on this machine's own name or DNS.
+    let host = "hooks.erp-customer.example";
     let app = spawn_app_with(
         &Backend::Sqlite,
         AppOptions {
@@ -707,25 +710,14 @@ async fn targets_are_checked_again_after_dns() {
                 "--webhook-allow-http".into(),
                 "--webhook-retry-schedule".into(),
                 "0".into(),
+                "--webhook-resolve".into(),
+                format!("{host}=127.0.0.1"),
             ],
             ..Default::default()
         },
     )
     .await;
     let port = url::Url::parse(&receiver.uri()).unwrap().port().unwrap();
-    // The machine's own name: not private by its looks, but /etc/hosts maps it to loopback.
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .unwrap()
-        .trim()
-        .to_string();
-    let resolved: Vec<std::net::SocketAddr> =
-        std::net::ToSocketAddrs::to_socket_addrs(&(host.as_str(), port))
-            .map(Iterator::collect)
-            .unwrap_or_default();
-    assert!(
-        !resolved.is_empty() && resolved.iter().all(|a| a.ip().is_loopback()),
-        "this test needs the machine's name ({host}) to resolve to loopback, as /etc/hosts does on these machines: {resolved:?}"
-    );
     let hook = subscribe(
         &app,
         json!({"url": format!("http://{host}:{port}/hook"), "companies": ["acme"]}),
@@ -755,6 +747,31 @@ async fn targets_are_checked_again_after_dns() {
         0,
         "never sent to a private address"
     );
+    // The pin itself resolves: where private targets are allowed, the same name is delivered to.
+    let allowed = spawn_app_with(
+        &Backend::Sqlite,
+        AppOptions {
+            extra_args: vec![
+                "--webhook-allow-http".into(),
+                "--webhook-allow-private".into(),
+                "--webhook-resolve".into(),
+                format!("{host}=127.0.0.1"),
+            ],
+            ..Default::default()
+        },
+    )
+    .await;
+    subscribe(
+        &allowed,
+        json!({"url": format!("http://{host}:{port}/hook"), "companies": ["acme"]}),
+        &["acme"],
+    )
+    .await;
+    allowed
+        .put_credentials("acme", &json!({"application_id": "x"}))
+        .await;
+    let got = received(&receiver, 1, Duration::from_secs(5)).await;
+    assert!(!got.is_empty(), "delivered through the pinned name");
 }
 
 /// SIGKILL between a change and its delivery: after a restart the receiver still gets the event,

@@ -127,15 +127,23 @@ impl std::error::Error for NonPublicTarget {}
 /// runs inside the attempt's deadline.
 pub struct TargetResolver {
     pub policy: TargetPolicy,
+    pub pinned: Pinned,
 }
+
+/// Host names an operator pinned to addresses (`--webhook-resolve`), looked up before DNS: for a
+/// name this network's DNS does not answer. The address check applies to them all the same.
+pub type Pinned = std::sync::Arc<std::collections::HashMap<String, Vec<IpAddr>>>;
 
 impl reqwest::dns::Resolve for TargetResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let allow_private = self.policy.allow_private;
-        let host = name.as_str().to_string();
+        let host = name.as_str().to_ascii_lowercase();
+        let pinned = self.pinned.get(&host).cloned();
         Box::pin(async move {
-            let addrs: Vec<std::net::SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let addrs: Vec<std::net::SocketAddr> = match pinned {
+                Some(ips) => ips.into_iter().map(|ip| (ip, 0).into()).collect(),
+                None => tokio::net::lookup_host((host.as_str(), 0)).await?.collect(),
+            };
             if !allow_private && addrs.iter().any(|a| is_private(a.ip())) {
                 return Err(Box::new(NonPublicTarget) as Box<dyn std::error::Error + Send + Sync>);
             }
@@ -144,16 +152,14 @@ impl reqwest::dns::Resolve for TargetResolver {
     }
 }
 
-/// The client deliveries are sent with: every name through `TargetResolver`, no redirects, and
-/// never an environment proxy (`HTTPS_PROXY`, `HTTP_PROXY`, `ALL_PROXY`): a proxy would be handed
-/// the target's name and resolve it itself, so the address check would never run.
 pub fn delivery_client(
     policy: TargetPolicy,
+    pinned: Pinned,
     timeout: std::time::Duration,
 ) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .no_proxy()
-        .dns_resolver(std::sync::Arc::new(TargetResolver { policy }))
+        .dns_resolver(std::sync::Arc::new(TargetResolver { policy, pinned }))
         .redirect(reqwest::redirect::Policy::none())
         .timeout(timeout)
         .user_agent(concat!("ca-connector-webhooks/", env!("CARGO_PKG_VERSION")))
@@ -241,6 +247,7 @@ mod tests {
         use reqwest::dns::Resolve;
         let strict = TargetResolver {
             policy: TargetPolicy::default(),
+            pinned: Pinned::default(),
         };
         // The resolver judges addresses, not names: "localhost" passes it to the lookup.
         let name = || "localhost".parse::<reqwest::dns::Name>().unwrap();
@@ -252,6 +259,7 @@ mod tests {
                 allow_http: false,
                 allow_private: true,
             },
+            pinned: Pinned::default(),
         };
         let addrs: Vec<_> = open.resolve(name()).await.unwrap().collect();
         assert!(addrs.iter().all(|a| a.ip().is_loopback()) && !addrs.is_empty());
@@ -306,8 +314,12 @@ mod tests {
     #[tokio::test]
     async fn the_delivery_client_refuses_a_loopback_name_before_connecting() {
         let (port, accepted) = listener().await;
-        let client =
-            delivery_client(TargetPolicy::default(), std::time::Duration::from_secs(5)).unwrap();
+        let client = delivery_client(
+            TargetPolicy::default(),
+            Pinned::default(),
+            std::time::Duration::from_secs(5),
+        )
+        .unwrap();
         let err = client
             .get(format!("http://localhost:{port}/hook"))
             .send()
@@ -341,7 +353,8 @@ mod tests {
             allow_http: true,
             allow_private: true,
         };
-        let client = delivery_client(open, std::time::Duration::from_secs(5)).unwrap();
+        let client =
+            delivery_client(open, Pinned::default(), std::time::Duration::from_secs(5)).unwrap();
         let res = client
             .post(format!("http://localhost:{target_port}/hook"))
             .send()

@@ -34,6 +34,8 @@ pub struct WorkerConfig {
     /// Seconds before each attempt: the first counted from the event, each next from the previous attempt.
     pub schedule: Vec<u64>,
     pub policy: TargetPolicy,
+    /// Host names pinned to addresses (`--webhook-resolve`).
+    pub pinned: crate::target::Pinned,
     /// This instance, for the leases.
     pub owner: String,
     /// Deliveries in flight at once (each on its own task).
@@ -59,7 +61,8 @@ impl Worker {
         config: WorkerConfig,
         metrics: WorkerMetrics,
     ) -> Result<Self, String> {
-        let http = crate::target::delivery_client(config.policy, ATTEMPT_TIMEOUT)?;
+        let http =
+            crate::target::delivery_client(config.policy, config.pinned.clone(), ATTEMPT_TIMEOUT)?;
         Ok(Worker {
             db,
             keys,
