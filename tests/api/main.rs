@@ -6,6 +6,7 @@
 
 mod helpers;
 
+mod architecture;
 mod auth;
 mod browser;
 mod browser_contract;
