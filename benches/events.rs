@@ -67,6 +67,7 @@ fn serve(database_url: Option<&str>, dir: &std::path::Path) -> (std::process::Ch
 fn fresh_postgres(admin: &str) -> String {
     use diesel::{Connection, RunQueryDsl};
     let name = format!("bench_{}", uuid::Uuid::new_v4().simple());
+    schema::pool::init_tls();
     let mut conn = diesel::PgConnection::establish(admin).unwrap();
     diesel::sql_query(format!("CREATE DATABASE {name}"))
         .execute(&mut conn)

@@ -82,15 +82,24 @@ pub fn probe(url: &str) -> Result<(), StoreError> {
     Manager::for_url(url)?.connect().map(drop)
 }
 
+/// Initialises OpenSSL without its exit handler; call before any PostgreSQL connection. libpq
+/// would initialise it with one, and that handler frees OpenSSL's state at process exit while
+/// the pool's threads may still be using a TLS connection (a process that ended this way crashed
+/// after its work was done).
+pub fn init_tls() {
+    openssl_sys::init();
+}
+
 impl ManageConnection for Manager {
     type Connection = AnyConnection;
     type Error = StoreError;
 
     fn connect(&self) -> Result<AnyConnection, StoreError> {
         match self.backend {
-            Backend::Postgres => Ok(AnyConnection::Postgresql(PgConnection::establish(
-                &self.target,
-            )?)),
+            Backend::Postgres => Ok(AnyConnection::Postgresql({
+                init_tls();
+                PgConnection::establish(&self.target)?
+            })),
             Backend::Sqlite => {
                 let mut conn = SqliteConnection::establish(&self.target)?;
                 // WAL lets readers run beside the one writer; the busy timeout makes writers wait

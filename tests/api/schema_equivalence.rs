@@ -72,6 +72,7 @@ fn sqlite_shape(url: &str) -> Shape {
 }
 
 fn postgres_shape(url: &str) -> Shape {
+    schema::pool::init_tls();
     let mut conn = PgConnection::establish(url).unwrap();
     let cols: Vec<PgColumn> = diesel::sql_query(
         "SELECT table_name::text, column_name::text, data_type::text, is_nullable::text FROM information_schema.columns \

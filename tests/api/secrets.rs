@@ -37,6 +37,7 @@ fn database_text(app: &TestApp) -> String {
                 #[diesel(sql_type = diesel::sql_types::Text)]
                 j: String,
             }
+            schema::pool::init_tls();
             let mut conn = PgConnection::establish(&app.database_url).unwrap();
             let tables: Vec<Row> = diesel::sql_query("SELECT table_name::text AS j FROM information_schema.tables WHERE table_schema = 'public'")
                 .load(&mut conn)

@@ -48,6 +48,7 @@ impl Backend {
             Backend::Sqlite => format!("sqlite://{}", dir.join("test.db").display()),
             Backend::Postgres(admin) => {
                 let name = format!("t_{}", uuid::Uuid::new_v4().simple());
+                schema::pool::init_tls();
                 let mut conn =
                     PgConnection::establish(admin).expect("connect to TEST_DATABASE_URL");
                 diesel::sql_query(format!("CREATE DATABASE {name}"))
