@@ -35,6 +35,14 @@ impl CredentialField {
         CredentialField::AccountId,
     ];
 
+    /// The fields sealed at rest.
+    pub const SECRETS: [CredentialField; 4] = [
+        CredentialField::SharedSecret,
+        CredentialField::RefreshToken,
+        CredentialField::DeveloperKey,
+        CredentialField::Password,
+    ];
+
     /// The field's name in the API, the audit trail, events, and the sealed value's associated
     /// data (so it never changes).
     pub const fn as_str(self) -> &'static str {
@@ -72,6 +80,19 @@ pub struct CredentialsChange {
     pub developer_key: Change<SecretString>,
     pub password: Change<SecretString>,
     pub account_id: Change<AccountId>,
+}
+
+impl CredentialsChange {
+    /// What the change does to a secret field (`None` for a field that is not secret).
+    pub fn secret(&self, field: CredentialField) -> Option<&Change<SecretString>> {
+        match field {
+            CredentialField::SharedSecret => Some(&self.shared_secret),
+            CredentialField::RefreshToken => Some(&self.refresh_token),
+            CredentialField::DeveloperKey => Some(&self.developer_key),
+            CredentialField::Password => Some(&self.password),
+            _ => None,
+        }
+    }
 }
 
 /// One company's values, secrets open. `Debug` is redacted by `SecretString`.
@@ -133,6 +154,28 @@ impl CredentialValues {
     /// The values the method needs that are not set, in the order the screen shows them.
     pub fn missing(&self) -> Vec<CredentialField> {
         missing(self.auth_method, |field| self.is_set(field))
+    }
+
+    /// A secret field's value (`None` for a field that is not secret, or not set).
+    pub fn secret(&self, field: CredentialField) -> Option<&SecretString> {
+        match field {
+            CredentialField::SharedSecret => self.shared_secret.as_ref(),
+            CredentialField::RefreshToken => self.refresh_token.as_ref(),
+            CredentialField::DeveloperKey => self.developer_key.as_ref(),
+            CredentialField::Password => self.password.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Where a secret field's value is kept (`None` for a field that is not secret).
+    pub fn secret_mut(&mut self, field: CredentialField) -> Option<&mut Option<SecretString>> {
+        match field {
+            CredentialField::SharedSecret => Some(&mut self.shared_secret),
+            CredentialField::RefreshToken => Some(&mut self.refresh_token),
+            CredentialField::DeveloperKey => Some(&mut self.developer_key),
+            CredentialField::Password => Some(&mut self.password),
+            _ => None,
+        }
     }
 
     /// Whether the field holds a value.

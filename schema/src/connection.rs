@@ -106,9 +106,9 @@ pub(crate) fn store_rotated_refresh_token(
     row: &CredentialsRow,
     new_token: &SecretString,
 ) -> Result<(), StoreError> {
-    let mut secrets = crate::secrets::Secrets::open(keys, row)?;
-    secrets.refresh_token = Some(new_token.clone());
-    crate::secrets::write(conn, keys, row.company.as_str(), &secrets)?;
+    let mut values = crate::secrets::open(keys, row)?;
+    values.refresh_token = Some(new_token.clone());
+    crate::secrets::write(conn, keys, row.company.as_str(), &values)?;
     audit::record(
         conn,
         &row.company,

@@ -3,7 +3,6 @@
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use diesel::prelude::*;
-use secrecy::SecretString;
 
 use crate::audit;
 use crate::error::StoreError;
@@ -11,7 +10,6 @@ use crate::outbox;
 use crate::pool::{write_tx, AnyConnection};
 use crate::schema::{credentials, credentials_deleted_versions};
 use crate::seal::KeyRing;
-use crate::secrets::Secrets;
 use domain::CompanyId;
 use serde_json::Value;
 
@@ -164,32 +162,9 @@ pub(crate) fn load_rows_for_update(
     }
 }
 
-pub(crate) fn open_field(
-    keys: &KeyRing,
-    row: &CredentialsRow,
-    field: &str,
-    bytes: &Option<Vec<u8>>,
-) -> Option<Result<SecretString, StoreError>> {
-    bytes.as_ref().map(|b| {
-        let key_id = row.key_id.as_deref().unwrap_or_default();
-        keys.open(row.company.as_str(), field, key_id, b)
-            .map_err(StoreError::from)
-    })
-}
-
 pub(crate) fn open_row(keys: &KeyRing, row: CredentialsRow) -> Result<Credentials, StoreError> {
-    let secrets = Secrets::open(keys, &row)?;
     Ok(Credentials {
-        values: CredentialValues {
-            application_id: row.application_id,
-            shared_secret: secrets.shared_secret,
-            refresh_token: secrets.refresh_token,
-            profile_id: row.profile_id,
-            auth_method: row.auth_method,
-            developer_key: secrets.developer_key,
-            password: secrets.password,
-            account_id: row.account_id,
-        },
+        values: crate::secrets::open(keys, &row)?,
         company: row.company,
         version: row.version,
         state: row.state,
@@ -239,51 +214,14 @@ pub fn save(
 }
 
 /// The stored values a change is laid over. A secret the change keeps must open; one it sets or
-/// clears need not (a company whose secrets no longer open is repaired by entering them again),
-/// and counts as set and unlike any new value.
+/// clears need not (a company whose secrets no longer open is repaired by entering them again).
 fn stored_values(
     keys: &KeyRing,
     row: &CredentialsRow,
     change: &CredentialsChange,
 ) -> Result<CredentialValues, StoreError> {
-    let secret = |field: CredentialField,
-                  bytes: &Option<Vec<u8>>,
-                  keeps: bool|
-     -> Result<Option<SecretString>, StoreError> {
-        match open_field(keys, row, field.as_str(), bytes) {
-            None => Ok(None),
-            Some(Ok(value)) => Ok(Some(value)),
-            Some(Err(e)) if keeps => Err(e),
-            Some(Err(_)) => Ok(Some(SecretString::from("\u{0}unreadable"))),
-        }
-    };
-    let keeps = |c: &Change<SecretString>| matches!(c, Change::Keep);
-    Ok(CredentialValues {
-        application_id: row.application_id.clone(),
-        shared_secret: secret(
-            CredentialField::SharedSecret,
-            &row.shared_secret,
-            keeps(&change.shared_secret),
-        )?,
-        refresh_token: secret(
-            CredentialField::RefreshToken,
-            &row.refresh_token,
-            keeps(&change.refresh_token),
-        )?,
-        profile_id: row.profile_id,
-        auth_method: row.auth_method,
-        developer_key: secret(
-            CredentialField::DeveloperKey,
-            &row.developer_key,
-            keeps(&change.developer_key),
-        )?,
-        password: secret(
-            CredentialField::Password,
-            &row.password,
-            keeps(&change.password),
-        )?,
-        account_id: row.account_id.clone(),
-    })
+    let keeps = |field| matches!(change.secret(field), Some(Change::Keep));
+    Ok(crate::secrets::open_with(keys, row, keeps)?)
 }
 
 /// `save` inside a transaction the caller holds, by any author (Connect saves as the person who
@@ -326,14 +264,8 @@ pub fn save_in_tx(
     }
 
     let state = domain::values::state_after_save(&values);
-    let secrets = Secrets {
-        shared_secret: values.shared_secret.clone(),
-        refresh_token: values.refresh_token.clone(),
-        developer_key: values.developer_key.clone(),
-        password: values.password.clone(),
-    };
     let now_naive = now.naive_utc();
-    let sealed = secrets.seal(keys, company.as_str());
+    let sealed = crate::secrets::seal(&values, keys, company.as_str());
     let row = CredentialsRow {
         company: company.clone(),
         application_id: values.application_id.clone(),

@@ -150,9 +150,9 @@ pub fn rotate_batch(
             if row.key_id.as_deref().is_none_or(|k| k == primary) {
                 continue;
             }
-            match crate::secrets::Secrets::open(keys, &row) {
-                Ok(secrets) => {
-                    crate::secrets::write(conn, keys, &company, &secrets)?;
+            match crate::secrets::open(keys, &row) {
+                Ok(values) => {
+                    crate::secrets::write(conn, keys, &company, &values)?;
                     batch.rotated += 1;
                 }
                 Err(e) => batch.failed.push((company.clone(), e)),

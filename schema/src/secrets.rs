@@ -1,26 +1,18 @@
 //! The sealed fields of a credentials row, opened and sealed together: one key id per row, so
 //! whenever one secret is sealed anew (a save, a rotated refresh token, `rotate-keys`) all are,
-//! under the current key, and none is left under a key the row no longer names.
+//! under the current key, and none is left under a key the row no longer names. The values are
+//! the domain's `CredentialValues`; which fields are secret is `CredentialField::SECRETS`.
 
 use diesel::prelude::*;
-use secrecy::SecretString;
+use domain::values::{CredentialField, CredentialValues};
 
-use crate::credentials::{CredentialsRow, DEVELOPER_KEY, PASSWORD, REFRESH_TOKEN, SHARED_SECRET};
+use crate::credentials::CredentialsRow;
 use crate::error::StoreError;
 use crate::schema::credentials;
 use crate::seal::{KeyRing, SealError};
 
-/// A row's secrets in the clear. `Debug` is redacted by `SecretString`.
-#[derive(Debug, Clone, Default)]
-pub struct Secrets {
-    pub shared_secret: Option<SecretString>,
-    pub refresh_token: Option<SecretString>,
-    pub developer_key: Option<SecretString>,
-    pub password: Option<SecretString>,
-}
-
 /// The sealed columns as written back.
-#[derive(AsChangeset, Debug)]
+#[derive(AsChangeset, Debug, Default)]
 #[diesel(table_name = credentials, treat_none_as_null = true)]
 pub(crate) struct Sealed {
     pub key_id: Option<String>,
@@ -30,46 +22,75 @@ pub(crate) struct Sealed {
     pub password: Option<Vec<u8>>,
 }
 
-impl Secrets {
-    /// Opens every sealed field of the row (its company and each field's name are the
-    /// associated data); the first that does not open is the error.
-    pub(crate) fn open(keys: &KeyRing, row: &CredentialsRow) -> Result<Secrets, SealError> {
-        let key_id = row.key_id.as_deref().unwrap_or_default();
-        let open = |field: &str, bytes: &Option<Vec<u8>>| {
-            bytes
-                .as_ref()
-                .map(|b| keys.open(row.company.as_str(), field, key_id, b))
-                .transpose()
-        };
-        Ok(Secrets {
-            shared_secret: open(SHARED_SECRET, &row.shared_secret)?,
-            refresh_token: open(REFRESH_TOKEN, &row.refresh_token)?,
-            developer_key: open(DEVELOPER_KEY, &row.developer_key)?,
-            password: open(PASSWORD, &row.password)?,
-        })
-    }
-
-    /// Seals every set field under the current key.
-    pub(crate) fn seal(&self, keys: &KeyRing, company: &str) -> Sealed {
-        let any = [
-            &self.shared_secret,
-            &self.refresh_token,
-            &self.developer_key,
-            &self.password,
-        ]
-        .iter()
-        .any(|f| f.is_some());
-        let seal = |field: &str, value: &Option<SecretString>| {
-            value.as_ref().map(|v| keys.seal(company, field, v).bytes)
-        };
-        Sealed {
-            key_id: any.then(|| keys.primary_id().to_string()),
-            shared_secret: seal(SHARED_SECRET, &self.shared_secret),
-            refresh_token: seal(REFRESH_TOKEN, &self.refresh_token),
-            developer_key: seal(DEVELOPER_KEY, &self.developer_key),
-            password: seal(PASSWORD, &self.password),
+impl Sealed {
+    /// The column a secret field is sealed into.
+    fn column(&mut self, field: CredentialField) -> &mut Option<Vec<u8>> {
+        match field {
+            CredentialField::RefreshToken => &mut self.refresh_token,
+            CredentialField::DeveloperKey => &mut self.developer_key,
+            CredentialField::Password => &mut self.password,
+            _ => &mut self.shared_secret,
         }
     }
+}
+
+/// The row's sealed bytes of a secret field.
+fn sealed_bytes(row: &CredentialsRow, field: CredentialField) -> &Option<Vec<u8>> {
+    match field {
+        CredentialField::RefreshToken => &row.refresh_token,
+        CredentialField::DeveloperKey => &row.developer_key,
+        CredentialField::Password => &row.password,
+        _ => &row.shared_secret,
+    }
+}
+
+/// The row's values with every sealed field opened (its company and each field's name are the
+/// associated data); the first that does not open is the error.
+pub(crate) fn open(keys: &KeyRing, row: &CredentialsRow) -> Result<CredentialValues, SealError> {
+    open_with(keys, row, |_| true)
+}
+
+/// `open`, except that a field for which `must_open` is false and that does not open counts as
+/// set, to a value unlike any other (so a change that sets or clears it is a change).
+pub(crate) fn open_with(
+    keys: &KeyRing,
+    row: &CredentialsRow,
+    must_open: impl Fn(CredentialField) -> bool,
+) -> Result<CredentialValues, SealError> {
+    let key_id = row.key_id.as_deref().unwrap_or_default();
+    let mut values = CredentialValues {
+        application_id: row.application_id.clone(),
+        profile_id: row.profile_id,
+        auth_method: row.auth_method,
+        account_id: row.account_id.clone(),
+        ..Default::default()
+    };
+    for field in CredentialField::SECRETS {
+        let opened = match sealed_bytes(row, field) {
+            None => None,
+            Some(b) => match keys.open(row.company.as_str(), field.as_str(), key_id, b) {
+                Ok(value) => Some(value),
+                Err(e) if must_open(field) => return Err(e),
+                Err(_) => Some(secrecy::SecretString::from("\u{0}unreadable")),
+            },
+        };
+        if let Some(slot) = values.secret_mut(field) {
+            *slot = opened;
+        }
+    }
+    Ok(values)
+}
+
+/// Seals every set secret field under the current key.
+pub(crate) fn seal(values: &CredentialValues, keys: &KeyRing, company: &str) -> Sealed {
+    let mut sealed = Sealed::default();
+    for field in CredentialField::SECRETS {
+        if let Some(value) = values.secret(field) {
+            *sealed.column(field) = Some(keys.seal(company, field.as_str(), value).bytes);
+            sealed.key_id = Some(keys.primary_id().to_string());
+        }
+    }
+    sealed
 }
 
 /// Writes a row's secrets sealed anew under the current key.
@@ -77,10 +98,10 @@ pub(crate) fn write(
     conn: &mut crate::AnyConnection,
     keys: &KeyRing,
     company: &str,
-    secrets: &Secrets,
+    values: &CredentialValues,
 ) -> Result<(), StoreError> {
     diesel::update(credentials::table.find(company))
-        .set(&secrets.seal(keys, company))
+        .set(&seal(values, keys, company))
         .execute(conn)?;
     Ok(())
 }

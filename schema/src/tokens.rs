@@ -254,7 +254,7 @@ pub fn finish_ok(
     let current = row.version == done.version && done.cache;
     release(conn, done.company.as_str(), current)?;
     if let (Some(rotated), Some(spent)) = (&done.token.rotated_refresh_token, done.spent) {
-        let stored = crate::secrets::Secrets::open(keys, &row)?.refresh_token;
+        let stored = crate::secrets::open(keys, &row)?.refresh_token;
         if stored.is_some_and(|s| s.expose_secret() == spent.expose_secret()) {
             crate::connection::store_rotated_refresh_token(conn, keys, &row, rotated)?;
         }
