@@ -23,24 +23,26 @@ pub(crate) struct Sealed {
 }
 
 impl Sealed {
-    /// The column a secret field is sealed into.
-    fn column(&mut self, field: CredentialField) -> &mut Option<Vec<u8>> {
+    /// The column a secret field is sealed into (`None` for a field that is not secret).
+    fn column(&mut self, field: CredentialField) -> Option<&mut Option<Vec<u8>>> {
         match field {
-            CredentialField::RefreshToken => &mut self.refresh_token,
-            CredentialField::DeveloperKey => &mut self.developer_key,
-            CredentialField::Password => &mut self.password,
-            _ => &mut self.shared_secret,
+            CredentialField::SharedSecret => Some(&mut self.shared_secret),
+            CredentialField::RefreshToken => Some(&mut self.refresh_token),
+            CredentialField::DeveloperKey => Some(&mut self.developer_key),
+            CredentialField::Password => Some(&mut self.password),
+            _ => None,
         }
     }
 }
 
-/// The row's sealed bytes of a secret field.
-fn sealed_bytes(row: &CredentialsRow, field: CredentialField) -> &Option<Vec<u8>> {
+/// The row's sealed bytes of a secret field (`None` when not set or not secret).
+fn sealed_bytes(row: &CredentialsRow, field: CredentialField) -> Option<&Vec<u8>> {
     match field {
-        CredentialField::RefreshToken => &row.refresh_token,
-        CredentialField::DeveloperKey => &row.developer_key,
-        CredentialField::Password => &row.password,
-        _ => &row.shared_secret,
+        CredentialField::SharedSecret => row.shared_secret.as_ref(),
+        CredentialField::RefreshToken => row.refresh_token.as_ref(),
+        CredentialField::DeveloperKey => row.developer_key.as_ref(),
+        CredentialField::Password => row.password.as_ref(),
+        _ => None,
     }
 }
 
@@ -85,8 +87,8 @@ pub(crate) fn open_with(
 pub(crate) fn seal(values: &CredentialValues, keys: &KeyRing, company: &str) -> Sealed {
     let mut sealed = Sealed::default();
     for field in CredentialField::SECRETS {
-        if let Some(value) = values.secret(field) {
-            *sealed.column(field) = Some(keys.seal(company, field.as_str(), value).bytes);
+        if let (Some(value), Some(column)) = (values.secret(field), sealed.column(field)) {
+            *column = Some(keys.seal(company, field.as_str(), value).bytes);
             sealed.key_id = Some(keys.primary_id().to_string());
         }
     }
